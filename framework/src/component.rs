@@ -1,0 +1,102 @@
+//! The three component traits every plugin implements, and the per-record results they return.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::ComponentError;
+use crate::record::{Position, Record};
+
+/// One decoded value on its way through the graph, with the source record it came from.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    /// The decoded event (for a source's consumers) or a processor's output.
+    pub value: &'a Value,
+    /// The source record this value derives from.
+    pub record: &'a Record,
+}
+
+/// What a processor made of one input record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Zero or more outputs, passed to every consumer of the processor.
+    Emit(Vec<Value>),
+    /// A transient failure: the runtime retries this record with backoff.
+    Retry(String),
+    /// A poison record: dead-lettered with this reason, never retried.
+    Reject(String),
+}
+
+impl Outcome {
+    /// A single output.
+    pub fn one(value: Value) -> Self {
+        Outcome::Emit(vec![value])
+    }
+}
+
+/// What a sink made of one output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Durably handed to the destination.
+    Delivered,
+    /// Not delivered this time (throttled, internal failure): retried with backoff.
+    Retry(String),
+    /// The destination will never take this output (too large, invalid): dead-lettered.
+    Reject(String),
+}
+
+/// Reads records. Driven by one task per source; `commit` is called with watermark positions
+/// only (every record up to and including each position has been delivered or dead-lettered).
+#[async_trait]
+pub trait Source: Send {
+    /// Reads up to `max_records` records. `Ok(None)` means the input is finished (a file or a
+    /// fixed count); an endless source waits until it has records.
+    ///
+    /// # Errors
+    /// A [`ComponentError::Retryable`] is retried with backoff; a fatal error stops the pipeline.
+    ///
+    /// # Cancel safety
+    /// The runtime drops this future on shutdown. Records it had read but not returned are not
+    /// lost: their positions were never committed, so they are read again on restart.
+    async fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<Record>>, ComponentError>;
+
+    /// Records that everything up to and including each position is done. The default does
+    /// nothing (sources with no durable position, such as stdin).
+    ///
+    /// # Errors
+    /// A failed commit is logged and retried at the next commit.
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
+        let _ = positions;
+        Ok(())
+    }
+}
+
+/// Turns a batch of inputs into one outcome per input, in order.
+#[async_trait]
+pub trait Processor: Send + Sync {
+    /// Processes a whole batch (vectorised inference). Must return exactly one outcome per
+    /// input; CPU-heavy work belongs off the async executor (`spawn_blocking`).
+    ///
+    /// # Errors
+    /// An error applies to the whole batch: retryable errors are retried, fatal ones fail the
+    /// batch's records (they are not committed).
+    async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError>;
+}
+
+/// Delivers outputs and reports one result per output, in order.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Delivers a batch. `Delivered` must mean the destination has it (written and flushed, or
+    /// acknowledged by the service).
+    ///
+    /// # Errors
+    /// An error applies to the whole batch, as for [`Processor::process`].
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError>;
+
+    /// Called once when the pipeline stops, after the last delivery.
+    ///
+    /// # Errors
+    /// Reported, and makes the run fail.
+    async fn close(&self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! Runs one source batch through the graph: decode once, processors level by level (each level
+//! concurrently), sinks concurrently, retries with backoff, and dead letters. Returns the fate of
+//! every record. The streaming runtime and the Lambda adapter both call [`Graph::run_batch`].
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::component::{Delivery, Input, Outcome, Processor, Sink};
+use crate::dead_letter;
+use crate::error::ComponentError;
+use crate::graph::{Graph, NodeRef};
+use crate::record::{Payload, Record};
+use crate::retry::OnExhausted;
+
+/// What finally happened to one source record, over all its branches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordStatus {
+    /// Every branch delivered it (or filtered it out).
+    Delivered,
+    /// At least one branch rejected it and the dead-letter destination has it; the others
+    /// delivered it.
+    DeadLettered,
+    /// Some branch could neither deliver nor dead-letter it: it must not be committed.
+    Failed(String),
+}
+
+/// The result of [`Graph::run_batch`]: one status per input record, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Per-record status, index-aligned with the batch.
+    pub statuses: Vec<RecordStatus>,
+}
+
+impl BatchReport {
+    /// Indices of failed records, lowest first.
+    pub fn failed(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.statuses.iter().enumerate().filter_map(|(i, s)| match s {
+            RecordStatus::Failed(reason) => Some((i, reason.as_str())),
+            _ => None,
+        })
+    }
+}
+
+/// A value in flight, with the index of the source record it derives from.
+#[derive(Clone)]
+struct Item {
+    origin: usize,
+    value: Arc<Value>,
+}
+
+/// One result of a processor or sink call, normalised.
+enum Verdict {
+    Done(Vec<Value>),
+    Retry(String),
+    Reject(String),
+    Fatal(String),
+}
+
+/// The end state of one item after retries.
+enum Final {
+    Done(Vec<Value>),
+    DeadLetter(String),
+    Failed(String),
+}
+
+#[derive(Clone, Copy)]
+enum Stage<'a> {
+    Processor(&'a dyn Processor),
+    Sink(&'a dyn Sink),
+}
+
+impl Stage<'_> {
+    async fn call(&self, inputs: &[Input<'_>]) -> Result<Vec<Verdict>, ComponentError> {
+        Ok(match self {
+            Stage::Processor(p) => p
+                .process(inputs)
+                .await?
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::Emit(values) => Verdict::Done(values),
+                    Outcome::Retry(reason) => Verdict::Retry(reason),
+                    Outcome::Reject(reason) => Verdict::Reject(reason),
+                })
+                .collect(),
+            Stage::Sink(s) => s
+                .deliver(inputs)
+                .await?
+                .into_iter()
+                .map(|d| match d {
+                    Delivery::Delivered => Verdict::Done(Vec::new()),
+                    Delivery::Retry(reason) => Verdict::Retry(reason),
+                    Delivery::Reject(reason) => Verdict::Reject(reason),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A rejection waiting for the dead-letter destination.
+struct Rejection {
+    origin: usize,
+    component: Arc<str>,
+    reason: String,
+    output: Option<Arc<Value>>,
+}
+
+impl Graph {
+    /// Runs one batch of records from source `source` (an index from [`Graph::source_index`])
+    /// through every branch that consumes it, and reports each record's fate.
+    pub async fn run_batch(&self, source: usize, records: &[Record]) -> BatchReport {
+        self.metrics.add_in(records.len());
+        let mut statuses = vec![RecordStatus::Delivered; records.len()];
+        let mut rejections = Vec::new();
+
+        let source_items = self.decode(source, records, &mut rejections);
+        let mut outputs: Vec<Vec<Item>> = vec![Vec::new(); self.processors.len()];
+        for level in &self.levels {
+            let calls = self.processors[level.clone()].iter().map(|node| {
+                let items = gather(&node.inputs, source, &source_items, &outputs);
+                async move {
+                    let finals = self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
+                    (items, finals)
+                }
+            });
+            let results = join_all(calls).await;
+            for (offset, (items, finals)) in results.into_iter().enumerate() {
+                let index = level.start + offset;
+                let node_id = &self.processors[index].id;
+                for (item, fin) in items.into_iter().zip(finals) {
+                    match fin {
+                        Final::Done(values) => outputs[index]
+                            .extend(values.into_iter().map(|v| Item { origin: item.origin, value: Arc::new(v) })),
+                        Final::DeadLetter(reason) => {
+                            rejections.push(Rejection { origin: item.origin, component: node_id.clone(), reason, output: None });
+                        }
+                        Final::Failed(reason) => fail(&mut statuses, item.origin, node_id, &reason),
+                    }
+                }
+            }
+        }
+
+        let deliveries = self.sinks.iter().map(|node| {
+            let items = gather(&node.inputs, source, &source_items, &outputs);
+            async move {
+                let finals = self.call_with_retries(Stage::Sink(&*node.component), &node.id, &items, records).await;
+                (node, items, finals)
+            }
+        });
+        let mut delivered = 0;
+        for (node, items, finals) in join_all(deliveries).await {
+            for (item, fin) in items.into_iter().zip(finals) {
+                match fin {
+                    Final::Done(_) => delivered += 1,
+                    Final::DeadLetter(reason) => rejections.push(Rejection {
+                        origin: item.origin,
+                        component: node.id.clone(),
+                        reason,
+                        output: Some(item.value),
+                    }),
+                    Final::Failed(reason) => fail(&mut statuses, item.origin, &node.id, &reason),
+                }
+            }
+        }
+        self.metrics.add_delivered(delivered);
+
+        self.dead_letter(rejections, records, &mut statuses).await;
+        let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
+        self.metrics.add_failed(failed);
+        self.metrics.add_batch();
+        BatchReport { statuses }
+    }
+
+    /// Decodes each record's payload once (size check, then JSON).
+    fn decode(&self, source: usize, records: &[Record], rejections: &mut Vec<Rejection>) -> Vec<Item> {
+        let decoder: Arc<str> = Arc::from(format!("{}.decode", self.source_ids[source]));
+        let mut items = Vec::with_capacity(records.len());
+        for (origin, record) in records.iter().enumerate() {
+            let result = match &record.payload {
+                Payload::Invalid { reason, .. } => Err(reason.clone()),
+                Payload::Bytes(b) if b.len() > self.max_record_bytes => {
+                    Err(format!("record is {} bytes, over the {}-byte limit", b.len(), self.max_record_bytes))
+                }
+                Payload::Bytes(b) => serde_json::from_slice::<Value>(b).map_err(|e| format!("payload is not JSON: {e}")),
+            };
+            match result {
+                Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
+                Err(reason) => rejections.push(Rejection { origin, component: decoder.clone(), reason, output: None }),
+            }
+        }
+        items
+    }
+
+    async fn dead_letter(&self, rejections: Vec<Rejection>, records: &[Record], statuses: &mut [RecordStatus]) {
+        if rejections.is_empty() {
+            return;
+        }
+        let items: Vec<Item> = rejections
+            .iter()
+            .map(|r| {
+                let doc = dead_letter::entry(&records[r.origin], &r.component, &r.reason, r.output.as_deref());
+                Item { origin: r.origin, value: Arc::new(doc) }
+            })
+            .collect();
+        let node = &self.dead_letter;
+        // A dead-letter destination that gives up fails the records: never drop them.
+        let finals = self.call_with_retries(Stage::Sink(&*node.component), &node.id, &items, records).await;
+        let mut written = 0;
+        for (item, fin) in items.iter().zip(finals) {
+            match fin {
+                Final::Done(_) => {
+                    written += 1;
+                    if statuses[item.origin] == RecordStatus::Delivered {
+                        statuses[item.origin] = RecordStatus::DeadLettered;
+                    }
+                }
+                Final::DeadLetter(reason) | Final::Failed(reason) => {
+                    fail(statuses, item.origin, &node.id, &format!("dead-letter destination refused it: {reason}"));
+                }
+            }
+        }
+        self.metrics.add_dead_lettered(written);
+    }
+
+    /// Calls a processor or sink on `items`, retrying retryable results with backoff until the
+    /// retry policy gives up.
+    async fn call_with_retries(&self, stage: Stage<'_>, id: &str, items: &[Item], records: &[Record]) -> Vec<Final> {
+        let mut finals: Vec<Option<Final>> = (0..items.len()).map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        let mut attempt = 0u32;
+        while !pending.is_empty() {
+            attempt += 1;
+            let inputs: Vec<Input<'_>> = pending
+                .iter()
+                .map(|&i| Input { value: &items[i].value, record: &records[items[i].origin] })
+                .collect();
+            let verdicts = match stage.call(&inputs).await {
+                Ok(v) if v.len() == inputs.len() => v,
+                Ok(v) => {
+                    let msg = format!("component returned {} results for {} inputs (a bug in the plugin)", v.len(), inputs.len());
+                    inputs.iter().map(|_| Verdict::Fatal(msg.clone())).collect()
+                }
+                Err(e) if e.is_retryable() => inputs.iter().map(|_| Verdict::Retry(e.to_string())).collect(),
+                Err(e) => inputs.iter().map(|_| Verdict::Fatal(e.to_string())).collect(),
+            };
+            let mut again = Vec::new();
+            let mut last_reason = String::new();
+            for (&i, verdict) in pending.iter().zip(verdicts) {
+                finals[i] = match verdict {
+                    Verdict::Done(values) => Some(Final::Done(values)),
+                    Verdict::Reject(reason) => Some(Final::DeadLetter(reason)),
+                    Verdict::Fatal(reason) => Some(Final::Failed(reason)),
+                    Verdict::Retry(reason) => {
+                        if self.retry.may_retry(attempt, records[items[i].origin].arrival) {
+                            again.push(i);
+                            last_reason = reason;
+                            None
+                        } else {
+                            let reason = format!("gave up after {attempt} attempt(s): {reason}");
+                            Some(match self.retry.on_exhausted {
+                                OnExhausted::DeadLetter => Final::DeadLetter(reason),
+                                OnExhausted::Fail => Final::Failed(reason),
+                            })
+                        }
+                    }
+                };
+            }
+            if !again.is_empty() {
+                let pause = self.retry.backoff(attempt);
+                tracing::warn!(component = id, records = again.len(), attempt, ?pause, reason = %last_reason, "retrying");
+                tokio::time::sleep(pause).await;
+            }
+            pending = again;
+        }
+        finals.into_iter().map(|f| f.unwrap_or_else(|| Final::Failed("no result".into()))).collect()
+    }
+}
+
+/// The inputs of a node for this batch: the decoded records if it consumes the batch's source,
+/// plus the outputs of the processors it consumes.
+fn gather(inputs: &[NodeRef], source: usize, source_items: &[Item], outputs: &[Vec<Item>]) -> Vec<Item> {
+    let mut items = Vec::new();
+    for input in inputs {
+        match *input {
+            NodeRef::Source(s) if s == source => items.extend_from_slice(source_items),
+            NodeRef::Source(_) => {}
+            NodeRef::Processor(p) => items.extend_from_slice(&outputs[p]),
+        }
+    }
+    items
+}
+
+fn fail(statuses: &mut [RecordStatus], origin: usize, component: &str, reason: &str) {
+    if !matches!(statuses[origin], RecordStatus::Failed(_)) {
+        tracing::error!(component, %reason, "record failed; it will not be committed");
+        statuses[origin] = RecordStatus::Failed(format!("{component}: {reason}"));
+    }
+}

@@ -1,0 +1,104 @@
+//! The plugin registry: every component `type` name, mapped to the function that builds it.
+//!
+//! The framework ships no plugins. The binaries assemble one registry, in one greppable list
+//! (`tributary::registry()` in `deployments/`), so that adding a plugin is one module plus one line.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::component::{Processor, Sink, Source};
+use crate::config::ComponentSpec;
+use crate::error::ConfigError;
+
+/// What a builder returns: a future, because building may read a model from S3 or check that a
+/// stream exists.
+pub type BuildFuture<T> = Pin<Box<dyn Future<Output = Result<T, ConfigError>> + Send>>;
+/// Builds a source from its config table.
+pub type SourceBuilder = fn(ComponentSpec) -> BuildFuture<Box<dyn Source>>;
+/// Builds a processor from its config table.
+pub type ProcessorBuilder = fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>>;
+/// Builds a sink (or a dead-letter destination) from its config table.
+pub type SinkBuilder = fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>>;
+
+/// Plugin names and their builders.
+#[derive(Clone, Default)]
+pub struct Registry {
+    sources: BTreeMap<&'static str, SourceBuilder>,
+    processors: BTreeMap<&'static str, ProcessorBuilder>,
+    sinks: BTreeMap<&'static str, SinkBuilder>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source plugin.
+    #[must_use]
+    pub fn source(mut self, name: &'static str, build: SourceBuilder) -> Self {
+        self.sources.insert(name, build);
+        self
+    }
+
+    /// Adds a processor plugin.
+    #[must_use]
+    pub fn processor(mut self, name: &'static str, build: ProcessorBuilder) -> Self {
+        self.processors.insert(name, build);
+        self
+    }
+
+    /// Adds a sink plugin (sinks also serve as dead-letter destinations).
+    #[must_use]
+    pub fn sink(mut self, name: &'static str, build: SinkBuilder) -> Self {
+        self.sinks.insert(name, build);
+        self
+    }
+
+    /// The registered names per kind: (sources, processors, sinks).
+    pub fn names(&self) -> (Vec<&'static str>, Vec<&'static str>, Vec<&'static str>) {
+        (
+            self.sources.keys().copied().collect(),
+            self.processors.keys().copied().collect(),
+            self.sinks.keys().copied().collect(),
+        )
+    }
+
+    pub(crate) fn source_builder(&self, spec: &ComponentSpec) -> Result<SourceBuilder, ConfigError> {
+        lookup(&self.sources, spec, "source")
+    }
+
+    pub(crate) fn processor_builder(&self, spec: &ComponentSpec) -> Result<ProcessorBuilder, ConfigError> {
+        lookup(&self.processors, spec, "processor")
+    }
+
+    pub(crate) fn sink_builder(&self, spec: &ComponentSpec) -> Result<SinkBuilder, ConfigError> {
+        lookup(&self.sinks, spec, "sink")
+    }
+
+    /// Checks every component's `type` against the registry without building anything.
+    ///
+    /// # Errors
+    /// The first unknown plugin name.
+    pub fn check_types(&self, config: &crate::config::PipelineConfig) -> Result<(), ConfigError> {
+        for spec in config.sources.values() {
+            self.source_builder(spec)?;
+        }
+        for spec in config.processors.values() {
+            self.processor_builder(spec)?;
+        }
+        for spec in config.sinks.values().chain(config.dead_letter.iter()) {
+            self.sink_builder(spec)?;
+        }
+        Ok(())
+    }
+}
+
+fn lookup<B: Copy>(map: &BTreeMap<&'static str, B>, spec: &ComponentSpec, kind: &str) -> Result<B, ConfigError> {
+    map.get(spec.kind.as_str()).copied().ok_or_else(|| {
+        let known: Vec<_> = map.keys().copied().collect();
+        spec.error("type", format!("unknown {kind} type {:?}; known: {}", spec.kind, known.join(", ")))
+    })
+}

@@ -1,0 +1,273 @@
+//! The streaming runtime: one driver task per source reads batches, hands each to the graph,
+//! and commits watermarks as batches finish. Stops on shutdown (finishing what is in flight and
+//! committing) or when every finite source is exhausted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::component::Source;
+use crate::config::{PipelineConfig, PipelineSettings};
+use crate::error::{ComponentError, ConfigError};
+use crate::executor::{BatchReport, RecordStatus};
+use crate::graph::{self, Graph};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::record::Position;
+use crate::registry::Registry;
+use crate::retry::RetryPolicy;
+use crate::watermark::{Ticket, WatermarkTracker};
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A source failed in a way retries cannot fix.
+    #[error("source {source_id}: {error}")]
+    Source {
+        /// The source's id.
+        source_id: String,
+        /// What it reported.
+        error: ComponentError,
+    },
+    /// A record could be neither delivered nor dead-lettered; the run stops so that it is read
+    /// again (from the last commit) on restart.
+    #[error("source {source_id}: record at {position} failed: {reason}")]
+    RecordFailed {
+        /// The source's id.
+        source_id: String,
+        /// The first failed record's position.
+        position: Position,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A sink failed to close cleanly.
+    #[error("sink {sink}: {error}")]
+    Close {
+        /// The sink's id.
+        sink: String,
+        /// What it reported.
+        error: ComponentError,
+    },
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// Final counters.
+    pub metrics: MetricsSnapshot,
+    /// The last committed position of every partition.
+    pub committed: Vec<Position>,
+}
+
+/// A built pipeline: the shared graph and the sources that feed it.
+pub struct Pipeline {
+    graph: Arc<Graph>,
+    sources: Vec<Box<dyn Source>>,
+    settings: PipelineSettings,
+}
+
+impl Pipeline {
+    /// Checks and builds every component of `config`.
+    ///
+    /// # Errors
+    /// Any configuration or build error, naming the file, component and key.
+    pub async fn build(config: &PipelineConfig, registry: &Registry) -> Result<Self, ConfigError> {
+        let (graph, sources) = graph::build(config, registry).await?;
+        Ok(Pipeline { graph: Arc::new(graph), sources, settings: config.pipeline.clone() })
+    }
+
+    /// The graph, for callers that feed batches themselves (the Lambda adapter).
+    pub fn graph(&self) -> Arc<Graph> {
+        self.graph.clone()
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.graph.metrics()
+    }
+
+    /// Runs until every source is exhausted or `shutdown` is cancelled, then finishes the
+    /// batches in flight, commits, and closes the sinks.
+    ///
+    /// # Errors
+    /// A fatal source error, a record that failed permanently, or a sink that failed to close.
+    /// Positions are committed up to the watermark in every case.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
+        let stop = shutdown.child_token();
+        let mut drivers = Vec::new();
+        for (index, source) in self.sources.into_iter().enumerate() {
+            let driver = Driver {
+                index,
+                id: self.graph.source_ids[index].to_string(),
+                graph: self.graph.clone(),
+                settings: self.settings.clone(),
+                stop: stop.clone(),
+            };
+            drivers.push(tokio::spawn(driver.run(source)));
+        }
+        let mut committed = Vec::new();
+        let mut first_error = None;
+        for handle in drivers {
+            let result = match handle.await {
+                Ok(result) => result,
+                Err(join) => Err(RuntimeError::Source {
+                    source_id: "?".into(),
+                    error: ComponentError::Fatal(format!("source task panicked: {join}")),
+                }),
+            };
+            match result {
+                Ok(positions) => committed.extend(positions),
+                Err(e) => {
+                    stop.cancel();
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for sink in self.graph.sinks.iter().chain(std::iter::once(&self.graph.dead_letter)) {
+            if let Err(error) = sink.component.close().await {
+                first_error.get_or_insert(RuntimeError::Close { sink: sink.id.to_string(), error });
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(RunSummary { metrics: self.graph.metrics.snapshot(), committed }),
+        }
+    }
+}
+
+struct Driver {
+    index: usize,
+    id: String,
+    graph: Arc<Graph>,
+    settings: PipelineSettings,
+    stop: CancellationToken,
+}
+
+type Done = (Vec<Ticket>, Vec<Position>, BatchReport);
+
+impl Driver {
+    async fn run(self, mut source: Box<dyn Source>) -> Result<Vec<Position>, RuntimeError> {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut tracker = WatermarkTracker::default();
+        let mut uncommitted: BTreeMap<Arc<str>, Position> = BTreeMap::new();
+        let mut committed: BTreeMap<Arc<str>, Position> = BTreeMap::new();
+        let commit_every = Duration::from_millis(self.settings.commit_interval_ms);
+        let mut last_commit = Instant::now();
+        let mut in_flight = 0usize;
+        let mut reading = true;
+        let mut failure: Option<RuntimeError> = None;
+        let mut read_errors = 0u32;
+        let read_backoff = RetryPolicy { initial_backoff_ms: 200, max_backoff_ms: 30_000, ..RetryPolicy::default() };
+
+        loop {
+            // Acknowledgements first: they free capacity and move the watermark.
+            while let Ok(done) = done_rx.try_recv() {
+                in_flight -= 1;
+                self.finish(done, &mut tracker, &mut failure, &mut reading);
+            }
+            uncommitted.extend(tracker.take_committable().into_iter().map(|p| (p.partition.clone(), p)));
+            if !uncommitted.is_empty() && (last_commit.elapsed() >= commit_every || (!reading && in_flight == 0)) {
+                self.commit(&mut *source, &mut uncommitted, &mut committed).await;
+                last_commit = Instant::now();
+            }
+            if !reading || in_flight >= self.settings.max_in_flight {
+                if in_flight == 0 {
+                    break;
+                }
+                if let Some(done) = done_rx.recv().await {
+                    in_flight -= 1;
+                    self.finish(done, &mut tracker, &mut failure, &mut reading);
+                }
+                continue;
+            }
+            let read = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => { reading = false; continue; }
+                read = source.next_batch(self.settings.batch_size) => read,
+            };
+            match read {
+                Ok(Some(records)) if records.is_empty() => {}
+                Ok(Some(records)) => {
+                    read_errors = 0;
+                    let positions: Vec<Position> = records.iter().map(|r| r.position.clone()).collect();
+                    let tickets = positions.iter().map(|p| tracker.register(p.clone())).collect();
+                    let graph = self.graph.clone();
+                    let tx = done_tx.clone();
+                    let index = self.index;
+                    in_flight += 1;
+                    tokio::spawn(async move {
+                        let report = graph.run_batch(index, &records).await;
+                        let _ = tx.send((tickets, positions, report));
+                    });
+                }
+                Ok(None) => reading = false,
+                Err(error) if error.is_retryable() => {
+                    read_errors += 1;
+                    let pause = read_backoff.backoff(read_errors);
+                    tracing::warn!(source = %self.id, %error, ?pause, "read failed; retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => reading = false,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(source = %self.id, %error, "read failed; stopping");
+                    failure.get_or_insert(RuntimeError::Source { source_id: self.id.clone(), error });
+                    reading = false;
+                }
+            }
+        }
+        uncommitted.extend(tracker.take_committable().into_iter().map(|p| (p.partition.clone(), p)));
+        self.commit(&mut *source, &mut uncommitted, &mut committed).await;
+        if !uncommitted.is_empty() && failure.is_none() {
+            failure = Some(RuntimeError::Source {
+                source_id: self.id.clone(),
+                error: ComponentError::Fatal("final commit failed".into()),
+            });
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(committed.into_values().collect()),
+        }
+    }
+
+    fn finish(&self, (tickets, positions, report): Done, tracker: &mut WatermarkTracker, failure: &mut Option<RuntimeError>, reading: &mut bool) {
+        for ((ticket, position), status) in tickets.iter().zip(&positions).zip(&report.statuses) {
+            let ok = !matches!(status, RecordStatus::Failed(_));
+            tracker.complete(ticket, ok);
+            if let RecordStatus::Failed(reason) = status {
+                if failure.is_none() {
+                    *failure = Some(RuntimeError::RecordFailed {
+                        source_id: self.id.clone(),
+                        position: position.clone(),
+                        reason: reason.clone(),
+                    });
+                    // Stop reading: everything after this record would be re-read anyway.
+                    *reading = false;
+                    self.stop.cancel();
+                }
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        source: &mut dyn Source,
+        uncommitted: &mut BTreeMap<Arc<str>, Position>,
+        committed: &mut BTreeMap<Arc<str>, Position>,
+    ) {
+        if uncommitted.is_empty() {
+            return;
+        }
+        let positions: Vec<Position> = uncommitted.values().cloned().collect();
+        match source.commit(&positions).await {
+            Ok(()) => {
+                tracing::debug!(source = %self.id, partitions = positions.len(), "committed");
+                committed.append(uncommitted);
+            }
+            Err(error) => tracing::warn!(source = %self.id, %error, "commit failed; will retry"),
+        }
+    }
+}
