@@ -1,1 +1,13 @@
+//! Sources for tributary: where records come from.
+//!
+//! - [`file`]: JSON lines, or Lambda Kinesis test-event documents, from a file;
+//! - [`stdin`]: the same formats from standard input;
+//! - [`generator`]: synthetic NYC ride events, seeded and rate-limited;
+//! - [`kinesis_event`]: decoding of the `{"Records": [...]}` documents that AWS Lambda receives
+//!   from a Kinesis trigger (shared by the file and stdin sources and the Lambda adapter).
 
+pub mod document;
+pub mod file;
+pub mod generator;
+pub mod kinesis_event;
+pub mod stdin;

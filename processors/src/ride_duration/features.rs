@@ -1,0 +1,106 @@
+//! The seeds' feature preparation, with validation: a ride event
+//! `{"ride": {"PULocationID", "DOLocationID", "trip_distance"}, "ride_id"}` becomes
+//! `PU_DO = "<PU>_<DO>"` and `trip_distance`, or a reason to reject it.
+
+use serde_json::Value;
+
+/// NYC TLC taxi zone ids run from 1 to 265.
+pub const ZONES: std::ops::RangeInclusive<u64> = 1..=265;
+
+/// One ride's model inputs, plus the id to echo back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RideFeatures {
+    /// `"<PULocationID>_<DOLocationID>"`.
+    pub pu_do: String,
+    /// Miles.
+    pub trip_distance: f32,
+    /// The event's `ride_id`, as given (number or string).
+    pub ride_id: Value,
+}
+
+/// Prepares features from a decoded event.
+///
+/// # Errors
+/// A human-readable reason naming the offending field.
+pub fn prepare(event: &Value) -> Result<RideFeatures, String> {
+    let Some(object) = event.as_object() else {
+        return Err(format!("event must be a JSON object, found {}", kind(event)));
+    };
+    let ride = object.get("ride").ok_or("event has no `ride` object")?;
+    if !ride.is_object() {
+        return Err(format!("`ride` must be an object, found {}", kind(ride)));
+    }
+    let ride_id = match object.get("ride_id") {
+        None => return Err("event has no `ride_id`".into()),
+        Some(id @ Value::Number(_)) => id.clone(),
+        Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
+        Some(other) => return Err(format!("`ride_id` must be a number or a non-empty string, found {}", kind(other))),
+    };
+    let pu = zone(ride, "PULocationID")?;
+    let dropoff = zone(ride, "DOLocationID")?;
+    let distance = match ride.get("trip_distance") {
+        None => return Err("`ride.trip_distance` is missing".into()),
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(other) => return Err(format!("`ride.trip_distance` must be a number, found {}", kind(other))),
+    };
+    if !distance.is_finite() || distance < 0.0 {
+        return Err(format!("`ride.trip_distance` must be a non-negative number of miles, found {distance}"));
+    }
+    Ok(RideFeatures { pu_do: format!("{pu}_{dropoff}"), trip_distance: distance as f32, ride_id })
+}
+
+fn zone(ride: &Value, key: &str) -> Result<u64, String> {
+    match ride.get(key) {
+        None => Err(format!("`ride.{key}` is missing")),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(id) if ZONES.contains(&id) => Ok(id),
+            _ => Err(format!("`ride.{key}` must be a taxi zone id from 1 to 265, found {n}")),
+        },
+        Some(other) => Err(format!("`ride.{key}` must be a taxi zone id from 1 to 265, found {}", kind(other))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_event() {
+        let f = prepare(&json!({"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": 156}))
+            .unwrap();
+        assert_eq!(f.pu_do, "130_205");
+        assert!((f.trip_distance - 3.66).abs() < 1e-6);
+        assert_eq!(f.ride_id, json!(156));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases = [
+            (json!({"ride_id": 1}), "no `ride`"),
+            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}}), "no `ride_id`"),
+            (json!({"ride": {"PULocationID": 13000, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}), "PULocationID"),
+            (json!({"ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}), "PULocationID"),
+            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2.5, "trip_distance": 1.0}, "ride_id": 1}), "DOLocationID"),
+            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}, "ride_id": 1}), "trip_distance"),
+            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -1.0}, "ride_id": 1}), "non-negative"),
+            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": null}), "ride_id"),
+            (json!([1, 2]), "object"),
+        ];
+        for (event, expected) in cases {
+            let reason = prepare(&event).unwrap_err();
+            assert!(reason.contains(expected), "{event}: {reason}");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Sink `file`: appends one JSON document per line, flushed before the batch counts as
+//! delivered (so a committed source position never refers to output still in a buffer).
+//!
+//! ```toml
+//! [sinks.predictions]
+//! type = "file"
+//! inputs = ["ride_duration"]
+//! path = "out/predictions.jsonl"
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tributary_framework::config::ComponentSpec;
+use tributary_framework::registry::BuildFuture;
+use tributary_framework::{ComponentError, Delivery, Input, Sink};
+
+use crate::json_lines::JsonLines;
+
+/// `[sinks.<id>]` (or `[dead_letter]`) with `type = "file"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The file to append to, relative to the working directory; created with its parent
+    /// folders if missing.
+    pub path: String,
+}
+
+/// Appends JSON lines to a file.
+pub struct FileSink(JsonLines<tokio::fs::File>);
+
+/// Builds the sink, opening the file so that an unwritable path fails at start.
+pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
+    Box::pin(async move {
+        let config: FileSinkConfig = spec.parse()?;
+        let path = std::path::Path::new(&config.path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| spec.error("path", format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .await
+            .map_err(|e| spec.error("path", format!("cannot open {:?} for appending: {e}", config.path)))?;
+        Ok(Arc::new(FileSink(JsonLines::new(file, config.path))) as Arc<dyn Sink>)
+    })
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+        self.0.deliver(batch).await
+    }
+    async fn close(&self) -> Result<(), ComponentError> {
+        self.0.close().await
+    }
+}
