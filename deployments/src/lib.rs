@@ -1,1 +1,25 @@
+//! The `tributary` package: the plugin registry that every binary shares, and the pieces of the
+//! command-line tool (logging, status line, signal handling).
+//!
+//! Adding a plugin: write its module (a typed config and a `build` function) in the sources,
+//! processors or sinks crate, then add one line to [`registry`].
 
+pub mod cli;
+pub mod status;
+
+use tributary_framework::registry::Registry;
+
+/// Every plugin, by its `type` name. This is the one list to edit when adding a plugin.
+pub fn registry() -> Registry {
+    let registry = Registry::new()
+        .source("file", tributary_sources::file::build)
+        .source("stdin", tributary_sources::stdin::build)
+        .source("generator", tributary_sources::generator::build)
+        .sink("stdout", tributary_sinks::console::build_stdout)
+        .sink("stderr", tributary_sinks::console::build_stderr)
+        .sink("file", tributary_sinks::file::build)
+        .sink("blackhole", tributary_sinks::blackhole::build);
+    #[cfg(feature = "onnx")]
+    let registry = registry.processor("ride_duration", tributary_processors::ride_duration::build);
+    registry
+}

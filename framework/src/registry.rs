@@ -16,13 +16,14 @@ use crate::error::ConfigError;
 /// stream exists.
 pub type BuildFuture<T> = Pin<Box<dyn Future<Output = Result<T, ConfigError>> + Send>>;
 /// Builds a source from its config table.
-pub type SourceBuilder = fn(ComponentSpec) -> BuildFuture<Box<dyn Source>>;
+pub type SourceBuilder = Arc<dyn Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync>;
 /// Builds a processor from its config table.
-pub type ProcessorBuilder = fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>>;
+pub type ProcessorBuilder = Arc<dyn Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync>;
 /// Builds a sink (or a dead-letter destination) from its config table.
-pub type SinkBuilder = fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>>;
+pub type SinkBuilder = Arc<dyn Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync>;
 
-/// Plugin names and their builders.
+/// Plugin names and their builders. Builders may be closures (tests and embedders use them
+/// to hand in shared state).
 #[derive(Clone, Default)]
 pub struct Registry {
     sources: BTreeMap<&'static str, SourceBuilder>,
@@ -38,22 +39,22 @@ impl Registry {
 
     /// Adds a source plugin.
     #[must_use]
-    pub fn source(mut self, name: &'static str, build: SourceBuilder) -> Self {
-        self.sources.insert(name, build);
+    pub fn source(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync + 'static) -> Self {
+        self.sources.insert(name, Arc::new(build));
         self
     }
 
     /// Adds a processor plugin.
     #[must_use]
-    pub fn processor(mut self, name: &'static str, build: ProcessorBuilder) -> Self {
-        self.processors.insert(name, build);
+    pub fn processor(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync + 'static) -> Self {
+        self.processors.insert(name, Arc::new(build));
         self
     }
 
     /// Adds a sink plugin (sinks also serve as dead-letter destinations).
     #[must_use]
-    pub fn sink(mut self, name: &'static str, build: SinkBuilder) -> Self {
-        self.sinks.insert(name, build);
+    pub fn sink(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync + 'static) -> Self {
+        self.sinks.insert(name, Arc::new(build));
         self
     }
 
@@ -96,8 +97,8 @@ impl Registry {
     }
 }
 
-fn lookup<B: Copy>(map: &BTreeMap<&'static str, B>, spec: &ComponentSpec, kind: &str) -> Result<B, ConfigError> {
-    map.get(spec.kind.as_str()).copied().ok_or_else(|| {
+fn lookup<B: Clone>(map: &BTreeMap<&'static str, B>, spec: &ComponentSpec, kind: &str) -> Result<B, ConfigError> {
+    map.get(spec.kind.as_str()).cloned().ok_or_else(|| {
         let known: Vec<_> = map.keys().copied().collect();
         spec.error("type", format!("unknown {kind} type {:?}; known: {}", spec.kind, known.join(", ")))
     })

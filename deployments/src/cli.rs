@@ -1,0 +1,181 @@
+//! The `tributary` command line: `run`, `validate`, `plugins`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tributary_framework::config;
+use tributary_framework::graph;
+use tributary_framework::runtime::Pipeline;
+
+/// Run machine-learning models on event streams.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output (-v: info, -vv: debug). `RUST_LOG` overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (CloudWatch, log shippers).
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline until its sources finish or SIGINT/SIGTERM arrives.
+    Run {
+        /// The pipeline configuration (TOML).
+        #[arg(short, long, env = "TRIBUTARY_CONFIG")]
+        config: PathBuf,
+        /// Never draw the live status line, even on a terminal.
+        #[arg(long)]
+        no_status: bool,
+    },
+    /// Check a configuration and build every component (models load, files open) without
+    /// reading any record.
+    Validate {
+        /// The pipeline configuration (TOML).
+        #[arg(short, long, env = "TRIBUTARY_CONFIG")]
+        config: PathBuf,
+    },
+    /// List the plugin types this build knows.
+    Plugins,
+}
+
+/// Sets up `tracing` on stderr. Quiet by default (warnings and errors only).
+pub fn init_logging(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn main(cli: Cli) -> ExitCode {
+    init_logging(cli.verbose, cli.log_format);
+    let registry = crate::registry();
+    match cli.command {
+        Command::Plugins => {
+            let (sources, processors, sinks) = registry.names();
+            println!("sources:    {}", sources.join(", "));
+            println!("processors: {}", processors.join(", "));
+            println!("sinks:      {}", sinks.join(", "));
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => {
+            let result = async {
+                let config = config::load(&config)?;
+                let topology = graph::topology(&config)?;
+                Pipeline::build(&config, &registry).await?;
+                Ok::<_, tributary_framework::ConfigError>((config, topology))
+            }
+            .await;
+            match result {
+                Ok((config, topology)) => {
+                    println!(
+                        "{}: ok ({} source(s), {} processor(s), {} sink(s))",
+                        config.file,
+                        topology.sources.len(),
+                        topology.levels.iter().map(Vec::len).sum::<usize>(),
+                        topology.sinks.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run { config, no_status } => run(&config, no_status, &registry).await,
+    }
+}
+
+async fn run(path: &std::path::Path, no_status: bool, registry: &tributary_framework::registry::Registry) -> ExitCode {
+    let pipeline = match async { Pipeline::build(&config::load(path)?, registry).await }.await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(on_signals(shutdown.clone()));
+    let status_stop = CancellationToken::new();
+    let status = (!no_status && std::io::stderr().is_terminal())
+        .then(|| tokio::spawn(crate::status::show(pipeline.metrics(), status_stop.clone())));
+    let result = pipeline.run(shutdown).await;
+    status_stop.cancel();
+    if let Some(status) = status {
+        let _ = status.await;
+    }
+    match result {
+        Ok(summary) => {
+            tracing::info!(?summary.metrics, "pipeline finished");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+async fn on_signals(shutdown: CancellationToken) {
+    for round in 0..2 {
+        wait_for_signal().await;
+        if round == 0 {
+            eprintln!("\nshutting down: finishing records in flight, then committing (signal again to abort)");
+            shutdown.cancel();
+        } else {
+            eprintln!("aborting");
+            std::process::exit(130);
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,96 @@
+//! `cargo xtask`: the project's own tasks, so that a fresh clone needs two commands.
+//!
+//! - `setup`: the Python virtual environment (`.venv`, pinned `requirements.txt`) with the ONNX
+//!   Runtime library linked at `.venv/lib/libonnxruntime.so`, and the moto server. Idempotent.
+//! - `demo`: setup, then runs `deployments/config/demo.toml`.
+//! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
+//! - `test`: setup, services up, every test, services down; non-zero on any failure.
+//! - `bench`: release build, then the benchmarks of BENCHMARKS.md.
+
+mod services;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["setup"] => setup::all(&root()),
+        ["demo"] => demo(&root()),
+        ["services", "up"] => services::up(&root()).map(|_| ()),
+        ["services", "down"] => services::down(&root()),
+        ["services", "status"] => services::status(&root()),
+        ["test", rest @ ..] => test(&root(), rest),
+        ["bench", rest @ ..] => bench(&root(), rest),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick]>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// Runs a command in `dir`, failing with its command line if it fails.
+pub(crate) fn run(dir: &Path, cmd: &mut Command) -> Result<()> {
+    let status = cmd.current_dir(dir).status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn demo(root: &Path) -> Result<()> {
+    setup::all(root)?;
+    eprintln!("xtask: building and running deployments/config/demo.toml");
+    run(root, cargo().args(["run", "--quiet", "-p", "tributary", "--", "run", "--config", "deployments/config/demo.toml"]))
+}
+
+fn test(root: &Path, extra: &[&str]) -> Result<()> {
+    setup::all(root)?;
+    eprintln!("xtask: building tests");
+    run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    let started = services::up(root)?;
+    eprintln!("xtask: running tests");
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    let extra: Vec<&str> = extra.iter().copied().skip_while(|a| *a == "--").collect();
+    if !extra.is_empty() {
+        cmd.arg("--").args(&extra);
+    }
+    services::apply_env(&mut cmd);
+    let result = run(root, &mut cmd);
+    services::stop(root, &started)?;
+    result
+}
+
+fn bench(root: &Path, extra: &[&str]) -> Result<()> {
+    setup::all(root)?;
+    eprintln!("xtask: building release binaries");
+    run(root, cargo().args(["build", "--release", "--quiet", "-p", "tributary", "-p", "tributary-bench"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_absolute() { target } else { root.join(target) };
+    let release = target.join("release");
+    run(root, Command::new(release.join("tributary-bench")).env("TRIBUTARY_BIN", release.join("tributary")).args(extra))
+}

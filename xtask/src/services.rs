@@ -1,0 +1,145 @@
+//! `cargo xtask services up|down|status`: real local stand-ins for the cloud services, on
+//! loopback, found by clients through the AWS SDK's standard endpoint variables.
+//!
+//! | service | stands in for | port | started as |
+//! |---|---|---|---|
+//! | moto | S3, DynamoDB | 5000 (`MOTO_PORT`) | `.venv/bin/moto_server -H 127.0.0.1 -p 5000` |
+//!
+//! Process ids and logs live in `.services/`.
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+struct Service {
+    name: &'static str,
+    port: u16,
+    command: Vec<String>,
+    /// Environment variables clients need, as (name, value).
+    env: Vec<(&'static str, String)>,
+}
+
+fn services(root: &Path) -> Vec<Service> {
+    let moto_port = std::env::var("MOTO_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5000);
+    vec![Service {
+        name: "moto",
+        port: moto_port,
+        command: vec![
+            root.join(".venv/bin/moto_server").display().to_string(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            moto_port.to_string(),
+        ],
+        env: vec![("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{moto_port}"))],
+    }]
+}
+
+/// Variables every client of the local services needs (credentials are dummies: the stand-ins
+/// accept any).
+fn common_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// Points a command at the local services.
+pub fn apply_env(cmd: &mut Command) {
+    let root = crate::root();
+    for (name, value) in common_env().into_iter().chain(services(&root).into_iter().flat_map(|s| s.env)) {
+        cmd.env(name, value);
+    }
+}
+
+fn state_dir(root: &Path) -> PathBuf {
+    root.join(".services")
+}
+
+fn listening(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Starts every service that is not already listening; returns the names of those it started.
+pub fn up(root: &Path) -> Result<Vec<String>> {
+    crate::setup::all(root)?;
+    let dir = state_dir(root);
+    fs::create_dir_all(&dir).context("creating .services")?;
+    let mut started = Vec::new();
+    for service in services(root) {
+        if listening(service.port) {
+            eprintln!("xtask: {} already listening on 127.0.0.1:{}", service.name, service.port);
+            continue;
+        }
+        let log_path = dir.join(format!("{}.log", service.name));
+        let log = fs::File::create(&log_path).context("creating the service log")?;
+        let child = Command::new(&service.command[0])
+            .args(&service.command[1..])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", service.name, service.command.join(" ")))?;
+        fs::write(dir.join(format!("{}.pid", service.name)), child.id().to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !listening(service.port) {
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("{} did not start listening on port {} within 60 s; its log:\n{log}", service.name, service.port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("xtask: started {} on 127.0.0.1:{} (log: {})", service.name, service.port, log_path.display());
+        started.push(service.name.to_string());
+    }
+    print_env(root);
+    Ok(started)
+}
+
+fn print_env(root: &Path) {
+    eprintln!("xtask: clients reach the services with:");
+    for (name, value) in common_env().into_iter().chain(services(root).into_iter().flat_map(|s| s.env)) {
+        eprintln!("  export {name}={value}");
+    }
+}
+
+/// Stops the named services (those this process started).
+pub fn stop(root: &Path, names: &[String]) -> Result<()> {
+    for name in names {
+        let pid_file = state_dir(root).join(format!("{name}.pid"));
+        let Ok(pid) = fs::read_to_string(&pid_file) else { continue };
+        let pid = pid.trim();
+        let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = fs::remove_file(&pid_file);
+        eprintln!("xtask: stopped {name}");
+    }
+    Ok(())
+}
+
+/// Stops every service started by `up`.
+pub fn down(root: &Path) -> Result<()> {
+    let names: Vec<String> = services(root).iter().map(|s| s.name.to_string()).collect();
+    stop(root, &names)
+}
+
+/// Prints which services are listening.
+pub fn status(root: &Path) -> Result<()> {
+    for service in services(root) {
+        let state = if listening(service.port) { "listening" } else { "down" };
+        println!("{:<8} 127.0.0.1:{:<6} {state}", service.name, service.port);
+    }
+    print_env(root);
+    Ok(())
+}
