@@ -1,0 +1,186 @@
+//! `tributary-bench`: the measurements behind BENCHMARKS.md. Run it with `cargo xtask bench`
+//! (release build; `TRIBUTARY_BIN` names the `tributary` binary to time). `--quick` runs fewer
+//! records, for a smoke test.
+//!
+//! 1. Processing rate per core: decode -> predict -> encode through the real graph
+//!    (`Graph::run_batch`, `ride_duration` on ONNX Runtime, `blackhole` sink encoding JSON) at
+//!    batch sizes 1, 100 and 1,000, as records per CPU-second of the whole process.
+//! 2. Start to first prediction: `tributary run` spawned until its first output line.
+//! 3. Peak RSS of `tributary run` over a long generator stream.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tributary_framework::config;
+use tributary_framework::graph::Graph;
+use tributary_framework::runtime::Pipeline;
+use tributary_framework::{Record, Source};
+use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let root = repo_root();
+    std::env::set_current_dir(&root)?;
+    println!("## tributary benchmarks\n");
+    println!("machine: {}, {} cores; {}\n", cpu_model(), std::thread::available_parallelism().map_or(1, |n| n.get()), today());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
+    println!("| batch size | records | records/s per CPU-second (median of 5) | records/s wall | us/record (CPU) |");
+    println!("|---:|---:|---:|---:|---:|");
+    for (batch, records) in [(1usize, 20_000usize), (100, 200_000), (1_000, 1_000_000)] {
+        let records = if quick { records / 20 } else { records };
+        let (per_cpu, per_wall) = runtime.block_on(processing_rate(batch, records))?;
+        println!("| {batch} | {records} | {per_cpu:.0} | {per_wall:.0} | {:.2} |", 1e6 / per_cpu);
+    }
+
+    let bin = PathBuf::from(std::env::var("TRIBUTARY_BIN").context("TRIBUTARY_BIN: run through `cargo xtask bench`")?);
+    let dir = tempfile::tempdir()?;
+    println!("\n### 2. Process start to first prediction (`tributary run`, model from a local file)\n");
+    let first = start_to_first_prediction(&bin, dir.path(), if quick { 3 } else { 11 })?;
+    println!("median {:.1} ms, min {:.1} ms, max {:.1} ms over {} runs\n", first.0, first.1, first.2, first.3);
+
+    let count = if quick { 100_000 } else { 2_000_000 };
+    println!("### 3. Peak memory of `tributary run` (generator -> ride_duration -> blackhole, {count} records)\n");
+    let (rss_kb, secs) = peak_rss(&bin, dir.path(), count)?;
+    println!("peak RSS {:.1} MB; {:.0} records/s wall for the whole process\n", rss_kb as f64 / 1024.0, count as f64 / secs);
+    Ok(())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+const MODEL: &str = "processors/models/ride_duration/model.onnx";
+
+/// Runs `records` generated rides through the graph in batches of `batch`; returns
+/// (records per CPU-second, records per wall-second), median of 5 runs.
+async fn processing_rate(batch: usize, records: usize) -> Result<(f64, f64)> {
+    let toml = format!(
+        "[sources.rides]\ntype = \"generator\"\n[processors.ride_duration]\ntype = \"ride_duration\"\n\
+         inputs = [\"rides\"]\nmodel = \"{MODEL}\"\n[sinks.nowhere]\ntype = \"blackhole\"\ninputs = [\"ride_duration\"]\n"
+    );
+    let config = config::from_toml_str("bench.toml", &toml)?;
+    let pipeline = Pipeline::build(&config, &tributary::registry()).await?;
+    let graph = pipeline.graph();
+    // Records made before timing: the source is not what is measured.
+    let mut generator = GeneratorSource::new("rides".into(), GeneratorConfig { count: Some(records as u64), rate: None, seed: 1, first_ride_id: 1 });
+    let mut batches: Vec<Vec<Record>> = Vec::new();
+    while let Some(b) = generator.next_batch(batch).await? {
+        batches.push(b);
+    }
+    run_batches(&graph, &batches[..batches.len().min(10)]).await?; // warm-up
+    let mut cpu_rates = Vec::new();
+    let mut wall_rates = Vec::new();
+    for _ in 0..5 {
+        let (cpu0, wall0) = (cpu_seconds()?, Instant::now());
+        run_batches(&graph, &batches).await?;
+        let (cpu, wall) = (cpu_seconds()? - cpu0, wall0.elapsed().as_secs_f64());
+        cpu_rates.push(records as f64 / cpu.max(1e-9));
+        wall_rates.push(records as f64 / wall);
+    }
+    Ok((median(&mut cpu_rates), median(&mut wall_rates)))
+}
+
+async fn run_batches(graph: &Graph, batches: &[Vec<Record>]) -> Result<()> {
+    for batch in batches {
+        let report = graph.run_batch(0, batch).await;
+        if report.failed().next().is_some() {
+            bail!("a record failed: {:?}", report.failed().next());
+        }
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// User + system CPU time of this process (all threads), from /proc/self/stat.
+fn cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("parsing /proc/self/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime) are at 11 and 12 after the name.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux.
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, body)?;
+    Ok(path)
+}
+
+/// (median, min, max, runs) in milliseconds.
+fn start_to_first_prediction(bin: &Path, dir: &Path, runs: usize) -> Result<(f64, f64, f64, usize)> {
+    let config = write_config(
+        dir,
+        "first.toml",
+        &format!(
+            "[sources.rides]\ntype = \"generator\"\ncount = 1\n[processors.ride_duration]\ntype = \"ride_duration\"\n\
+             inputs = [\"rides\"]\nmodel = \"{MODEL}\"\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"ride_duration\"]\n"
+        ),
+    )?;
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let mut child = Command::new(bin).args(["run", "--config"]).arg(&config).stdout(Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let elapsed = started.elapsed().as_secs_f64() * 1e3;
+        if !line.contains("ride_duration") {
+            bail!("unexpected first line {line:?}");
+        }
+        child.wait()?;
+        times.push(elapsed);
+    }
+    let (min, max) = (times.iter().copied().fold(f64::MAX, f64::min), times.iter().copied().fold(0.0, f64::max));
+    Ok((median(&mut times), min, max, runs))
+}
+
+/// (peak RSS in kB, wall seconds) of one `tributary run` over `count` generated rides.
+fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)> {
+    let config = write_config(
+        dir,
+        "rss.toml",
+        &format!(
+            "[sources.rides]\ntype = \"generator\"\ncount = {count}\n[processors.ride_duration]\ntype = \"ride_duration\"\n\
+             inputs = [\"rides\"]\nmodel = \"{MODEL}\"\n[sinks.nowhere]\ntype = \"blackhole\"\ninputs = [\"ride_duration\"]\n"
+        ),
+    )?;
+    let started = Instant::now();
+    let mut child = Command::new(bin).args(["run", "--no-status", "--config"]).arg(&config).spawn()?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
+                peak = peak.max(kb);
+            }
+        }
+        if let Some(exit) = child.try_wait()? {
+            if !exit.success() {
+                bail!("tributary run failed: {exit}");
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok((peak, started.elapsed().as_secs_f64()))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn today() -> String {
+    Command::new("date").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
