@@ -25,7 +25,12 @@ fn main() -> Result<()> {
     let root = repo_root();
     std::env::set_current_dir(&root)?;
     println!("## tributary benchmarks\n");
-    println!("machine: {}, {} cores; {}\n", cpu_model(), std::thread::available_parallelism().map_or(1, |n| n.get()), today());
+    println!(
+        "machine: {}, {} cores; {}\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        today()
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
@@ -46,7 +51,11 @@ fn main() -> Result<()> {
     let count = if quick { 100_000 } else { 2_000_000 };
     println!("### 3. Peak memory of `tributary run` (generator -> ride_duration -> blackhole, {count} records)\n");
     let (rss_kb, secs) = peak_rss(&bin, dir.path(), count)?;
-    println!("peak RSS {:.1} MB; {:.0} records/s wall for the whole process\n", rss_kb as f64 / 1024.0, count as f64 / secs);
+    println!(
+        "peak RSS {:.1} MB; {:.0} records/s wall for the whole process\n",
+        rss_kb as f64 / 1024.0,
+        count as f64 / secs
+    );
     Ok(())
 }
 
@@ -67,7 +76,10 @@ async fn processing_rate(batch: usize, records: usize) -> Result<(f64, f64)> {
     let pipeline = Pipeline::build(&config, &tributary::registry()).await?;
     let graph = pipeline.graph();
     // Records made before timing: the source is not what is measured.
-    let mut generator = GeneratorSource::new("rides".into(), GeneratorConfig { count: Some(records as u64), rate: None, seed: 1, first_ride_id: 1 });
+    let mut generator = GeneratorSource::new(
+        "rides".into(),
+        GeneratorConfig { count: Some(records as u64), rate: None, seed: 1, first_ride_id: 1 },
+    );
     let mut batches: Vec<Vec<Record>> = Vec::new();
     while let Some(b) = generator.next_batch(batch).await? {
         batches.push(b);
@@ -158,10 +170,13 @@ fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)> {
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()) {
-                peak = peak.max(kb);
-            }
+        if let Ok(status) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        {
+            peak = peak.max(kb);
         }
         if let Some(exit) = child.try_wait()? {
             if !exit.success() {
@@ -177,10 +192,17 @@ fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn today() -> String {
-    Command::new("date").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

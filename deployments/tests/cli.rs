@@ -1,6 +1,8 @@
 //! The `tributary` binary as a user runs it: `validate`, `run` on the demo config, environment
 //! overrides and substitution, stdin, and graceful shutdown on SIGINT.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -65,6 +67,20 @@ fn validate_accepts_the_demo_and_names_what_is_wrong_otherwise() {
     let out = tributary().args(["validate", "--config", "no/such.toml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no/such.toml: no such file"));
+}
+
+#[test]
+fn every_example_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("deployments/config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = tributary().args(["validate", "--config"]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), text(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2);
 }
 
 #[test]
@@ -156,7 +172,10 @@ fn sigint_finishes_in_flight_records_and_exits_zero() {
     assert!(stderr.iter().any(|l| l.contains("shutting down")), "{stderr:?}");
     // Every line complete and ride ids contiguous from 1: nothing lost or torn.
     let text = std::fs::read_to_string(&out_path).unwrap();
-    let ids: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["prediction"]["ride_id"].as_u64().unwrap())
+        .collect();
     assert!(ids.len() >= 50, "{} records", ids.len());
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
 }

@@ -157,7 +157,8 @@ fn from_value(file: &str, mut value: Value) -> Result<PipelineConfig, ConfigErro
         tables
             .into_iter()
             .map(|(id, table)| {
-                let path = ConfigPath { file: file.into(), section: name.into(), component: id.clone(), key: String::new() };
+                let path =
+                    ConfigPath { file: file.into(), section: name.into(), component: id.clone(), key: String::new() };
                 component(path, table, wants_inputs).map(|spec| (id, spec))
             })
             .collect::<Result<BTreeMap<_, _>, _>>()
@@ -194,7 +195,11 @@ fn path_of(file: &str, segments: &[String]) -> ConfigPath {
     path
 }
 
-fn component(path: ConfigPath, mut table: Map<String, Value>, wants_inputs: bool) -> Result<ComponentSpec, ConfigError> {
+fn component(
+    path: ConfigPath,
+    mut table: Map<String, Value>,
+    wants_inputs: bool,
+) -> Result<ComponentSpec, ConfigError> {
     let at = |key: &str| ConfigPath { key: key.into(), ..path.clone() };
     let kind = match table.remove("type") {
         Some(Value::String(kind)) => kind,
@@ -216,7 +221,9 @@ fn component(path: ConfigPath, mut table: Map<String, Value>, wants_inputs: bool
                 other => Err(ConfigError::invalid(at("inputs"), format!("expected component ids, found {other}"))),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(ConfigError::invalid(at("inputs"), format!("expected a list of ids, found {other}"))),
+        Some(other) => {
+            return Err(ConfigError::invalid(at("inputs"), format!("expected a list of ids, found {other}")));
+        }
     };
     if wants_inputs && inputs.is_empty() {
         return Err(ConfigError::invalid(at("inputs"), "empty; name at least one source or processor"));
@@ -233,10 +240,16 @@ fn check_limits(config: &PipelineConfig) -> Result<(), ConfigError> {
     };
     let p = &config.pipeline;
     if !(1..=100_000).contains(&p.batch_size) {
-        return Err(ConfigError::invalid(at("pipeline", "batch_size"), format!("{} is outside 1..=100000", p.batch_size)));
+        return Err(ConfigError::invalid(
+            at("pipeline", "batch_size"),
+            format!("{} is outside 1..=100000", p.batch_size),
+        ));
     }
     if !(1..=64).contains(&p.max_in_flight) {
-        return Err(ConfigError::invalid(at("pipeline", "max_in_flight"), format!("{} is outside 1..=64", p.max_in_flight)));
+        return Err(ConfigError::invalid(
+            at("pipeline", "max_in_flight"),
+            format!("{} is outside 1..=64", p.max_in_flight),
+        ));
     }
     if p.max_record_bytes == 0 {
         return Err(ConfigError::invalid(at("pipeline", "max_record_bytes"), "must be at least 1"));
@@ -309,7 +322,9 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(format!("environment variable {name} is not set (write ${{{name}:-default}} for a default)"));
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                    ));
                 }
             }
             rest = &body[end + 1..];

@@ -120,7 +120,8 @@ impl Graph {
             let calls = self.processors[level.clone()].iter().map(|node| {
                 let items = gather(&node.inputs, source, &source_items, &outputs);
                 async move {
-                    let finals = self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
+                    let finals =
+                        self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
                     (items, finals)
                 }
             });
@@ -133,7 +134,12 @@ impl Graph {
                         Final::Done(values) => outputs[index]
                             .extend(values.into_iter().map(|v| Item { origin: item.origin, value: Arc::new(v) })),
                         Final::DeadLetter(reason) => {
-                            rejections.push(Rejection { origin: item.origin, component: node_id.clone(), reason, output: None });
+                            rejections.push(Rejection {
+                                origin: item.origin,
+                                component: node_id.clone(),
+                                reason,
+                                output: None,
+                            });
                         }
                         Final::Failed(reason) => fail(&mut statuses, item.origin, node_id, &reason),
                     }
@@ -182,7 +188,9 @@ impl Graph {
                 Payload::Bytes(b) if b.len() > self.max_record_bytes => {
                     Err(format!("record is {} bytes, over the {}-byte limit", b.len(), self.max_record_bytes))
                 }
-                Payload::Bytes(b) => serde_json::from_slice::<Value>(b).map_err(|e| format!("payload is not JSON: {e}")),
+                Payload::Bytes(b) => {
+                    serde_json::from_slice::<Value>(b).map_err(|e| format!("payload is not JSON: {e}"))
+                }
             };
             match result {
                 Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
@@ -231,14 +239,16 @@ impl Graph {
         let mut attempt = 0u32;
         while !pending.is_empty() {
             attempt += 1;
-            let inputs: Vec<Input<'_>> = pending
-                .iter()
-                .map(|&i| Input { value: &items[i].value, record: &records[items[i].origin] })
-                .collect();
+            let inputs: Vec<Input<'_>> =
+                pending.iter().map(|&i| Input { value: &items[i].value, record: &records[items[i].origin] }).collect();
             let verdicts = match stage.call(&inputs).await {
                 Ok(v) if v.len() == inputs.len() => v,
                 Ok(v) => {
-                    let msg = format!("component returned {} results for {} inputs (a bug in the plugin)", v.len(), inputs.len());
+                    let msg = format!(
+                        "component returned {} results for {} inputs (a bug in the plugin)",
+                        v.len(),
+                        inputs.len()
+                    );
                     inputs.iter().map(|_| Verdict::Fatal(msg.clone())).collect()
                 }
                 Err(e) if e.is_retryable() => inputs.iter().map(|_| Verdict::Retry(e.to_string())).collect(),

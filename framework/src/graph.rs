@@ -40,14 +40,22 @@ pub fn topology(config: &PipelineConfig) -> Result<Topology, ConfigError> {
     let sources: BTreeSet<&str> = config.sources.keys().map(String::as_str).collect();
     let processors: BTreeSet<&str> = config.processors.keys().map(String::as_str).collect();
     if config.sources.is_empty() {
-        return Err(ConfigError::Load { file: config.file.clone(), message: "no [sources.<id>] table: nothing to read".into() });
+        return Err(ConfigError::Load {
+            file: config.file.clone(),
+            message: "no [sources.<id>] table: nothing to read".into(),
+        });
     }
     if config.sinks.is_empty() {
-        return Err(ConfigError::Load { file: config.file.clone(), message: "no [sinks.<id>] table: nothing to deliver to".into() });
+        return Err(ConfigError::Load {
+            file: config.file.clone(),
+            message: "no [sinks.<id>] table: nothing to deliver to".into(),
+        });
     }
     for spec in config.processors.values().chain(config.sinks.values()) {
         if sources.contains(spec.path.component.as_str()) {
-            return Err(spec.error("", "this id is also a source id; ids must be unique across sources, processors and sinks"));
+            return Err(
+                spec.error("", "this id is also a source id; ids must be unique across sources, processors and sinks")
+            );
         }
     }
     for spec in config.sinks.values() {
@@ -78,7 +86,9 @@ pub fn topology(config: &PipelineConfig) -> Result<Topology, ConfigError> {
     }
     for (id, spec) in config.sources.iter().chain(config.processors.iter()) {
         if !consumed.contains(id.as_str()) {
-            return Err(spec.error("", "nothing consumes this component: list it in the `inputs` of a processor or sink"));
+            return Err(
+                spec.error("", "nothing consumes this component: list it in the `inputs` of a processor or sink")
+            );
         }
     }
     let levels = levels(&config.processors)?;
@@ -106,12 +116,8 @@ fn levels(processors: &BTreeMap<String, ComponentSpec>) -> Result<Vec<Vec<String
             return Err(cycle_error(processors, &remaining));
         }
         for id in ready {
-            let level = processors[id]
-                .inputs
-                .iter()
-                .filter_map(|i| level_of.get(i.as_str()).map(|l| l + 1))
-                .max()
-                .unwrap_or(0);
+            let level =
+                processors[id].inputs.iter().filter_map(|i| level_of.get(i.as_str()).map(|l| l + 1)).max().unwrap_or(0);
             level_of.insert(id, level);
             remaining.remove(id);
         }

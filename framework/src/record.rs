@@ -75,12 +75,7 @@ pub struct Record {
 impl Record {
     /// A record with a usable payload that arrived now.
     pub fn new(payload: impl Into<Bytes>, position: Position) -> Self {
-        Record {
-            payload: Payload::Bytes(payload.into()),
-            partition_key: None,
-            position,
-            arrival: SystemTime::now(),
-        }
+        Record { payload: Payload::Bytes(payload.into()), partition_key: None, position, arrival: SystemTime::now() }
     }
 
     /// A record whose payload the source could not extract.

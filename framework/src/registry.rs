@@ -39,21 +39,33 @@ impl Registry {
 
     /// Adds a source plugin.
     #[must_use]
-    pub fn source(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync + 'static) -> Self {
+    pub fn source(
+        mut self,
+        name: &'static str,
+        build: impl Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync + 'static,
+    ) -> Self {
         self.sources.insert(name, Arc::new(build));
         self
     }
 
     /// Adds a processor plugin.
     #[must_use]
-    pub fn processor(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync + 'static) -> Self {
+    pub fn processor(
+        mut self,
+        name: &'static str,
+        build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync + 'static,
+    ) -> Self {
         self.processors.insert(name, Arc::new(build));
         self
     }
 
     /// Adds a sink plugin (sinks also serve as dead-letter destinations).
     #[must_use]
-    pub fn sink(mut self, name: &'static str, build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync + 'static) -> Self {
+    pub fn sink(
+        mut self,
+        name: &'static str,
+        build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync + 'static,
+    ) -> Self {
         self.sinks.insert(name, Arc::new(build));
         self
     }

@@ -62,10 +62,7 @@ impl RetryPolicy {
     /// jitter" (half fixed, half random) so that retries of many workers spread out.
     pub fn backoff(&self, attempts: u32) -> Duration {
         let exp = attempts.saturating_sub(1).min(30);
-        let full = self
-            .initial_backoff_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.max_backoff_ms);
+        let full = self.initial_backoff_ms.saturating_mul(1u64 << exp).min(self.max_backoff_ms);
         let half = full / 2;
         let jitter = if half > 0 { rand::rng().random_range(0..=half) } else { 0 };
         Duration::from_millis(half + jitter)

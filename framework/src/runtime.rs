@@ -233,21 +233,27 @@ impl Driver {
         }
     }
 
-    fn finish(&self, (tickets, positions, report): Done, tracker: &mut WatermarkTracker, failure: &mut Option<RuntimeError>, reading: &mut bool) {
+    fn finish(
+        &self,
+        (tickets, positions, report): Done,
+        tracker: &mut WatermarkTracker,
+        failure: &mut Option<RuntimeError>,
+        reading: &mut bool,
+    ) {
         for ((ticket, position), status) in tickets.iter().zip(&positions).zip(&report.statuses) {
             let ok = !matches!(status, RecordStatus::Failed(_));
             tracker.complete(ticket, ok);
-            if let RecordStatus::Failed(reason) = status {
-                if failure.is_none() {
-                    *failure = Some(RuntimeError::RecordFailed {
-                        source_id: self.id.clone(),
-                        position: position.clone(),
-                        reason: reason.clone(),
-                    });
-                    // Stop reading: everything after this record would be re-read anyway.
-                    *reading = false;
-                    self.stop.cancel();
-                }
+            if let RecordStatus::Failed(reason) = status
+                && failure.is_none()
+            {
+                *failure = Some(RuntimeError::RecordFailed {
+                    source_id: self.id.clone(),
+                    position: position.clone(),
+                    reason: reason.clone(),
+                });
+                // Stop reading: everything after this record would be re-read anyway.
+                *reading = false;
+                self.stop.cancel();
             }
         }
     }

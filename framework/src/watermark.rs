@@ -137,7 +137,7 @@ mod tests {
                 state ^= state << 13; state ^= state >> 7; state ^= state << 17;
                 order.swap(i, (state % (i as u64 + 1)) as usize);
             }
-            let ok_of = |i: usize| fail_rate == 0 || !(failures[i] && i % (fail_rate as usize + 1) == 0);
+            let ok_of = |i: usize| fail_rate == 0 || !(failures[i] && i.is_multiple_of(fail_rate as usize + 1));
             let mut done = vec![false; tickets.len()];
             let mut committed: HashMap<String, u64> = HashMap::new();
             for &i in &order {

@@ -1,6 +1,8 @@
 //! The runtime's contract, checked with in-process doubles: fan-out, retries, dead letters,
 //! failures that block commits, watermark commits and graceful shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +13,9 @@ use tributary_framework::config::{self, ComponentSpec};
 use tributary_framework::executor::RecordStatus;
 use tributary_framework::registry::{BuildFuture, Registry};
 use tributary_framework::runtime::{Pipeline, RuntimeError};
-use tributary_framework::{ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Record, Sink, Source};
+use tributary_framework::{
+    ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Record, Sink, Source,
+};
 
 type Behaviour<T> = Arc<dyn Fn(&Value, u32) -> T + Send + Sync>;
 
@@ -36,7 +40,8 @@ impl Source for TestSource {
         let records = (self.next..end)
             .map(|id| {
                 let partition = format!("p{}", id % self.partitions);
-                let position = Position { source: "src".into(), partition: partition.into(), offset: Offset::Index(id) };
+                let position =
+                    Position { source: "src".into(), partition: partition.into(), offset: Offset::Index(id) };
                 Record::new(serde_json::to_vec(&json!({"id": id})).unwrap(), position)
             })
             .collect();
@@ -124,7 +129,9 @@ fn harness(
     let mut registry = Registry::new()
         .source("test", move |_spec: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
             let commits = c.clone();
-            Box::pin(async move { Ok(Box::new(TestSource { next: 0, total, partitions: 3, commits }) as Box<dyn Source>) })
+            Box::pin(
+                async move { Ok(Box::new(TestSource { next: 0, total, partitions: 3, commits }) as Box<dyn Source>) },
+            )
         })
         .processor("tag", move |spec: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
             let behaviour = behaviour.clone();
@@ -132,10 +139,13 @@ fn harness(
             Box::pin(async move {
                 let wrapped: Behaviour<Outcome> = Arc::new(move |v: &Value, n| match behaviour(v, n) {
                     Outcome::Emit(values) => Outcome::Emit(
-                        values.into_iter().map(|mut out| {
-                            out["by"] = json!(id);
-                            out
-                        }).collect(),
+                        values
+                            .into_iter()
+                            .map(|mut out| {
+                                out["by"] = json!(id);
+                                out
+                            })
+                            .collect(),
                     ),
                     other => other,
                 });
@@ -201,9 +211,13 @@ async fn fan_out_reads_once_and_every_branch_delivers() {
     }
     assert_eq!(ids(&b.delivered.lock().unwrap()), (0..50).collect::<Vec<_>>());
     // Watermark: each of the 3 partitions committed up to its last record.
-    let mut last: Vec<(String, Offset)> = summary.committed.iter().map(|p| (p.partition.to_string(), p.offset.clone())).collect();
+    let mut last: Vec<(String, Offset)> =
+        summary.committed.iter().map(|p| (p.partition.to_string(), p.offset.clone())).collect();
     last.sort_by(|x, y| x.0.cmp(&y.0));
-    assert_eq!(last, vec![("p0".into(), Offset::Index(48)), ("p1".into(), Offset::Index(49)), ("p2".into(), Offset::Index(47))]);
+    assert_eq!(
+        last,
+        vec![("p0".into(), Offset::Index(48)), ("p1".into(), Offset::Index(49)), ("p2".into(), Offset::Index(47))]
+    );
 }
 
 #[tokio::test]
@@ -330,7 +344,12 @@ async fn run_batch_reports_each_record() {
     let report = graph.run_batch(0, &records).await;
     assert_eq!(
         report.statuses,
-        vec![RecordStatus::Delivered, RecordStatus::DeadLettered, RecordStatus::DeadLettered, RecordStatus::DeadLettered]
+        vec![
+            RecordStatus::Delivered,
+            RecordStatus::DeadLettered,
+            RecordStatus::DeadLettered,
+            RecordStatus::DeadLettered
+        ]
     );
     let dead = dlq.delivered.lock().unwrap().clone();
     assert!(dead.iter().any(|d| d["component"] == "s.decode" && d["reason"].as_str().unwrap().contains("not JSON")));
@@ -361,7 +380,14 @@ async fn shutdown_finishes_in_flight_batches_and_commits_only_delivered_records(
     // Everything read was delivered (in-flight batches finished), once.
     assert_eq!(delivered, (0..read).collect::<Vec<_>>());
     // The final commit covers everything delivered.
-    let mut committed: Vec<u64> = summary.committed.iter().map(|p| match p.offset { Offset::Index(i) => i, _ => 0 }).collect();
+    let mut committed: Vec<u64> = summary
+        .committed
+        .iter()
+        .map(|p| match p.offset {
+            Offset::Index(i) => i,
+            _ => 0,
+        })
+        .collect();
     committed.sort_unstable();
     assert_eq!(committed.last().copied(), Some(read - 1));
 }
@@ -370,16 +396,28 @@ async fn shutdown_finishes_in_flight_batches_and_commits_only_delivered_records(
 async fn config_and_graph_errors_name_the_component_and_key() {
     let h = harness(Some(1), |v, _| Outcome::one(v.clone()), vec![("a", ok_sink())]);
     let cases = [
-        ("[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"nope\"]\n", "[sinks.o] key `inputs`: unknown input \"nope\""),
+        (
+            "[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"nope\"]\n",
+            "[sinks.o] key `inputs`: unknown input \"nope\"",
+        ),
         (
             "[sources.s]\ntype = \"test\"\n[processors.x]\ntype = \"tag\"\ninputs = [\"y\"]\n[processors.y]\ntype = \"tag\"\ninputs = [\"x\", \"s\"]\n[sinks.o]\ntype = \"a\"\ninputs = [\"x\"]\n",
             "cycle: ",
         ),
-        ("[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"zzz\"\ninputs = [\"s\"]\n", "[sinks.o] key `type`: unknown sink type \"zzz\""),
+        (
+            "[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"zzz\"\ninputs = [\"s\"]\n",
+            "[sinks.o] key `type`: unknown sink type \"zzz\"",
+        ),
         ("[sources.s]\ntype = \"test\"\n[sinks.o]\ninputs = [\"s\"]\n", "[sinks.o] key `type`: missing"),
         ("[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\n", "[sinks.o] key `inputs`: missing"),
-        ("[sources.s]\ntype = \"test\"\n[sources.t]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"s\"]\n", "[sources.t]: nothing consumes"),
-        ("[pipeline]\nbatch_size = 0\n[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"s\"]\n", "[pipeline] key `batch_size`"),
+        (
+            "[sources.s]\ntype = \"test\"\n[sources.t]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"s\"]\n",
+            "[sources.t]: nothing consumes",
+        ),
+        (
+            "[pipeline]\nbatch_size = 0\n[sources.s]\ntype = \"test\"\n[sinks.o]\ntype = \"a\"\ninputs = [\"s\"]\n",
+            "[pipeline] key `batch_size`",
+        ),
         ("[pipeline]\nbatch_sise = 3\n[sources.s]\ntype = \"test\"\n", "unknown field `batch_sise`"),
         ("[retry]\nmax_attempts = \"x\"\n", "[retry] key `max_attempts`: invalid type"),
     ];

@@ -61,9 +61,12 @@ pub enum ModelStoreError {
 /// A missing file, a malformed URI, or an S3 error (missing bucket or key, no permission).
 pub async fn fetch(location: &str) -> Result<ModelBytes, ModelStoreError> {
     if let Some(rest) = location.strip_prefix("s3://") {
-        let (bucket, key) = rest.split_once('/').filter(|(b, k)| !b.is_empty() && !k.is_empty())
+        let (bucket, key) = rest
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
             .ok_or_else(|| ModelStoreError::BadUri(location.to_string()))?;
-        let key = if key.ends_with(".onnx") { key.to_string() } else { format!("{}/model.onnx", key.trim_end_matches('/')) };
+        let key =
+            if key.ends_with(".onnx") { key.to_string() } else { format!("{}/model.onnx", key.trim_end_matches('/')) };
         let bytes = s3_get(bucket, &key).await?;
         Ok(ModelBytes { bytes, location: format!("s3://{bucket}/{key}"), run_id: mlflow_run_id(&key) })
     } else {
@@ -98,11 +101,8 @@ async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
         .send()
         .await
         .map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: DisplayErrorContext(&e).to_string() })?;
-    let body = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: e.to_string() })?;
+    let body =
+        object.body.collect().await.map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: e.to_string() })?;
     Ok(body.into_bytes().to_vec())
 }
 

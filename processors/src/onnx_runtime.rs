@@ -78,6 +78,9 @@ pub fn environment() -> Result<Environment, OnnxError> {
     .map_err(OnnxError::Library)
 }
 
+/// A model's inputs and outputs: (name, type) pairs, as ONNX Runtime reports them.
+pub type Signature = (Vec<(String, String)>, Vec<(String, String)>);
+
 /// Sessions of one model; each call takes a free one (or waits for one).
 pub struct SessionPool {
     sessions: Vec<Mutex<Session>>,
@@ -120,7 +123,7 @@ impl SessionPool {
     }
 
     /// Input names and types, and output names and types, as ONNX Runtime reports them.
-    pub fn signature(&self) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    pub fn signature(&self) -> Signature {
         let session = self.acquire();
         let describe = |outlets: &[ort::value::Outlet]| {
             outlets.iter().map(|o| (o.name().to_string(), o.dtype().to_string())).collect::<Vec<_>>()

@@ -52,7 +52,16 @@ pub struct DocumentReader<R> {
 impl<R: AsyncBufRead + Unpin + Send> DocumentReader<R> {
     /// A reader for source `source`; `partition` names the input in record positions.
     pub fn new(reader: R, source: Arc<str>, partition: Arc<str>, format: Format) -> Self {
-        DocumentReader { reader, source, partition, format, mode: Mode::Undecided, line_no: 0, queue: VecDeque::new(), line: Vec::new() }
+        DocumentReader {
+            reader,
+            source,
+            partition,
+            format,
+            mode: Mode::Undecided,
+            line_no: 0,
+            queue: VecDeque::new(),
+            line: Vec::new(),
+        }
     }
 
     /// Up to `max` records; `None` at the end of the input.
@@ -166,14 +175,13 @@ impl<R: AsyncBufRead + Unpin + Send> DocumentReader<R> {
     }
 
     fn push_line(&mut self, line: Bytes) {
-        if contains(&line, b"\"Records\"") {
-            if let Ok(value) = serde_json::from_slice::<Value>(&line) {
-                if kinesis_event::is_event_document(&value) {
-                    let fallback = format!("{}#{}", self.partition, self.line_no);
-                    self.queue.extend(kinesis_event::records(&self.source, &value, &fallback));
-                    return;
-                }
-            }
+        if contains(&line, b"\"Records\"")
+            && let Ok(value) = serde_json::from_slice::<Value>(&line)
+            && kinesis_event::is_event_document(&value)
+        {
+            let fallback = format!("{}#{}", self.partition, self.line_no);
+            self.queue.extend(kinesis_event::records(&self.source, &value, &fallback));
+            return;
         }
         let position = self.position(Offset::Index(self.line_no));
         self.queue.push_back(Record::new(line, position));

@@ -43,8 +43,9 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
             .map_err(|e| spec.error("path", format!("cannot open {:?}: {e}", config.path)))?;
         let reader = BufReader::with_capacity(256 * 1024, file);
         let source: Arc<str> = Arc::from(spec.path.component.as_str());
-        Ok(Box::new(FileSource { reader: DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format) })
-            as Box<dyn Source>)
+        Ok(Box::new(FileSource {
+            reader: DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format),
+        }) as Box<dyn Source>)
     })
 }
 

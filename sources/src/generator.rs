@@ -64,10 +64,10 @@ pub struct GeneratorSource {
 pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
     Box::pin(async move {
         let config: GeneratorConfig = spec.parse()?;
-        if let Some(rate) = config.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(spec.error("rate", format!("{rate} is not a positive number of records per second")));
-            }
+        if let Some(rate) = config.rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(spec.error("rate", format!("{rate} is not a positive number of records per second")));
         }
         Ok(Box::new(GeneratorSource::new(Arc::from(spec.path.component.as_str()), config)) as Box<dyn Source>)
     })
@@ -142,7 +142,11 @@ impl Source for GeneratorSource {
         for _ in 0..n {
             let index = self.emitted;
             let payload = self.ride(self.config.first_ride_id + index);
-            let position = Position { source: self.source.clone(), partition: self.partition.clone(), offset: Offset::Index(index) };
+            let position = Position {
+                source: self.source.clone(),
+                partition: self.partition.clone(),
+                offset: Offset::Index(index),
+            };
             records.push(Record::new(payload, position));
             self.emitted += 1;
         }

@@ -24,11 +24,7 @@ pub fn records(source: &Arc<str>, document: &Value, fallback_partition: &str) ->
     let Some(entries) = document.get("Records").and_then(Value::as_array) else {
         return Vec::new();
     };
-    entries
-        .iter()
-        .enumerate()
-        .map(|(index, entry)| record(source, entry, fallback_partition, index))
-        .collect()
+    entries.iter().enumerate().map(|(index, entry)| record(source, entry, fallback_partition, index)).collect()
 }
 
 fn record(source: &Arc<str>, entry: &Value, fallback_partition: &str, index: usize) -> Record {
@@ -41,7 +37,11 @@ fn record(source: &Arc<str>, entry: &Value, fallback_partition: &str, index: usi
         None => Record::invalid(raw(), "Kinesis record has no kinesis.data string", position),
         Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
             Ok(bytes) => Record::new(bytes, position),
-            Err(e) => Record::invalid(Bytes::copy_from_slice(data.as_bytes()), format!("kinesis.data is not valid base64: {e}"), position),
+            Err(e) => Record::invalid(
+                Bytes::copy_from_slice(data.as_bytes()),
+                format!("kinesis.data is not valid base64: {e}"),
+                position,
+            ),
         },
     };
     let arrival = kinesis

@@ -1,6 +1,8 @@
 //! Bad input mixed into one batch with good records: every bad record is dead-lettered with a
 //! clear reason and its position, and the good records of the same batch are delivered.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 
 use base64::Engine;
@@ -21,7 +23,9 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn ride(id: u64, pu: Value, dropoff: Value, distance: Value) -> String {
-    b64(json!({"ride": {"PULocationID": pu, "DOLocationID": dropoff, "trip_distance": distance}, "ride_id": id}).to_string().as_bytes())
+    b64(json!({"ride": {"PULocationID": pu, "DOLocationID": dropoff, "trip_distance": distance}, "ride_id": id})
+        .to_string()
+        .as_bytes())
 }
 
 #[tokio::test]
@@ -34,11 +38,20 @@ async fn each_bad_record_is_dead_lettered_and_the_rest_of_its_batch_delivered() 
         ("%%% not base64 %%%".into(), Some("kinesis.data is not valid base64")),
         (b64(b"Hello, this is a test."), Some("payload is not JSON")),
         (b64(br#"{"ride_id": 4}"#), Some("event has no `ride` object")),
-        (b64(br#"{"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}}"#), Some("event has no `ride_id`")),
+        (
+            b64(br#"{"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}}"#),
+            Some("event has no `ride_id`"),
+        ),
         (ride(6, json!(1), json!(2), json!("3.5")), Some("`ride.trip_distance` must be a number, found a string")),
         (ride(7, json!(1), json!(2), json!(-2.0)), Some("`ride.trip_distance` must be a non-negative number")),
-        (ride(8, json!(13000), json!(205), json!(3.66)), Some("`ride.PULocationID` must be a taxi zone id from 1 to 265, found 13000")),
-        (ride(9, json!(1), json!(0), json!(3.66)), Some("`ride.DOLocationID` must be a taxi zone id from 1 to 265, found 0")),
+        (
+            ride(8, json!(13000), json!(205), json!(3.66)),
+            Some("`ride.PULocationID` must be a taxi zone id from 1 to 265, found 13000"),
+        ),
+        (
+            ride(9, json!(1), json!(0), json!(3.66)),
+            Some("`ride.DOLocationID` must be a taxi zone id from 1 to 265, found 0"),
+        ),
         (b64(big.to_string().as_bytes()), Some("bytes, over the 1048576-byte limit")),
         (ride(11, json!(265), json!(1), json!(0.0)), None),
     ];
@@ -78,7 +91,7 @@ async fn each_bad_record_is_dead_lettered_and_the_rest_of_its_batch_delivered() 
         let dead = run
             .dead
             .iter()
-            .find(|d| d["position"]["offset"] == seq.to_string())
+            .find(|d| d["position"]["offset"].as_str() == Some(seq.to_string().as_str()))
             .unwrap_or_else(|| panic!("record {seq} not dead-lettered"));
         assert!(dead["reason"].as_str().unwrap().contains(reason), "record {seq}: {}", dead["reason"]);
         assert_eq!(dead["position"]["partition"], "ride_events/shardId-000000000000");

@@ -1,6 +1,8 @@
 //! Configuration mistakes with the real plugins fail before anything runs, naming the file,
 //! the component and the key.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use tributary_tests::run_pipeline;
 
 async fn error_of(toml: &str) -> String {
@@ -39,7 +41,10 @@ async fn missing_model_file() {
          inputs = [\"rides\"]\nmodel = \"models/none.onnx\"\n{SINK}"
     ))
     .await;
-    assert!(message.contains("[processors.ride_duration] key `model`: cannot read model file \"models/none.onnx\""), "{message}");
+    assert!(
+        message.contains("[processors.ride_duration] key `model`: cannot read model file \"models/none.onnx\""),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -69,5 +74,8 @@ async fn a_model_that_is_not_a_ride_duration_model() {
         path.display()
     ))
     .await;
-    assert!(message.contains("[processors.ride_duration] key `model`") && message.contains("garbage.onnx"), "{message}");
+    assert!(
+        message.contains("[processors.ride_duration] key `model`") && message.contains("garbage.onnx"),
+        "{message}"
+    );
 }

@@ -2,6 +2,8 @@
 //! committed model, written by `processors/models/ride_duration/train.py`) through the whole
 //! pipeline. Max absolute difference must be <= 1e-4 minutes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::Write;
 

@@ -1,6 +1,8 @@
 //! Loading the model from S3 in the seeds' MLflow layout, against the moto server
 //! (`cargo xtask services up`; `AWS_ENDPOINT_URL` points at it).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use aws_sdk_s3::primitives::ByteStream;
 use tributary_tests::{model_path, repo_path, run_pipeline, s3_client, unique_name};
 
@@ -52,7 +54,8 @@ async fn an_unreadable_s3_object_fails_at_start_naming_it() {
     let s3 = s3_client().await;
     let bucket = unique_name("mlflow-empty");
     s3.create_bucket().bucket(&bucket).send().await.expect("create bucket on moto");
-    let err = run_pipeline(&config(&format!("s3://{bucket}/1/nope/artifacts/model"), None)).await.err().expect("must fail");
+    let err =
+        run_pipeline(&config(&format!("s3://{bucket}/1/nope/artifacts/model"), None)).await.err().expect("must fail");
     let message = err.to_string();
     assert!(message.contains("[processors.ride_duration] key `model`"), "{message}");
     assert!(message.contains(&format!("s3://{bucket}/1/nope/artifacts/model/model.onnx")), "{message}");

@@ -3,6 +3,8 @@
 //! file dead-letter destination. Ride events give the seeds' envelope; the others are
 //! dead-lettered with their reason and position.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::Value;
 use tributary_tests::{repo_path, run_pipeline};
 
@@ -83,7 +85,10 @@ async fn every_seed_sample_event_is_predicted_or_dead_lettered() {
                 assert!(dead["reason"].as_str().unwrap().contains(reason), "{file}: {dead}");
                 assert_eq!(dead["position"]["source"], "events");
                 assert!(!dead["position"]["offset"].is_null(), "{file}: position has an offset");
-                assert!(dead["payload"].is_string() || dead["payload_base64"].is_string(), "{file}: original payload kept");
+                assert!(
+                    dead["payload"].is_string() || dead["payload_base64"].is_string(),
+                    "{file}: original payload kept"
+                );
             }
         }
     }

@@ -64,7 +64,10 @@ fn cargo() -> Command {
 fn demo(root: &Path) -> Result<()> {
     setup::all(root)?;
     eprintln!("xtask: building and running deployments/config/demo.toml");
-    run(root, cargo().args(["run", "--quiet", "-p", "tributary", "--", "run", "--config", "deployments/config/demo.toml"]))
+    run(
+        root,
+        cargo().args(["run", "--quiet", "-p", "tributary", "--", "run", "--config", "deployments/config/demo.toml"]),
+    )
 }
 
 fn test(root: &Path, extra: &[&str]) -> Result<()> {

@@ -20,15 +20,15 @@ pub fn all(root: &Path) -> Result<()> {
     Ok(())
 }
 
-
 fn python(root: &Path) -> Result<()> {
     let venv = root.join(".venv");
     let python = venv.join("bin").join("python");
     if !python.is_file() {
         eprintln!("xtask: creating .venv");
         let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_cmd(root, Command::new(&interpreter).args(["-m", "venv"]).arg(&venv))
-            .with_context(|| format!("creating the virtual environment with {interpreter} (install python3 and python3-venv)"))?;
+        run_cmd(root, Command::new(&interpreter).args(["-m", "venv"]).arg(&venv)).with_context(|| {
+            format!("creating the virtual environment with {interpreter} (install python3 and python3-venv)")
+        })?;
     }
     let requirements = fs::read(root.join("requirements.txt")).context("reading requirements.txt")?;
     let stamp = venv.join(".requirements-installed");
@@ -36,7 +36,18 @@ fn python(root: &Path) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Python packages from requirements.txt");
-    run_cmd(root, Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"]))?;
+    run_cmd(
+        root,
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "requirements.txt",
+        ]),
+    )?;
     fs::write(&stamp, &requirements).context("writing the install stamp")?;
     Ok(())
 }
@@ -67,5 +78,8 @@ fn find_wheel_library(lib_dir: &Path) -> Result<PathBuf> {
             }
         }
     }
-    bail!("libonnxruntime.so.* not found under {}/python3*/site-packages/onnxruntime/capi: is `onnxruntime` in requirements.txt?", lib_dir.display())
+    bail!(
+        "libonnxruntime.so.* not found under {}/python3*/site-packages/onnxruntime/capi: is `onnxruntime` in requirements.txt?",
+        lib_dir.display()
+    )
 }

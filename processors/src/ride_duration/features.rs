@@ -78,8 +78,10 @@ mod tests {
 
     #[test]
     fn seed_event() {
-        let f = prepare(&json!({"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": 156}))
-            .unwrap();
+        let f = prepare(
+            &json!({"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": 156}),
+        )
+        .unwrap();
         assert_eq!(f.pu_do, "130_205");
         assert!((f.trip_distance - 3.66).abs() < 1e-6);
         assert_eq!(f.ride_id, json!(156));
@@ -90,11 +92,26 @@ mod tests {
         let cases = [
             (json!({"ride_id": 1}), "no `ride`"),
             (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}}), "no `ride_id`"),
-            (json!({"ride": {"PULocationID": 13000, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}), "PULocationID"),
-            (json!({"ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}), "PULocationID"),
-            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2.5, "trip_distance": 1.0}, "ride_id": 1}), "DOLocationID"),
-            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}, "ride_id": 1}), "trip_distance"),
-            (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -1.0}, "ride_id": 1}), "non-negative"),
+            (
+                json!({"ride": {"PULocationID": 13000, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}),
+                "PULocationID",
+            ),
+            (
+                json!({"ride": {"PULocationID": 0, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": 1}),
+                "PULocationID",
+            ),
+            (
+                json!({"ride": {"PULocationID": 1, "DOLocationID": 2.5, "trip_distance": 1.0}, "ride_id": 1}),
+                "DOLocationID",
+            ),
+            (
+                json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": "3"}, "ride_id": 1}),
+                "trip_distance",
+            ),
+            (
+                json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": -1.0}, "ride_id": 1}),
+                "non-negative",
+            ),
             (json!({"ride": {"PULocationID": 1, "DOLocationID": 2, "trip_distance": 1.0}, "ride_id": null}), "ride_id"),
             (json!([1, 2]), "object"),
         ];

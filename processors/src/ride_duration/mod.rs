@@ -76,7 +76,11 @@ impl RideDuration {
             ));
         }
         tracing::info!(model = %model.location, %version, "ride-duration model loaded");
-        Ok(RideDuration { pool: Arc::new(pool), model_name: Value::String(config.model_name.clone()), version: Value::String(version) })
+        Ok(RideDuration {
+            pool: Arc::new(pool),
+            model_name: Value::String(config.model_name.clone()),
+            version: Value::String(version),
+        })
     }
 
     /// Runs the model on prepared features (on the calling thread).
