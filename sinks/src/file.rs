@@ -10,13 +10,12 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::Deserialize;
+use tributary_framework::Sink;
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
-use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
-use crate::json_lines::JsonLines;
+use crate::json_lines::JsonLinesSink;
 
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "file"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -26,9 +25,6 @@ pub struct FileSinkConfig {
     /// folders if missing.
     pub path: String,
 }
-
-/// Appends JSON lines to a file.
-pub struct FileSink(JsonLines<tokio::fs::File>);
 
 /// Builds the sink, opening the file so that an unwritable path fails at start.
 pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
@@ -46,16 +42,6 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             .open(path)
             .await
             .map_err(|e| spec.error("path", format!("cannot open {:?} for appending: {e}", config.path)))?;
-        Ok(Arc::new(FileSink(JsonLines::new(file, config.path))) as Arc<dyn Sink>)
+        Ok(Arc::new(JsonLinesSink::new(file, config.path)) as Arc<dyn Sink>)
     })
-}
-
-#[async_trait]
-impl Sink for FileSink {
-    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
-        self.0.deliver(batch).await
-    }
-    async fn close(&self) -> Result<(), ComponentError> {
-        self.0.close().await
-    }
 }

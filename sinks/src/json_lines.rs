@@ -1,22 +1,32 @@
-//! A JSON-lines writer shared by the console and file sinks: encode a whole batch, write it,
+//! The JSON-lines sink behind `stdout`, `stderr` and `file`: encode a whole batch, write it,
 //! flush, and only then report the batch delivered.
 
+use async_trait::async_trait;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
-use tributary_framework::{ComponentError, Delivery, Input};
+use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
-pub(crate) struct JsonLines<W> {
+/// Writes one JSON document per line to `W`.
+pub struct JsonLinesSink<W> {
     writer: Mutex<W>,
     name: String,
 }
 
-impl<W: AsyncWrite + Unpin + Send> JsonLines<W> {
-    pub(crate) fn new(writer: W, name: impl Into<String>) -> Self {
-        JsonLines { writer: Mutex::new(writer), name: name.into() }
+impl<W: AsyncWrite + Unpin + Send> JsonLinesSink<W> {
+    /// A sink writing to `writer`; `name` appears in error messages.
+    pub fn new(writer: W, name: impl Into<String>) -> Self {
+        JsonLinesSink { writer: Mutex::new(writer), name: name.into() }
     }
 
-    pub(crate) async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+    fn io_error(&self, e: std::io::Error) -> ComponentError {
+        ComponentError::Retryable(format!("writing {}: {e}", self.name))
+    }
+}
+
+#[async_trait]
+impl<W: AsyncWrite + Unpin + Send> Sink for JsonLinesSink<W> {
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
         let mut buf = Vec::with_capacity(batch.len() * 128);
         let mut results = Vec::with_capacity(batch.len());
         for input in batch {
@@ -35,12 +45,8 @@ impl<W: AsyncWrite + Unpin + Send> JsonLines<W> {
         Ok(results)
     }
 
-    pub(crate) async fn close(&self) -> Result<(), ComponentError> {
+    async fn close(&self) -> Result<(), ComponentError> {
         self.writer.lock().await.flush().await.map_err(|e| self.io_error(e))
-    }
-
-    fn io_error(&self, e: std::io::Error) -> ComponentError {
-        ComponentError::Retryable(format!("writing {}: {e}", self.name))
     }
 }
 

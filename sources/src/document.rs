@@ -10,11 +10,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
-use tributary_framework::{ComponentError, Offset, Position, Record};
+use tributary_framework::{ComponentError, Offset, Position, Record, Source};
 
 use crate::kinesis_event;
 
@@ -37,7 +38,7 @@ enum Mode {
     Finished,
 }
 
-/// Turns a byte stream into batches of records.
+/// Turns a byte stream into batches of records: the `file` and `stdin` sources.
 pub struct DocumentReader<R> {
     reader: R,
     source: Arc<str>,
@@ -189,6 +190,13 @@ impl<R: AsyncBufRead + Unpin + Send> DocumentReader<R> {
 
     fn position(&self, offset: Offset) -> Position {
         Position { source: self.source.clone(), partition: self.partition.clone(), offset }
+    }
+}
+
+#[async_trait]
+impl<R: AsyncBufRead + Unpin + Send> Source for DocumentReader<R> {
+    async fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<Record>>, ComponentError> {
+        DocumentReader::next_batch(self, max_records).await
     }
 }
 

@@ -9,12 +9,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::io::BufReader;
+use tributary_framework::Source;
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
-use tributary_framework::{ComponentError, Record, Source};
 
 use crate::document::{DocumentReader, Format};
 
@@ -29,11 +28,6 @@ pub struct FileConfig {
     pub format: Format,
 }
 
-/// Reads one file to its end.
-pub struct FileSource {
-    reader: DocumentReader<BufReader<tokio::fs::File>>,
-}
-
 /// Builds the source, opening the file so that a missing file fails at start.
 pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
     Box::pin(async move {
@@ -43,15 +37,7 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
             .map_err(|e| spec.error("path", format!("cannot open {:?}: {e}", config.path)))?;
         let reader = BufReader::with_capacity(256 * 1024, file);
         let source: Arc<str> = Arc::from(spec.path.component.as_str());
-        Ok(Box::new(FileSource {
-            reader: DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format),
-        }) as Box<dyn Source>)
+        Ok(Box::new(DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format))
+            as Box<dyn Source>)
     })
-}
-
-#[async_trait]
-impl Source for FileSource {
-    async fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<Record>>, ComponentError> {
-        self.reader.next_batch(max_records).await
-    }
 }

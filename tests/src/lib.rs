@@ -90,6 +90,22 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build())
 }
 
+/// The usual test pipeline: `[sources.rides]` with the keys in `source`, `ride_duration` with
+/// the keys in `processor`, a file sink at `{out}` and a file dead-letter destination at `{dead}`
+/// (placeholders that [`run_pipeline`] fills in).
+pub fn ride_pipeline(source: &str, processor: &str) -> String {
+    format!(
+        "[sources.rides]\n{source}\n[processors.ride_duration]\ntype = \"ride_duration\"\ninputs = [\"rides\"]\n{processor}\n\
+         [sinks.out]\ntype = \"file\"\ninputs = [\"ride_duration\"]\npath = \"{{out}}\"\n\
+         [dead_letter]\ntype = \"file\"\npath = \"{{dead}}\"\n"
+    )
+}
+
+/// The keys of a `file` source reading `path`.
+pub fn file_source(path: &std::path::Path) -> String {
+    format!("type = \"file\"\npath = \"{}\"", path.display())
+}
+
 /// A name unique to this test run, for buckets and streams.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use tributary_tests::run_pipeline;
+use tributary_tests::{file_source, ride_pipeline, run_pipeline};
 
 fn entry(seq: usize, data: String) -> Value {
     json!({
@@ -59,27 +59,7 @@ async fn each_bad_record_is_dead_lettered_and_the_rest_of_its_batch_delivered() 
     let mut file = tempfile::NamedTempFile::new().unwrap();
     write!(file, "{document}").unwrap();
 
-    let run = run_pipeline(&format!(
-        r#"
-        [sources.rides]
-        type = "file"
-        path = "{}"
-        [processors.ride_duration]
-        type = "ride_duration"
-        inputs = ["rides"]
-        model = "{{model}}"
-        [sinks.out]
-        type = "file"
-        inputs = ["ride_duration"]
-        path = "{{out}}"
-        [dead_letter]
-        type = "file"
-        path = "{{dead}}"
-        "#,
-        file.path().display()
-    ))
-    .await
-    .unwrap();
+    let run = run_pipeline(&ride_pipeline(&file_source(file.path()), "model = \"{model}\"")).await.unwrap();
 
     assert_eq!(run.summary.metrics.batches, 1, "all records in one batch");
     let mut delivered: Vec<u64> = run.outputs.iter().map(|o| o["prediction"]["ride_id"].as_u64().unwrap()).collect();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use serde_json::Value;
-use tributary_tests::{read_repo_file, run_pipeline};
+use tributary_tests::{file_source, read_repo_file, ride_pipeline, run_pipeline};
 
 #[tokio::test]
 async fn rust_matches_python_onnxruntime_on_1000_rides() {
@@ -22,26 +22,8 @@ async fn rust_matches_python_onnxruntime_on_1000_rides() {
         writeln!(events, "{}", row["event"]).unwrap();
     }
     assert_eq!(expected.len(), 1000);
-    let run = run_pipeline(&format!(
-        r#"
-        [pipeline]
-        batch_size = 256
-        [sources.rides]
-        type = "file"
-        path = "{}"
-        [processors.ride_duration]
-        type = "ride_duration"
-        inputs = ["rides"]
-        model = "{{model}}"
-        [sinks.out]
-        type = "file"
-        inputs = ["ride_duration"]
-        path = "{{out}}"
-        "#,
-        events.path().display()
-    ))
-    .await
-    .unwrap();
+    let config = ride_pipeline(&file_source(events.path()), "model = \"{model}\"");
+    let run = run_pipeline(&format!("[pipeline]\nbatch_size = 256\n{config}")).await.unwrap();
     assert_eq!(run.outputs.len(), 1000);
     let mut max_diff = 0.0f64;
     for out in &run.outputs {

@@ -4,27 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_sdk_s3::primitives::ByteStream;
-use tributary_tests::{model_path, repo_path, run_pipeline, s3_client, unique_name};
+use tributary_tests::{file_source, model_path, repo_path, ride_pipeline, run_pipeline, s3_client, unique_name};
 
 fn config(model: &str, version: Option<&str>) -> String {
     let version = version.map(|v| format!("version = \"{v}\"")).unwrap_or_default();
-    format!(
-        r#"
-        [sources.rides]
-        type = "file"
-        path = "{}"
-        [processors.ride_duration]
-        type = "ride_duration"
-        inputs = ["rides"]
-        model = "{model}"
-        {version}
-        [sinks.out]
-        type = "file"
-        inputs = ["ride_duration"]
-        path = "{{out}}"
-        "#,
-        repo_path("tests/fixtures/seeds/seed002_1.json")
-    )
+    let source = file_source(std::path::Path::new(&repo_path("tests/fixtures/seeds/seed002_1.json")));
+    ride_pipeline(&source, &format!("model = \"{model}\"\n{version}"))
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use tributary_tests::{repo_path, run_pipeline};
+use tributary_tests::{file_source, repo_path, ride_pipeline, run_pipeline};
 
 enum Expect {
     Predicts(u64),
@@ -30,26 +30,8 @@ const CASES: &[(&str, Expect)] = &[
 ];
 
 fn config(file: &str) -> String {
-    format!(
-        r#"
-        [sources.events]
-        type = "file"
-        path = "{}"
-        [processors.ride_duration]
-        type = "ride_duration"
-        inputs = ["events"]
-        model = "{{model}}"
-        version = "run-123"
-        [sinks.out]
-        type = "file"
-        inputs = ["ride_duration"]
-        path = "{{out}}"
-        [dead_letter]
-        type = "file"
-        path = "{{dead}}"
-        "#,
-        repo_path(&format!("tests/fixtures/seeds/{file}"))
-    )
+    let source = file_source(std::path::Path::new(&repo_path(&format!("tests/fixtures/seeds/{file}"))));
+    ride_pipeline(&source, "model = \"{model}\"\nversion = \"run-123\"")
 }
 
 #[tokio::test]
@@ -83,7 +65,7 @@ async fn every_seed_sample_event_is_predicted_or_dead_lettered() {
                 assert_eq!(run.dead.len(), 1, "{file}");
                 let dead = &run.dead[0];
                 assert!(dead["reason"].as_str().unwrap().contains(reason), "{file}: {dead}");
-                assert_eq!(dead["position"]["source"], "events");
+                assert_eq!(dead["position"]["source"], "rides");
                 assert!(!dead["position"]["offset"].is_null(), "{file}: position has an offset");
                 assert!(
                     dead["payload"].is_string() || dead["payload_base64"].is_string(),
