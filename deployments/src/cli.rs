@@ -55,6 +55,12 @@ pub enum Command {
     },
     /// List the plugin types this build knows.
     Plugins,
+    /// Put JSON values onto a Kinesis stream (partition key from `ride_id`).
+    #[cfg(feature = "kinesis")]
+    Put(crate::kinesis_cli::PutArgs),
+    /// Print a Kinesis stream's records, decoded, as JSON lines.
+    #[cfg(feature = "kinesis")]
+    Tail(crate::kinesis_cli::TailArgs),
 }
 
 /// Sets up `tracing` on stderr. Quiet by default (warnings and errors only).
@@ -111,6 +117,22 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
         }
         Command::Run { config, no_status } => run(&config, no_status, &registry).await,
+        #[cfg(feature = "kinesis")]
+        Command::Put(args) => report(crate::kinesis_cli::put(args).await),
+        #[cfg(feature = "kinesis")]
+        Command::Tail(args) => report(crate::kinesis_cli::tail(args).await),
+    }
+}
+
+/// Exit status of a helper command: its error, if any, on stderr.
+#[allow(dead_code, reason = "used only by feature-gated commands")]
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

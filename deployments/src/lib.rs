@@ -5,6 +5,10 @@
 //! processors or sinks crate, then add one line to [`registry`].
 
 pub mod cli;
+#[cfg(feature = "kinesis")]
+pub mod kinesis_cli;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod status;
 
 use tributary_framework::registry::Registry;
@@ -15,11 +19,14 @@ pub fn registry() -> Registry {
         .source("file", tributary_sources::file::build)
         .source("stdin", tributary_sources::stdin::build)
         .source("generator", tributary_sources::generator::build)
+        .source("lambda", tributary_sources::lambda::build)
         .sink("stdout", tributary_sinks::console::build_stdout)
         .sink("stderr", tributary_sinks::console::build_stderr)
         .sink("file", tributary_sinks::file::build)
         .sink("blackhole", tributary_sinks::blackhole::build);
     #[cfg(feature = "onnx")]
     let registry = registry.processor("ride_duration", tributary_processors::ride_duration::build);
+    #[cfg(feature = "kinesis")]
+    let registry = registry.sink("kinesis", tributary_sinks::kinesis::build);
     registry
 }

@@ -267,6 +267,28 @@ fn check_limits(config: &PipelineConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Deserializes a flag from a boolean or from text (`true`/`false`, `1`/`0`, `yes`/`no`, any
+/// case), so that `dry_run = "${TEST_RUN:-false}"` takes the seeds' `TEST_RUN=True`.
+///
+/// # Errors
+/// Any other value.
+pub fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(deserializer)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" | "" => Ok(false),
+            other => Err(serde::de::Error::custom(format!("expected true or false, found {other:?}"))),
+        },
+    }
+}
+
 /// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` stands for a literal `$`.
 fn substitute(file: &str, value: &mut Value, at: &mut Vec<String>) -> Result<(), ConfigError> {
     match value {

@@ -113,8 +113,55 @@ impl Graph {
         self.metrics.add_in(records.len());
         let mut statuses = vec![RecordStatus::Delivered; records.len()];
         let mut rejections = Vec::new();
+        let (source_items, outputs) = self.process(source, records, &mut rejections, &mut statuses).await;
+        self.deliver(source, records, &source_items, &outputs, &mut rejections, &mut statuses).await;
+        self.dead_letter(rejections, records, &mut statuses).await;
+        let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
+        self.metrics.add_failed(failed);
+        self.metrics.add_batch();
+        BatchReport { statuses }
+    }
 
-        let source_items = self.decode(source, records, &mut rejections);
+    /// Decodes and processes a batch like [`Graph::run_batch`], but delivers nothing: returns,
+    /// per record, the values the sinks would receive, or why the record was rejected. For
+    /// answering a request directly (a Lambda invoked with a bare event, an HTTP request).
+    pub async fn evaluate(&self, source: usize, records: &[Record]) -> Vec<Result<Vec<Value>, String>> {
+        let mut statuses = vec![RecordStatus::Delivered; records.len()];
+        let mut rejections = Vec::new();
+        let (source_items, outputs) = self.process(source, records, &mut rejections, &mut statuses).await;
+        let mut results: Vec<Result<Vec<Value>, String>> = (0..records.len()).map(|_| Ok(Vec::new())).collect();
+        let mut inputs: Vec<NodeRef> = Vec::new();
+        for input in self.sinks.iter().flat_map(|s| s.inputs.iter().copied()) {
+            if !inputs.contains(&input) {
+                inputs.push(input);
+            }
+        }
+        for item in gather(&inputs, source, &source_items, &outputs) {
+            if let Ok(values) = &mut results[item.origin] {
+                values.push(Value::clone(&item.value));
+            }
+        }
+        for rejection in rejections {
+            results[rejection.origin] = Err(rejection.reason);
+        }
+        for (origin, status) in statuses.into_iter().enumerate() {
+            if let RecordStatus::Failed(reason) = status {
+                results[origin] = Err(reason);
+            }
+        }
+        results
+    }
+
+    /// Decode, then processors level by level (each level concurrently). Returns the decoded
+    /// records and each processor's outputs.
+    async fn process(
+        &self,
+        source: usize,
+        records: &[Record],
+        rejections: &mut Vec<Rejection>,
+        statuses: &mut [RecordStatus],
+    ) -> (Vec<Item>, Vec<Vec<Item>>) {
+        let source_items = self.decode(source, records, rejections);
         let mut outputs: Vec<Vec<Item>> = vec![Vec::new(); self.processors.len()];
         for level in &self.levels {
             let calls = self.processors[level.clone()].iter().map(|node| {
@@ -141,14 +188,26 @@ impl Graph {
                                 output: None,
                             });
                         }
-                        Final::Failed(reason) => fail(&mut statuses, item.origin, node_id, &reason),
+                        Final::Failed(reason) => fail(statuses, item.origin, node_id, &reason),
                     }
                 }
             }
         }
+        (source_items, outputs)
+    }
 
+    /// Every sink, concurrently, on what it consumes.
+    async fn deliver(
+        &self,
+        source: usize,
+        records: &[Record],
+        source_items: &[Item],
+        outputs: &[Vec<Item>],
+        rejections: &mut Vec<Rejection>,
+        statuses: &mut [RecordStatus],
+    ) {
         let deliveries = self.sinks.iter().map(|node| {
-            let items = gather(&node.inputs, source, &source_items, &outputs);
+            let items = gather(&node.inputs, source, source_items, outputs);
             async move {
                 let finals = self.call_with_retries(Stage::Sink(&*node.component), &node.id, &items, records).await;
                 (node, items, finals)
@@ -165,17 +224,11 @@ impl Graph {
                         reason,
                         output: Some(item.value),
                     }),
-                    Final::Failed(reason) => fail(&mut statuses, item.origin, &node.id, &reason),
+                    Final::Failed(reason) => fail(statuses, item.origin, &node.id, &reason),
                 }
             }
         }
         self.metrics.add_delivered(delivered);
-
-        self.dead_letter(rejections, records, &mut statuses).await;
-        let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
-        self.metrics.add_failed(failed);
-        self.metrics.add_batch();
-        BatchReport { statuses }
     }
 
     /// Decodes each record's payload once (size check, then JSON).

@@ -86,7 +86,7 @@ fn mlflow_run_id(key: &str) -> Option<String> {
 
 #[cfg(feature = "s3")]
 async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
-    use aws_sdk_s3::error::DisplayErrorContext;
+    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
     let uri = format!("s3://{bucket}/{key}");
     let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     // Local stand-ins (moto, MinIO) answer on one host name: use path-style addressing whenever
@@ -100,7 +100,13 @@ async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
         .key(key)
         .send()
         .await
-        .map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: DisplayErrorContext(&e).to_string() })?;
+        .map_err(|e| {
+            let message = match e.as_service_error() {
+                Some(service) => format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or("")),
+                None => DisplayErrorContext(&e).to_string(),
+            };
+            ModelStoreError::S3 { uri: uri.clone(), message }
+        })?;
     let body =
         object.body.collect().await.map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: e.to_string() })?;
     Ok(body.into_bytes().to_vec())

@@ -3,7 +3,9 @@
 //! - [`console`]: `stdout` and `stderr`, JSON lines;
 //! - [`file`]: appends JSON lines to a file;
 //! - [`blackhole`]: encodes and discards (benchmarks, dry runs);
-//! - [`json_lines`]: the JSON-lines writer behind the console and file sinks.
+//! - [`json_lines`]: the JSON-lines writer behind the console and file sinks;
+//! - [`kinesis`] (feature `kinesis`): PutRecords to a Kinesis data stream;
+//! - [`template`]: partition-key templates such as `{prediction.ride_id}`.
 //!
 //! Any sink can also be the `[dead_letter]` destination.
 
@@ -11,3 +13,6 @@ pub mod blackhole;
 pub mod console;
 pub mod file;
 pub mod json_lines;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
+pub mod template;

@@ -3,6 +3,7 @@
 //! - [`file`]: JSON lines, or Lambda Kinesis test-event documents, from a file;
 //! - [`stdin`]: the same formats from standard input;
 //! - [`generator`]: synthetic NYC ride events, seeded and rate-limited;
+//! - [`lambda`]: the placeholder for records that arrive with Lambda invocations;
 //! - [`kinesis_event`]: decoding of the `{"Records": [...]}` documents that AWS Lambda receives
 //!   from a Kinesis trigger (shared by the file and stdin sources and the Lambda adapter).
 
@@ -10,4 +11,5 @@ pub mod document;
 pub mod file;
 pub mod generator;
 pub mod kinesis_event;
+pub mod lambda;
 pub mod stdin;

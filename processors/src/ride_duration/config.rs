@@ -14,6 +14,7 @@ pub struct RideDurationConfig {
     pub model_name: String,
     /// The `version` field of every output envelope. Default: the MLflow run id when `model`
     /// follows MLflow's S3 layout, else the first 12 hex digits of the model file's SHA-256.
+    /// An empty string counts as unset (so `version = "${RUN_ID:-}"` falls back).
     pub version: Option<String>,
     /// ONNX Runtime sessions (batches inferred at the same time). Default 1.
     #[serde(default = "one")]

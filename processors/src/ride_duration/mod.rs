@@ -59,7 +59,7 @@ impl RideDuration {
     /// A message saying what is wrong with the model or the runtime.
     pub async fn load(config: &RideDurationConfig) -> Result<Self, String> {
         let model = model_store::fetch(&config.model).await.map_err(|e| e.to_string())?;
-        let version = config.version.clone().unwrap_or_else(|| model.default_version());
+        let version = config.version.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| model.default_version());
         let (sessions, threads) = (config.sessions, config.threads);
         let bytes = model.bytes;
         let pool = tokio::task::spawn_blocking(move || SessionPool::new(&bytes, sessions, threads))

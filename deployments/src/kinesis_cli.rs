@@ -1,0 +1,213 @@
+//! `tributary put` and `tributary tail`: what the seeds did with `aws kinesis put-record`,
+//! `get-shard-iterator`, `get-records`, `jq` and `base64 --decode`, as two commands.
+//!
+//! ```text
+//! tributary put --stream ride_events '{"ride": {...}, "ride_id": 156}'
+//! cat rides.jsonl | tributary put --stream ride_events
+//! tributary tail --stream ride_predictions            # from TRIM_HORIZON, until caught up
+//! tributary tail --stream ride_predictions --from latest --follow
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use tributary_sinks::kinesis::{MAX_RECORDS_PER_CALL, client, describe};
+use tributary_sinks::template::Template;
+
+/// `tributary put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The stream's name.
+    #[arg(long)]
+    pub stream: String,
+    /// Partition key template over each value's fields (`{dotted.path}`); values without the
+    /// field use their position in the input.
+    #[arg(long, default_value = "{ride_id}")]
+    pub partition_key: String,
+    /// JSON values to put; without any, JSON values are read from stdin (one per line, or
+    /// concatenated documents).
+    pub values: Vec<String>,
+}
+
+/// Where `tail` starts reading each shard.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum From {
+    /// The oldest record still in the stream.
+    TrimHorizon,
+    /// Only records put after `tail` starts.
+    Latest,
+}
+
+/// `tributary tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The stream's name.
+    #[arg(long)]
+    pub stream: String,
+    /// Where to start in every shard.
+    #[arg(long, value_enum, default_value_t = From::TrimHorizon)]
+    pub from: From,
+    /// Keep polling for new records (Ctrl-C to stop); otherwise stop once every shard is caught up.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print each record with its shard, sequence number and partition key.
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+/// Runs `put`.
+///
+/// # Errors
+/// Unparseable input, a missing stream, or records still failing after retries.
+pub async fn put(args: PutArgs) -> Result<()> {
+    let template = Template::parse(&args.partition_key).map_err(anyhow::Error::msg)?;
+    let text = if args.values.is_empty() {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        text
+    } else {
+        args.values.join("\n")
+    };
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .context("input is not a sequence of JSON values")?;
+    let client = client().await;
+    let mut put = 0;
+    for (chunk_index, chunk) in values.chunks(MAX_RECORDS_PER_CALL).enumerate() {
+        let mut pending: Vec<(usize, PutRecordsRequestEntry)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let position = chunk_index * MAX_RECORDS_PER_CALL + i;
+                let key = template.render(value).unwrap_or_else(|| position.to_string());
+                let entry = PutRecordsRequestEntry::builder()
+                    .data(Blob::new(serde_json::to_vec(value)?))
+                    .partition_key(key)
+                    .build()?;
+                Ok((position, entry))
+            })
+            .collect::<Result<_>>()?;
+        for attempt in 1..=5 {
+            let output = client
+                .put_records()
+                .stream_name(&args.stream)
+                .set_records(Some(pending.iter().map(|(_, e)| e.clone()).collect()))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("PutRecords to {}: {}", args.stream, describe(&e)))?;
+            let mut retry = Vec::new();
+            for ((position, entry), result) in pending.into_iter().zip(output.records()) {
+                match result.error_code() {
+                    None => {
+                        put += 1;
+                        println!(
+                            "{}",
+                            json!({"ShardId": result.shard_id(), "SequenceNumber": result.sequence_number(), "input": position})
+                        );
+                    }
+                    Some(code) => {
+                        tracing::warn!(position, code, attempt, "record not put; retrying");
+                        retry.push((position, entry));
+                    }
+                }
+            }
+            pending = retry;
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        }
+        if !pending.is_empty() {
+            bail!("{} record(s) still failing after 5 attempts", pending.len());
+        }
+    }
+    eprintln!("put {put} record(s) to {}", args.stream);
+    Ok(())
+}
+
+/// Runs `tail`.
+///
+/// # Errors
+/// A missing stream or an API error.
+pub async fn tail(args: TailArgs) -> Result<()> {
+    let client = client().await;
+    let mut iterators: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for shard in list_shards(&client, &args.stream).await? {
+        let iterator = client
+            .get_shard_iterator()
+            .stream_name(&args.stream)
+            .shard_id(&shard)
+            .shard_iterator_type(match args.from {
+                From::TrimHorizon => ShardIteratorType::TrimHorizon,
+                From::Latest => ShardIteratorType::Latest,
+            })
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("GetShardIterator {}/{shard}: {}", args.stream, describe(&e)))?
+            .shard_iterator;
+        iterators.insert(shard, iterator);
+    }
+    loop {
+        let mut caught_up = true;
+        for (shard, iterator) in &mut iterators {
+            let Some(current) = iterator.clone() else { continue };
+            let output = client
+                .get_records()
+                .shard_iterator(current)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("GetRecords {}/{shard}: {}", args.stream, describe(&e)))?;
+            for record in output.records() {
+                let data = record.data().as_ref();
+                let value = serde_json::from_slice::<Value>(data)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+                if args.metadata {
+                    println!(
+                        "{}",
+                        json!({"shard": shard, "sequence_number": record.sequence_number(),
+                               "partition_key": record.partition_key(), "data": value})
+                    );
+                } else {
+                    println!("{value}");
+                }
+            }
+            if !output.records().is_empty() || output.millis_behind_latest().unwrap_or(0) > 0 {
+                caught_up = false;
+            }
+            *iterator = output.next_shard_iterator;
+        }
+        if iterators.values().all(Option::is_none) || (caught_up && !args.follow) {
+            return Ok(());
+        }
+        if caught_up {
+            // Stay inside the 5 GetRecords calls per second and shard.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+}
+
+async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
+    let mut shards = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let request = match &next {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
+        };
+        let output =
+            request.send().await.map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
+        shards.extend(output.shards().iter().map(|s| s.shard_id().to_string()));
+        next = output.next_token;
+        if next.is_none() {
+            return Ok(shards);
+        }
+    }
+}
