@@ -61,6 +61,10 @@ pub enum Command {
     /// Print a Kinesis stream's records, decoded, as JSON lines.
     #[cfg(feature = "kinesis")]
     Tail(crate::kinesis_cli::TailArgs),
+    /// Feed a Kinesis stream to a function on a local Lambda runtime emulator, as the AWS event
+    /// source mapping does.
+    #[cfg(feature = "kinesis")]
+    Esm(crate::esm::EsmArgs),
 }
 
 /// Sets up `tracing` on stderr. Quiet by default (warnings and errors only).
@@ -121,6 +125,8 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::Put(args) => report(crate::kinesis_cli::put(args).await),
         #[cfg(feature = "kinesis")]
         Command::Tail(args) => report(crate::kinesis_cli::tail(args).await),
+        #[cfg(feature = "kinesis")]
+        Command::Esm(args) => report(crate::esm::run(args).await),
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod cli;
 #[cfg(feature = "kinesis")]
+pub mod esm;
+#[cfg(feature = "kinesis")]
 pub mod kinesis_cli;
 #[cfg(feature = "lambda")]
 pub mod lambda;

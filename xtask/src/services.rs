@@ -4,6 +4,8 @@
 //! | service | stands in for | port | started as |
 //! |---|---|---|---|
 //! | moto | S3, DynamoDB | 5000 (`MOTO_PORT`) | `.venv/bin/moto_server -H 127.0.0.1 -p 5000` |
+//! | kinesis | Kinesis Data Streams | 4568 (`KINESIS_PORT`) | kinesis-mock: `node .tools/node_modules/kinesis-local/main.js` |
+//! | lambda | the Lambda runtime and invoke APIs | 9000 (`LAMBDA_PORT`) | `cargo lambda watch --only-lambda-apis` |
 //!
 //! Process ids and logs live in `.services/`.
 
@@ -19,24 +21,70 @@ struct Service {
     name: &'static str,
     port: u16,
     command: Vec<String>,
+    /// Working directory of the process.
+    cwd: PathBuf,
+    /// Environment of the process.
+    process_env: Vec<(&'static str, String)>,
     /// Environment variables clients need, as (name, value).
     env: Vec<(&'static str, String)>,
 }
 
+fn port(var: &str, default: u16) -> u16 {
+    std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+}
+
 fn services(root: &Path) -> Vec<Service> {
-    let moto_port = std::env::var("MOTO_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5000);
-    vec![Service {
-        name: "moto",
-        port: moto_port,
-        command: vec![
-            root.join(".venv/bin/moto_server").display().to_string(),
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            moto_port.to_string(),
-        ],
-        env: vec![("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{moto_port}"))],
-    }]
+    let moto = port("MOTO_PORT", 5000);
+    let kinesis = port("KINESIS_PORT", 4568);
+    let lambda = port("LAMBDA_PORT", 9000);
+    let kinesis_dir = root.join(".tools/node_modules").join(crate::setup::KINESIS_MOCK.0);
+    vec![
+        Service {
+            name: "moto",
+            port: moto,
+            command: vec![
+                root.join(".venv/bin/moto_server").display().to_string(),
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                moto.to_string(),
+            ],
+            cwd: state_dir(root),
+            process_env: vec![],
+            env: vec![("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{moto}"))],
+        },
+        Service {
+            name: "kinesis",
+            port: kinesis,
+            command: vec!["node".into(), kinesis_dir.join("main.js").display().to_string()],
+            cwd: kinesis_dir,
+            process_env: vec![
+                ("KINESIS_MOCK_PLAIN_PORT", kinesis.to_string()),
+                ("KINESIS_MOCK_TLS_PORT", (kinesis - 1).to_string()),
+                ("LOG_LEVEL", "WARN".into()),
+                ("CREATE_STREAM_DURATION", "100ms".into()),
+                ("DELETE_STREAM_DURATION", "100ms".into()),
+            ],
+            env: vec![("AWS_ENDPOINT_URL_KINESIS", format!("http://127.0.0.1:{kinesis}"))],
+        },
+        Service {
+            name: "lambda",
+            port: lambda,
+            command: vec![
+                root.join(".venv/bin/cargo-lambda").display().to_string(),
+                "lambda".into(),
+                "watch".into(),
+                "--only-lambda-apis".into(),
+                "--invoke-address".into(),
+                "127.0.0.1".into(),
+                "--invoke-port".into(),
+                lambda.to_string(),
+            ],
+            cwd: root.to_path_buf(),
+            process_env: vec![],
+            env: vec![("TRIBUTARY_LAMBDA_EMULATOR", format!("http://127.0.0.1:{lambda}"))],
+        },
+    ]
 }
 
 /// Variables every client of the local services needs (credentials are dummies: the stand-ins
@@ -82,7 +130,8 @@ pub fn up(root: &Path) -> Result<Vec<String>> {
         let log = fs::File::create(&log_path).context("creating the service log")?;
         let child = Command::new(&service.command[0])
             .args(&service.command[1..])
-            .current_dir(&dir)
+            .envs(service.process_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(&service.cwd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -4,6 +4,8 @@
 //!   fixtures, the moto server); reinstalled only when `requirements.txt` changes.
 //! - `.venv/lib/libonnxruntime.so`: a link to the ONNX Runtime library shipped in the
 //!   `onnxruntime` wheel, where tributary looks for it.
+//! - `.tools/node_modules/kinesis-local`: kinesis-mock (npm), the local Kinesis; Node.js itself
+//!   is installed with apt when missing.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use crate::run as run_cmd;
 pub fn all(root: &Path) -> Result<()> {
     python(root)?;
     onnxruntime(root)?;
+    kinesis_mock(root)?;
     Ok(())
 }
 
@@ -82,4 +85,34 @@ fn find_wheel_library(lib_dir: &Path) -> Result<PathBuf> {
         "libonnxruntime.so.* not found under {}/python3*/site-packages/onnxruntime/capi: is `onnxruntime` in requirements.txt?",
         lib_dir.display()
     )
+}
+
+/// The npm package of kinesis-mock and its pinned version.
+pub const KINESIS_MOCK: (&str, &str) = ("kinesis-local", "0.6.2");
+
+fn kinesis_mock(root: &Path) -> Result<()> {
+    let (package, version) = KINESIS_MOCK;
+    let manifest = root.join(".tools/node_modules").join(package).join("package.json");
+    let installed = fs::read_to_string(&manifest).unwrap_or_default();
+    if installed.contains(&format!("\"version\" : \"{version}\"")) || installed.contains(&format!("\"version\": \"{version}\"")) {
+        return Ok(());
+    }
+    node(root)?;
+    eprintln!("xtask: installing {package}@{version} (kinesis-mock) into .tools/");
+    run_cmd(
+        root,
+        Command::new("npm").args(["install", "--prefix", ".tools", "--no-audit", "--no-fund", "--silent"]).arg(format!("{package}@{version}")),
+    )
+}
+
+/// Makes sure `node` and `npm` exist, installing Debian's packages when they do not.
+fn node(root: &Path) -> Result<()> {
+    let works = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
+    if works("node") && works("npm") {
+        return Ok(());
+    }
+    eprintln!("xtask: Node.js not found; installing nodejs and npm with apt-get");
+    run_cmd(root, Command::new("apt-get").arg("update").arg("-q"))?;
+    run_cmd(root, Command::new("apt-get").args(["install", "-y", "-q", "nodejs", "npm"]))
+        .context("installing Node.js (needed for kinesis-mock); install nodejs and npm by hand if apt-get is not available")
 }

@@ -1,0 +1,297 @@
+//! `tributary esm`: a local Kinesis event source mapping. It polls a Kinesis stream and invokes
+//! a function through a Lambda runtime emulator (`cargo lambda watch`) with Kinesis events, as
+//! the AWS event source mapping does: batch size and batching window, starting position,
+//! retries, bisect on function error, maximum record age, partial batch responses
+//! (`ReportBatchItemFailures`), one batch at a time per shard, in order.
+//!
+//! Checkpoints are kept in memory (a restarted emulator starts again from `--starting-position`);
+//! shards are listed once at start (no resharding).
+
+pub mod batch;
+pub mod event;
+pub mod invoke;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tributary_sinks::kinesis::{client, describe};
+
+use batch::{Answer, Next};
+use event::{ShardRecord, StreamInfo, kinesis_event};
+use invoke::Invoker;
+
+/// Where a shard is first read.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StartingPosition {
+    /// The oldest record in the shard.
+    TrimHorizon,
+    /// Records put after the emulator starts.
+    Latest,
+}
+
+/// `tributary esm`.
+#[derive(Clone, Debug, Args)]
+pub struct EsmArgs {
+    /// The Kinesis stream to read.
+    #[arg(long)]
+    pub stream: String,
+    /// The function's invoke URL, e.g. http://127.0.0.1:9000/2015-03-31/functions/tributary-lambda/invocations
+    #[arg(long)]
+    pub function: String,
+    /// Most records per invocation (BatchSize).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub batch_size: u16,
+    /// How long to gather records before invoking with fewer than --batch-size, in milliseconds
+    /// (MaximumBatchingWindowInSeconds).
+    #[arg(long, default_value_t = 0)]
+    pub batching_window_ms: u64,
+    /// Where to start reading each shard (StartingPosition).
+    #[arg(long, value_enum, default_value_t = StartingPosition::TrimHorizon)]
+    pub starting_position: StartingPosition,
+    /// Retries of a failed batch before it is discarded to the on-failure destination; -1 retries
+    /// until the records expire (MaximumRetryAttempts).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub maximum_retry_attempts: i64,
+    /// Discard records older than this many seconds; -1 keeps them (MaximumRecordAgeInSeconds).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub maximum_record_age_s: i64,
+    /// Split a batch in two and retry each half when the function errors (BisectBatchOnFunctionError).
+    #[arg(long)]
+    pub bisect_batch_on_function_error: bool,
+    /// Ignore `batchItemFailures` in responses (FunctionResponseTypes without ReportBatchItemFailures).
+    #[arg(long)]
+    pub no_report_batch_item_failures: bool,
+    /// Append discarded batches (JSON lines, like the on-failure destination's records) to this
+    /// file; without it they are logged.
+    #[arg(long)]
+    pub on_failure: Option<std::path::PathBuf>,
+    /// Pause between retries of a failed batch, in milliseconds (doubles each retry, up to 10 s).
+    #[arg(long, default_value_t = 500)]
+    pub retry_backoff_ms: u64,
+    /// Exit once every shard has been caught up and idle for this many seconds (for scripts and tests).
+    #[arg(long)]
+    pub exit_when_idle_s: Option<u64>,
+}
+
+struct Shared {
+    args: EsmArgs,
+    client: Client,
+    invoker: Invoker,
+    stream: StreamInfo,
+    on_failure: Mutex<Option<std::fs::File>>,
+    stop: CancellationToken,
+}
+
+/// Runs the emulator until Ctrl-C (or idle, with `--exit-when-idle-s`).
+///
+/// # Errors
+/// A missing stream, an unusable URL, or an unwritable `--on-failure` file.
+pub async fn run(args: EsmArgs) -> Result<()> {
+    let client = client().await;
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(&args.stream)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {}: {}", args.stream, describe(&e)))?;
+    let summary = summary.stream_description_summary().context("no stream description")?;
+    let arn = summary.stream_arn().to_string();
+    let region = arn.split(':').nth(3).unwrap_or("us-east-1").to_string();
+    let shards = client
+        .list_shards()
+        .stream_name(&args.stream)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("ListShards {}: {}", args.stream, describe(&e)))?
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect::<Vec<_>>();
+    let on_failure = match &args.on_failure {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let invoker = Invoker::new(&args.function, !args.no_report_batch_item_failures)?;
+    let stop = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        args,
+        client,
+        invoker,
+        stream: StreamInfo { arn, region },
+        on_failure: Mutex::new(on_failure),
+        stop: stop.clone(),
+    });
+    eprintln!("esm: {} shard(s) of {} -> {}", shards.len(), shared.args.stream, shared.args.function);
+    let ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        ctrl_c.cancel();
+    });
+    let tasks: Vec<_> = shards.into_iter().map(|shard| tokio::spawn(poll_shard(shared.clone(), shard))).collect();
+    for task in tasks {
+        task.await.context("shard task")??;
+    }
+    Ok(())
+}
+
+async fn poll_shard(shared: Arc<Shared>, shard: String) -> Result<()> {
+    let args = &shared.args;
+    let iterator_type = match args.starting_position {
+        StartingPosition::TrimHorizon => ShardIteratorType::TrimHorizon,
+        StartingPosition::Latest => ShardIteratorType::Latest,
+    };
+    let mut iterator = shared
+        .client
+        .get_shard_iterator()
+        .stream_name(&args.stream)
+        .shard_id(&shard)
+        .shard_iterator_type(iterator_type)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GetShardIterator {shard}: {}", describe(&e)))?
+        .shard_iterator;
+    let mut buffer: VecDeque<ShardRecord> = VecDeque::new();
+    let mut idle_since = Instant::now();
+    let batch_size = usize::from(args.batch_size);
+    loop {
+        if shared.stop.is_cancelled() {
+            return Ok(());
+        }
+        // Gather up to a batch, within the batching window.
+        let window_started = Instant::now();
+        while buffer.len() < batch_size && iterator.is_some() {
+            let output = match shared.client.get_records().shard_iterator(iterator.clone().unwrap_or_default()).send().await {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            for r in output.records() {
+                buffer.push_back(ShardRecord {
+                    shard_id: shard.clone(),
+                    sequence_number: r.sequence_number().to_string(),
+                    partition_key: r.partition_key().to_string(),
+                    data: r.data().as_ref().to_vec(),
+                    arrival_epoch_s: r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64()),
+                });
+            }
+            let caught_up = output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
+            iterator = output.next_shard_iterator;
+            if caught_up && window_started.elapsed() >= Duration::from_millis(args.batching_window_ms) {
+                break;
+            }
+            if caught_up {
+                // At most 5 GetRecords calls per second and shard.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if buffer.is_empty() {
+            if iterator.is_none() {
+                return Ok(()); // shard closed
+            }
+            if let Some(limit) = args.exit_when_idle_s {
+                if idle_since.elapsed() >= Duration::from_secs(limit) {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                () = shared.stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+            continue;
+        }
+        let n = buffer.len().min(batch_size);
+        let records: Vec<ShardRecord> = buffer.drain(..n).collect();
+        process(&shared, records).await;
+        idle_since = Instant::now();
+    }
+}
+
+/// Delivers one batch: invoke, then retry, bisect or discard as the answers say.
+async fn process(shared: &Shared, records: Vec<ShardRecord>) {
+    let args = &shared.args;
+    let mut queue: VecDeque<(Vec<ShardRecord>, i64)> = VecDeque::from([(records, 0)]);
+    while let Some((mut batch, retries)) = queue.pop_front() {
+        if args.maximum_record_age_s >= 0 {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+            let (expired, fresh): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|r| now - r.arrival_epoch_s > args.maximum_record_age_s as f64);
+            if !expired.is_empty() {
+                discard(shared, &expired, "RecordAgeExceeded", retries).await;
+            }
+            batch = fresh;
+            if batch.is_empty() {
+                continue;
+            }
+        }
+        let answer = shared.invoker.invoke(&kinesis_event(&shared.stream, &batch)).await;
+        let sequences: Vec<String> = batch.iter().map(|r| r.sequence_number.clone()).collect();
+        let from = match batch::next(&sequences, &answer, args.bisect_batch_on_function_error) {
+            Next::Done => continue,
+            Next::Bisect => {
+                tracing::warn!(records = batch.len(), ?answer, "function error; bisecting the batch");
+                let second = batch.split_off(batch.len() / 2);
+                queue.push_front((second, retries + 1));
+                queue.push_front((batch, retries + 1));
+                continue;
+            }
+            Next::RetryFrom(from) => from,
+        };
+        let failed = batch.split_off(from);
+        if let Answer::FunctionError(reason) = &answer {
+            tracing::warn!(records = failed.len(), %reason, "invocation failed");
+        }
+        if args.maximum_retry_attempts >= 0 && retries >= args.maximum_retry_attempts {
+            discard(shared, &failed, "RetryAttemptsExhausted", retries).await;
+            continue;
+        }
+        let pause = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << retries.clamp(0, 5))).min(Duration::from_secs(10));
+        tracing::warn!(records = failed.len(), retry = retries + 1, ?pause, "retrying from the first failed record");
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        queue.push_front((failed, retries + 1));
+    }
+}
+
+/// Sends a batch's description to the on-failure destination and moves on.
+async fn discard(shared: &Shared, records: &[ShardRecord], condition: &str, retries: i64) {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
+    let info = json!({
+        "condition": condition,
+        "retryAttempts": retries,
+        "KinesisBatchInfo": {
+            "shardId": first.shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "approximateArrivalOfFirstRecord": first.arrival_epoch_s,
+            "approximateArrivalOfLastRecord": last.arrival_epoch_s,
+            "batchSize": records.len(),
+            "streamArn": shared.stream.arn,
+        }
+    });
+    tracing::error!(%info, "discarding batch");
+    if let Some(file) = shared.on_failure.lock().await.as_mut() {
+        if let Err(e) = writeln!(file, "{info}") {
+            tracing::error!(error = %e, "cannot write the on-failure file");
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The Lambda function and the local event source mapping against real local servers:
+//! kinesis-mock (`AWS_ENDPOINT_URL_KINESIS`) and cargo-lambda's runtime emulator
+//! (`TRIBUTARY_LAMBDA_EMULATOR`), both started by `cargo xtask services up`.
+//!
+//! The emulator serves one function name, so the tests in this file take turns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use serde_json::{Value, json};
+use tributary::esm::invoke::Invoker;
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const FUNCTION: &str = "tributary-lambda";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: start the local services with `cargo xtask services up` and export the \
+             variables it prints (`cargo xtask test` does both)"
+        )
+    })
+}
+
+fn invoke_url() -> String {
+    format!("{}/2015-03-31/functions/{FUNCTION}/invocations", required("TRIBUTARY_LAMBDA_EMULATOR"))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+async fn kinesis() -> Client {
+    required("AWS_ENDPOINT_URL_KINESIS");
+    Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+}
+
+async fn create_stream(client: &Client, name: &str, shards: i32) {
+    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream on kinesis-mock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let summary = client.describe_stream_summary().stream_name(name).send().await;
+        if let Ok(s) = summary {
+            if s.stream_description_summary().is_some_and(|d| d.stream_status() == &StreamStatus::Active) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of a stream: (partition key, decoded JSON).
+async fn read_stream(client: &Client, name: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let shards = client.list_shards().stream_name(name).send().await.unwrap();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = client.get_records().shard_iterator(it).send().await.unwrap();
+            for r in page.records() {
+                out.push((r.partition_key().to_string(), serde_json::from_slice(r.data().as_ref()).unwrap()));
+            }
+            if page.records().is_empty() {
+                break;
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
+}
+
+fn ride_ids(records: &[(String, Value)]) -> Vec<u64> {
+    let mut ids: Vec<u64> = records.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The function process, stopped on drop.
+struct Function(Child);
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_function(output_stream: &str) -> Function {
+    let emulator = required("TRIBUTARY_LAMBDA_EMULATOR");
+    let child = Command::new(env!("CARGO_BIN_EXE_tributary-lambda"))
+        .current_dir(root())
+        .env("AWS_LAMBDA_RUNTIME_API", format!("{emulator}/.rt/{FUNCTION}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx")
+        .env("RUN_ID", "test-run")
+        .env("PREDICTIONS_STREAM_NAME", output_stream)
+        .env_remove("TRIBUTARY_CONFIG")
+        .env_remove("TEST_RUN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary-lambda");
+    Function(child)
+}
+
+fn ride(id: u64, pu: u64) -> Value {
+    json!({"ride": {"PULocationID": pu, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": id})
+}
+
+fn put(stream: &str, values: &[Value]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["put", "--stream", stream])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for v in values {
+        writeln!(stdin, "{v}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "tributary put failed");
+}
+
+fn esm(stream: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.args(["esm", "--stream", stream, "--function", &invoke_url(), "--exit-when-idle-s", "2"]).args(extra);
+    cmd
+}
+
+#[tokio::test]
+async fn every_seed_sample_event_through_the_function() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let out = unique("predictions");
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+
+    let fixtures = root().join("tests/fixtures/seeds");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&fixtures).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let mut direct = BTreeMap::new();
+    for name in &names {
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join(name)).unwrap()).unwrap();
+        let answer = invoker.invoke_raw(&event).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        if event.get("Records").is_some() {
+            assert!(!answer.function_error, "{name}: {:?}", answer.body);
+            assert_eq!(answer.body, json!({"batchItemFailures": []}), "{name}: poison records are not failures");
+        } else if event.get("ride").is_some() {
+            assert!(!answer.function_error, "{name}: {:?}", answer.body);
+            let prediction = &answer.body["predictions"][0];
+            assert_eq!(prediction["model"], "ride_duration_prediction_model");
+            assert_eq!(prediction["version"], "test-run");
+            direct.insert(name.clone(), prediction["prediction"]["ride_id"].clone());
+        } else {
+            assert!(answer.function_error, "{name}: {:?}", answer.body);
+            assert_eq!(answer.body["errorType"], "InvalidEvent", "{name}");
+            assert!(answer.body["errorMessage"].as_str().unwrap().contains("event has no `ride` object"));
+        }
+    }
+    assert_eq!(direct.len(), 6, "{direct:?}");
+    // Only the Kinesis events' good rides reach the stream (seed001_1, seed002_2: 156; seed004_2: 256),
+    // keyed by ride_id as in the seeds.
+    let records = read_stream(&client, &out).await;
+    assert_eq!(ride_ids(&records), vec![156, 156, 256]);
+    assert!(records.iter().all(|(key, v)| key == &v["prediction"]["ride_id"].to_string()));
+}
+
+#[tokio::test]
+async fn direct_invocations_that_are_not_ride_events_get_a_clear_error() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let out = unique("predictions");
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    for event in [json!({"hello": 1}), json!("just text"), json!({"ride": {"PULocationID": 1}, "ride_id": 1})] {
+        let answer = invoker.invoke_raw(&event).await.unwrap();
+        assert!(answer.function_error, "{event}: {:?}", answer.body);
+        assert_eq!(answer.body["errorType"], "InvalidEvent", "{event}");
+    }
+    // The function is still serving.
+    let answer = invoker.invoke_raw(&ride(5, 130)).await.unwrap();
+    assert_eq!(answer.body["predictions"][0]["prediction"]["ride_id"], 5);
+}
+
+#[tokio::test]
+async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, 2).await;
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+
+    // 20 good rides and a poison one, put with `tributary put`.
+    let mut values: Vec<Value> = (1..=20).map(|id| ride(id, 130)).collect();
+    values.insert(7, ride(999, 13000));
+    put(&input, &values);
+    let status = esm(&input, &["--batch-size", "7"]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(ride_ids(&read_stream(&client, &out).await), (1..=20).collect::<Vec<_>>());
+
+    // The output stream disappears: the sink fails, the function reports the records in
+    // batchItemFailures, and the mapping retries until the stream is back.
+    client.delete_stream().stream_name(&out).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put(&input, &(21..=30).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    let failures = tempfile::NamedTempFile::new().unwrap();
+    let child = esm(
+        &input,
+        &["--starting-position", "trim-horizon", "--maximum-retry-attempts", "20", "--retry-backoff-ms", "200"],
+    )
+    .arg("--on-failure")
+    .arg(failures.path())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    create_stream(&client, &out, 1).await;
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retrying from the first failed record"), "{stderr}");
+    // Rides 1..20 were already delivered before the outage (to the old stream); the new stream
+    // gets every ride the mapping re-read: nothing good is missing, the poison never arrives.
+    let ids = ride_ids(&read_stream(&client, &out).await);
+    let mut unique_ids = ids.clone();
+    unique_ids.dedup();
+    assert!((21..=30).all(|id| unique_ids.contains(&id)), "{ids:?}");
+    assert!(!ids.contains(&999));
+    assert_eq!(std::fs::read_to_string(failures.path()).unwrap(), "", "nothing discarded");
+}
