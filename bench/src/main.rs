@@ -7,6 +7,13 @@
 //!    batch sizes 1, 100 and 1,000, as records per CPU-second of the whole process.
 //! 2. Start to first prediction: `tributary run` spawned until its first output line.
 //! 3. Peak RSS of `tributary run` over a long generator stream.
+//! 4. The Lambda handler against the seeds' Python handler (`bench/python/`), side by side: time
+//!    per 100-record Kinesis batch (decode, predict, put to kinesis-mock on loopback), process
+//!    start to ready, peak RSS. Needs the local services (`cargo xtask bench` starts them).
+//!
+//! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
+
+mod lambda;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,9 +28,14 @@ use tributary_framework::{Record, Source};
 use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
 
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
     let root = repo_root();
     std::env::set_current_dir(&root)?;
+    if args.get(1).map(String::as_str) == Some("lambda-handler") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(lambda::handler_process(&args[2..]));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
     println!("## tributary benchmarks\n");
     println!(
         "machine: {}, {} cores; {}\n",
@@ -56,6 +68,11 @@ fn main() -> Result<()> {
         rss_kb as f64 / 1024.0,
         count as f64 / secs
     );
+
+    println!(
+        "### 4. Lambda handler: tributary vs the seeds' Python handler (100-record Kinesis batches, kinesis-mock on loopback)\n"
+    );
+    runtime.block_on(lambda::compare(&root, dir.path(), if quick { 5 } else { 20 }, if quick { 1 } else { 3 }))?;
     Ok(())
 }
 
@@ -107,7 +124,7 @@ async fn run_batches(graph: &Graph, batches: &[Vec<Record>]) -> Result<()> {
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -156,7 +173,7 @@ fn start_to_first_prediction(bin: &Path, dir: &Path, runs: usize) -> Result<(f64
 }
 
 /// (peak RSS in kB, wall seconds) of one `tributary run` over `count` generated rides.
-fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)> {
+pub(crate) fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)> {
     let config = write_config(
         dir,
         "rss.toml",

@@ -202,8 +202,7 @@ async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
             Some(token) => client.list_shards().next_token(token),
             None => client.list_shards().stream_name(stream),
         };
-        let output =
-            request.send().await.map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
+        let output = request.send().await.map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
         shards.extend(output.shards().iter().map(|s| s.shard_id().to_string()));
         next = output.next_token;
         if next.is_none() {

@@ -119,7 +119,8 @@ impl Function {
     }
 
     async fn direct(&self, event: Value) -> Result<Value, InvocationError> {
-        let position = Position { source: self.source_id.clone(), partition: "direct".into(), offset: Offset::Index(0) };
+        let position =
+            Position { source: self.source_id.clone(), partition: "direct".into(), offset: Offset::Index(0) };
         let payload = Bytes::from(serde_json::to_vec(&event).unwrap_or_default());
         let record = Record::new(payload, position);
         let mut results = self.graph.evaluate(self.source, std::slice::from_ref(&record)).await;

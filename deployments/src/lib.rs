@@ -30,5 +30,7 @@ pub fn registry() -> Registry {
     let registry = registry.processor("ride_duration", tributary_processors::ride_duration::build);
     #[cfg(feature = "kinesis")]
     let registry = registry.sink("kinesis", tributary_sinks::kinesis::build);
+    #[cfg(feature = "s3")]
+    let registry = registry.sink("s3", tributary_sinks::s3::build);
     registry
 }

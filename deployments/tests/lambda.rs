@@ -52,10 +52,10 @@ async fn create_stream(client: &Client, name: &str, shards: i32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let summary = client.describe_stream_summary().stream_name(name).send().await;
-        if let Ok(s) = summary {
-            if s.stream_description_summary().is_some_and(|d| d.stream_status() == &StreamStatus::Active) {
-                return;
-            }
+        if let Ok(s) = summary
+            && s.stream_description_summary().is_some_and(|d| d.stream_status() == &StreamStatus::Active)
+        {
+            return;
         }
         assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -256,4 +256,23 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     assert!((21..=30).all(|id| unique_ids.contains(&id)), "{ids:?}");
     assert!(!ids.contains(&999));
     assert_eq!(std::fs::read_to_string(failures.path()).unwrap(), "", "nothing discarded");
+}
+
+#[tokio::test]
+async fn a_function_that_cannot_start_answers_with_the_reason_and_exits() {
+    let _turn = TURN.lock().await;
+    kinesis().await;
+    let missing = unique("no-such-stream");
+    let mut function = start_function(&missing);
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let answer = invoker.invoke_raw(&ride(1, 130)).await.unwrap();
+    assert!(answer.function_error);
+    assert_eq!(answer.body["errorType"], "InitFailed");
+    let message = answer.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("[sinks.predictions] key `stream`") && message.contains(&missing), "{message}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while function.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the function did not exit after a failed init");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

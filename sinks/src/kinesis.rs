@@ -79,10 +79,9 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             } else {
                 request.stream_name(&config.stream)
             };
-            request
-                .send()
-                .await
-                .map_err(|e| spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, describe(&e))))?;
+            request.send().await.map_err(|e| {
+                spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, describe(&e)))
+            })?;
         }
         Ok(Arc::new(KinesisSink { client, stream: config.stream, key, dry_run: config.dry_run }) as Arc<dyn Sink>)
     })
@@ -125,8 +124,11 @@ impl KinesisSink {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ComponentError::Fatal(format!("building PutRecords entries: {e}")))?;
         let request = self.client.put_records().set_records(Some(entries));
-        let request =
-            if self.stream.starts_with("arn:") { request.stream_arn(&self.stream) } else { request.stream_name(&self.stream) };
+        let request = if self.stream.starts_with("arn:") {
+            request.stream_arn(&self.stream)
+        } else {
+            request.stream_name(&self.stream)
+        };
         let output = request.send().await.map_err(|e| classify(&self.stream, e))?;
         for (index, entry) in indices.into_iter().zip(output.records()) {
             results[index] = match entry.error_code() {
@@ -140,13 +142,13 @@ impl KinesisSink {
 
 /// A one-line description of an SDK error: the service's code and message when it answered,
 /// else the whole error chain (connection refused, timeout, credentials).
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(error: &SdkError<E, R>) -> String {
+pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    error: &SdkError<E, R>,
+) -> String {
     match error.as_service_error() {
-        Some(service) => format!(
-            "{}: {}",
-            service.code().unwrap_or("service error"),
-            service.message().unwrap_or("(no message)")
-        ),
+        Some(service) => {
+            format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or("(no message)"))
+        }
         None => DisplayErrorContext(error).to_string(),
     }
 }

@@ -6,6 +6,7 @@
 //! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
 //! - `test`: setup, services up, every test, services down; non-zero on any failure.
 //! - `bench`: release build, then the benchmarks of BENCHMARKS.md.
+//! - `package-lambda`: `target/lambda/tributary-lambda/bootstrap.zip` with ONNX Runtime and the model.
 
 mod services;
 mod setup;
@@ -26,9 +27,10 @@ fn main() -> ExitCode {
         ["services", "status"] => services::status(&root()),
         ["test", rest @ ..] => test(&root(), rest),
         ["bench", rest @ ..] => bench(&root(), rest),
+        ["package-lambda"] => package_lambda(&root()),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick]>"
+                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | package-lambda>"
             );
             return ExitCode::from(2);
         }
@@ -83,9 +85,48 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
         cmd.arg("--").args(&extra);
     }
     services::apply_env(&mut cmd);
-    let result = run(root, &mut cmd);
+    let result = run(root, &mut cmd).and_then(|()| {
+        eprintln!("xtask: cfn-lint deployments/lambda/template.yaml");
+        run(root, Command::new(root.join(".venv/bin/cfn-lint")).arg("deployments/lambda/template.yaml"))
+    });
     services::stop(root, &started)?;
     result
+}
+
+fn package_lambda(root: &Path) -> Result<()> {
+    setup::all(root)?;
+    let venv_bin = root.join(".venv/bin");
+    let path = std::env::join_paths(
+        std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    // zig (from the `ziglang` wheel) links against Amazon Linux 2023's glibc, whatever this
+    // machine has; symbols are stripped to keep the package small.
+    run(
+        root,
+        Command::new(venv_bin.join("cargo-lambda"))
+            .env("PATH", path)
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+            .args(["lambda", "build", "--release", "--bin", "tributary-lambda"]),
+    )?;
+    // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
+    // ORT_DYLIB_PATH), and model.onnx (MODEL_LOCATION's default, relative to /var/task).
+    let dir = root.join("target/lambda/tributary-lambda");
+    let _ = std::fs::remove_file(dir.join("bootstrap.zip"));
+    std::fs::copy(root.join(".venv/lib/libonnxruntime.so"), dir.join("libonnxruntime.so"))?;
+    std::fs::copy(root.join("processors/models/ride_duration/model.onnx"), dir.join("model.onnx"))?;
+    let zip = root.join("target/lambda/tributary-lambda.zip");
+    let _ = std::fs::remove_file(&zip);
+    run(
+        &dir,
+        Command::new(venv_bin.join("python")).args(["-m", "zipfile", "-c"]).arg(&zip).args([
+            "bootstrap",
+            "libonnxruntime.so",
+            "model.onnx",
+        ]),
+    )?;
+    eprintln!("xtask: built {} (folder: {})", zip.display(), dir.display());
+    Ok(())
 }
 
 fn bench(root: &Path, extra: &[&str]) -> Result<()> {
@@ -95,5 +136,11 @@ fn bench(root: &Path, extra: &[&str]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let target = if target.is_absolute() { target } else { root.join(target) };
     let release = target.join("release");
-    run(root, Command::new(release.join("tributary-bench")).env("TRIBUTARY_BIN", release.join("tributary")).args(extra))
+    let started = services::up(root)?;
+    let mut cmd = Command::new(release.join("tributary-bench"));
+    cmd.env("TRIBUTARY_BIN", release.join("tributary")).args(extra);
+    services::apply_env(&mut cmd);
+    let result = run(root, &mut cmd);
+    services::stop(root, &started)?;
+    result
 }

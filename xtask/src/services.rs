@@ -64,6 +64,8 @@ fn services(root: &Path) -> Vec<Service> {
                 ("LOG_LEVEL", "WARN".into()),
                 ("CREATE_STREAM_DURATION", "100ms".into()),
                 ("DELETE_STREAM_DURATION", "100ms".into()),
+                // The seeds' two streams, for trying things by hand; tests make their own.
+                ("INITIALIZE_STREAMS", "ride_events:1,ride_predictions:1".into()),
             ],
             env: vec![("AWS_ENDPOINT_URL_KINESIS", format!("http://127.0.0.1:{kinesis}"))],
         },

@@ -94,14 +94,18 @@ fn kinesis_mock(root: &Path) -> Result<()> {
     let (package, version) = KINESIS_MOCK;
     let manifest = root.join(".tools/node_modules").join(package).join("package.json");
     let installed = fs::read_to_string(&manifest).unwrap_or_default();
-    if installed.contains(&format!("\"version\" : \"{version}\"")) || installed.contains(&format!("\"version\": \"{version}\"")) {
+    if installed.contains(&format!("\"version\" : \"{version}\""))
+        || installed.contains(&format!("\"version\": \"{version}\""))
+    {
         return Ok(());
     }
     node(root)?;
     eprintln!("xtask: installing {package}@{version} (kinesis-mock) into .tools/");
     run_cmd(
         root,
-        Command::new("npm").args(["install", "--prefix", ".tools", "--no-audit", "--no-fund", "--silent"]).arg(format!("{package}@{version}")),
+        Command::new("npm")
+            .args(["install", "--prefix", ".tools", "--no-audit", "--no-fund", "--silent"])
+            .arg(format!("{package}@{version}")),
     )
 }
 
@@ -113,6 +117,7 @@ fn node(root: &Path) -> Result<()> {
     }
     eprintln!("xtask: Node.js not found; installing nodejs and npm with apt-get");
     run_cmd(root, Command::new("apt-get").arg("update").arg("-q"))?;
-    run_cmd(root, Command::new("apt-get").args(["install", "-y", "-q", "nodejs", "npm"]))
-        .context("installing Node.js (needed for kinesis-mock); install nodejs and npm by hand if apt-get is not available")
+    run_cmd(root, Command::new("apt-get").args(["install", "-y", "-q", "nodejs", "npm"])).context(
+        "installing Node.js (needed for kinesis-mock); install nodejs and npm by hand if apt-get is not available",
+    )
 }

@@ -33,7 +33,11 @@ pub enum Next {
 /// Reads `batchItemFailures` from a function's response; anything else means no failures.
 pub fn answer_from_response(body: &Value, report_batch_item_failures: bool) -> Answer {
     if let (Some(kind), Some(message)) = (body.get("errorType"), body.get("errorMessage")) {
-        return Answer::FunctionError(format!("{}: {}", kind.as_str().unwrap_or("error"), message.as_str().unwrap_or("")));
+        return Answer::FunctionError(format!(
+            "{}: {}",
+            kind.as_str().unwrap_or("error"),
+            message.as_str().unwrap_or("")
+        ));
     }
     if !report_batch_item_failures {
         return Answer::Returned { failures: Vec::new() };
@@ -41,9 +45,7 @@ pub fn answer_from_response(body: &Value, report_batch_item_failures: bool) -> A
     let failures = body
         .get("batchItemFailures")
         .and_then(Value::as_array)
-        .map(|items| {
-            items.iter().map(|i| i.get("itemIdentifier").and_then(Value::as_str).map(str::to_owned)).collect()
-        })
+        .map(|items| items.iter().map(|i| i.get("itemIdentifier").and_then(Value::as_str).map(str::to_owned)).collect())
         .unwrap_or_default();
     Answer::Returned { failures }
 }

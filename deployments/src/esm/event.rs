@@ -59,7 +59,8 @@ mod tests {
 
     #[test]
     fn matches_the_seeds_event_shape() {
-        let stream = StreamInfo { arn: "arn:aws:kinesis:eu-west-2:1:stream/ride_events".into(), region: "eu-west-2".into() };
+        let stream =
+            StreamInfo { arn: "arn:aws:kinesis:eu-west-2:1:stream/ride_events".into(), region: "eu-west-2".into() };
         let record = ShardRecord {
             shard_id: "shardId-000000000000".into(),
             sequence_number: "4966".into(),

@@ -46,7 +46,9 @@ impl Invoker {
     /// Sends one event and interprets the answer.
     pub async fn invoke(&self, event: &Value) -> Answer {
         match self.invoke_raw(event).await {
-            Ok(Invocation { body, function_error: false, .. }) => answer_from_response(&body, self.report_batch_item_failures),
+            Ok(Invocation { body, function_error: false, .. }) => {
+                answer_from_response(&body, self.report_batch_item_failures)
+            }
             Ok(Invocation { status, body, .. }) => Answer::FunctionError(format!("HTTP {status}: {body}")),
             Err(reason) => Answer::FunctionError(reason),
         }

@@ -175,14 +175,15 @@ async fn poll_shard(shared: Arc<Shared>, shard: String) -> Result<()> {
         // Gather up to a batch, within the batching window.
         let window_started = Instant::now();
         while buffer.len() < batch_size && iterator.is_some() {
-            let output = match shared.client.get_records().shard_iterator(iterator.clone().unwrap_or_default()).send().await {
-                Ok(output) => output,
-                Err(e) => {
-                    tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
+            let output =
+                match shared.client.get_records().shard_iterator(iterator.clone().unwrap_or_default()).send().await {
+                    Ok(output) => output,
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
             for r in output.records() {
                 buffer.push_back(ShardRecord {
                     shard_id: shard.clone(),
@@ -206,10 +207,10 @@ async fn poll_shard(shared: Arc<Shared>, shard: String) -> Result<()> {
             if iterator.is_none() {
                 return Ok(()); // shard closed
             }
-            if let Some(limit) = args.exit_when_idle_s {
-                if idle_since.elapsed() >= Duration::from_secs(limit) {
-                    return Ok(());
-                }
+            if let Some(limit) = args.exit_when_idle_s
+                && idle_since.elapsed() >= Duration::from_secs(limit)
+            {
+                return Ok(());
             }
             tokio::select! {
                 () = shared.stop.cancelled() => return Ok(()),
@@ -262,7 +263,8 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             discard(shared, &failed, "RetryAttemptsExhausted", retries).await;
             continue;
         }
-        let pause = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << retries.clamp(0, 5))).min(Duration::from_secs(10));
+        let pause = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << retries.clamp(0, 5)))
+            .min(Duration::from_secs(10));
         tracing::warn!(records = failed.len(), retry = retries + 1, ?pause, "retrying from the first failed record");
         tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -289,9 +291,9 @@ async fn discard(shared: &Shared, records: &[ShardRecord], condition: &str, retr
         }
     });
     tracing::error!(%info, "discarding batch");
-    if let Some(file) = shared.on_failure.lock().await.as_mut() {
-        if let Err(e) = writeln!(file, "{info}") {
-            tracing::error!(error = %e, "cannot write the on-failure file");
-        }
+    if let Some(file) = shared.on_failure.lock().await.as_mut()
+        && let Err(e) = writeln!(file, "{info}")
+    {
+        tracing::error!(error = %e, "cannot write the on-failure file");
     }
 }

@@ -515,6 +515,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parity-seed", type=int, help="seed of the parity fixture rides (default seed + 1000)")
     ap.add_argument("--out-dir", type=Path, default=HERE, help="where to write the outputs (default: this folder)")
     ap.add_argument("--tolerance", type=float, default=1e-3, help="max allowed abs diff between implementations, minutes")
+    ap.add_argument("--sklearn-out", type=Path, help="also pickle the fitted scikit-learn pipeline here (for the Python reference handler in bench/python)")
     args = ap.parse_args(argv)
 
     import onnx
@@ -558,6 +559,11 @@ def main(argv=None) -> int:
     rmse = float(root_mean_squared_error(y_test, y_skl))
     rmse_train = float(root_mean_squared_error(y_train, pipeline.predict(X_train)))
     print(f"fit {fit_s:.1f}s, rmse test {rmse:.3f} min, train {rmse_train:.3f} min")
+    if args.sklearn_out is not None:
+        import pickle
+        args.sklearn_out.parent.mkdir(parents=True, exist_ok=True)
+        args.sklearn_out.write_bytes(pickle.dumps(pipeline))
+        print(f"wrote {args.sklearn_out}")
 
     n_pairs_vocab = sum(1 for f in pipeline.named_steps["dictvectorizer"].feature_names_ if f.startswith("PU_DO="))
     meta = {

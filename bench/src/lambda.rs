@@ -1,0 +1,145 @@
+//! Benchmark 4: the Lambda handler, tributary against the seeds' Python handler.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tributary_framework::Source;
+use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
+
+use crate::median;
+
+const RECORDS_PER_BATCH: usize = 100;
+
+/// The Rust side, as its own process: init (`Function::from_env`, the Lambda's own init), a
+/// "ready" line, then `BATCHES` handler calls; prints the same JSON as `bench_handler.py`.
+pub async fn handler_process(args: &[String]) -> Result<()> {
+    let [events, batches] = args else { bail!("usage: tributary-bench lambda-handler EVENTS BATCHES") };
+    let function = tributary::lambda::Function::from_env().await?;
+    println!("{}", json!({"ready": true}));
+    let events: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(events)?)?;
+    let batches: usize = batches.parse()?;
+    let mut times = Vec::new();
+    let mut last = Value::Null;
+    for i in 0..batches {
+        let event = events[i % events.len()].clone();
+        let started = Instant::now();
+        last = function.handle(event).await?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    if last != json!({"batchItemFailures": []}) {
+        bail!("unexpected answer {last}");
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let rss: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    println!("{}", json!({"batch_ms": median(&mut times), "peak_rss_kb": rss}));
+    Ok(())
+}
+
+/// Kinesis events of 100 generated rides each, in the Lambda event shape.
+async fn write_events(path: &Path, count: usize) -> Result<()> {
+    let mut generator = GeneratorSource::new(
+        "bench".into(),
+        GeneratorConfig { count: Some((count * RECORDS_PER_BATCH) as u64), rate: None, seed: 3, first_ride_id: 1 },
+    );
+    let mut events = Vec::new();
+    // Kinesis sequence numbers are 56 digits: a fixed prefix and a counter.
+    let mut sequence: u64 = 0;
+    while let Some(batch) = generator.next_batch(RECORDS_PER_BATCH).await? {
+        let records: Vec<Value> = batch
+            .iter()
+            .map(|r| {
+                sequence += 1;
+                let sequence = format!("4960000000000000000000000000000000000{sequence:019}");
+                json!({
+                    "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "1", "sequenceNumber": sequence,
+                                "data": base64_encode(r.raw_bytes()), "approximateArrivalTimestamp": 1_750_925_642.262},
+                    "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                    "eventID": format!("shardId-000000000000:{sequence}"), "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": "arn:aws:iam::000000000000:role/bench", "awsRegion": "us-east-1",
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/ride_events"
+                })
+            })
+            .collect();
+        events.push(json!({ "Records": records }));
+    }
+    std::fs::write(path, serde_json::to_vec(&events)?)?;
+    Ok(())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One measured process: (init ms from spawn to "ready", median ms per batch, peak RSS kB).
+fn measure(mut command: Command) -> Result<(f64, f64, u64)> {
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let ready = lines.next().context("no ready line")??;
+    let init_ms = started.elapsed().as_secs_f64() * 1e3;
+    if !ready.contains("ready") {
+        bail!("unexpected first line {ready:?}");
+    }
+    let result: Value = serde_json::from_str(&lines.last().context("no result line")??)?;
+    if !child.wait()?.success() {
+        bail!("benchmark process failed");
+    }
+    Ok((init_ms, result["batch_ms"].as_f64().unwrap_or(f64::NAN), result["peak_rss_kb"].as_u64().unwrap_or(0)))
+}
+
+/// Runs both handlers `runs` times over `batches` batches and prints the comparison.
+pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Result<()> {
+    let events = dir.join("events.json");
+    write_events(&events, 20).await?;
+    let model_dir = root.join("target/bench/model");
+    let pickle = model_dir.join("model.pkl");
+    if !pickle.is_file() {
+        let status = Command::new(root.join(".venv/bin/python"))
+            .args(["processors/models/ride_duration/train.py", "--out-dir"])
+            .arg(&model_dir)
+            .arg("--sklearn-out")
+            .arg(&pickle)
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("training the reference scikit-learn model failed");
+        }
+    }
+    let bench_bin = std::env::current_exe()?;
+    let (mut rust, mut python) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut cmd = Command::new(&bench_bin);
+        cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
+        cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env("RUN_ID", "bench");
+        cmd.env("PREDICTIONS_STREAM_NAME", "ride_predictions").env_remove("TEST_RUN").env_remove("TRIBUTARY_CONFIG");
+        rust.push(measure(cmd)?);
+        let mut cmd = Command::new(root.join(".venv/bin/python"));
+        cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
+        cmd.env("MODEL_PATH", &pickle).env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", "ride_predictions");
+        cmd.env_remove("TEST_RUN");
+        python.push(measure(cmd)?);
+    }
+    let summarize = |runs: &[(f64, f64, u64)]| {
+        let mut init: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let mut batch: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let mut rss: Vec<f64> = runs.iter().map(|r| r.2 as f64 / 1024.0).collect();
+        (median(&mut init), median(&mut batch), median(&mut rss))
+    };
+    let (r, p) = (summarize(&rust), summarize(&python));
+    println!("| | tributary (Rust) | seeds' Python handler | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!("| time per 100-record batch (median) | {:.2} ms | {:.1} ms | {:.0}x faster |", r.1, p.1, p.1 / r.1);
+    println!("| process start to ready | {:.1} ms | {:.0} ms | {:.0}x faster |", r.0, p.0, p.0 / r.0);
+    println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1}x smaller |", r.2, p.2, p.2 / r.2);
+    println!("\n({runs} process(es) each, {batches} batches per process, medians)\n");
+    Ok(())
+}

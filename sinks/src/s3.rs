@@ -1,0 +1,112 @@
+//! Sink `s3`: each delivered batch becomes one JSON-lines object under a prefix. Meant as a
+//! dead-letter destination (the Lambda function's "S3 prefix" option) or an archive.
+//!
+//! ```toml
+//! [dead_letter]
+//! type = "s3"
+//! bucket = "my-bucket"
+//! prefix = "tributary/dead-letter/"
+//! ```
+//!
+//! Object keys are `<prefix><unix ms>-<process id>-<counter>.jsonl`, so they sort by time.
+//! Credentials and endpoint come from the AWS SDK chain; with a custom endpoint
+//! (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`) path-style addressing is used.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use serde::Deserialize;
+use tributary_framework::config::ComponentSpec;
+use tributary_framework::registry::BuildFuture;
+use tributary_framework::{ComponentError, Delivery, Input, Sink};
+
+/// `[sinks.<id>]` (or `[dead_letter]`) with `type = "s3"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3SinkConfig {
+    /// The bucket.
+    pub bucket: String,
+    /// Key prefix of every object (include a trailing `/` for a folder).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// Writes each batch as one object.
+pub struct S3Sink {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    counter: AtomicU64,
+}
+
+/// Builds the sink, checking that the bucket is reachable.
+pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
+    Box::pin(async move {
+        let config: S3SinkConfig = spec.parse()?;
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
+        let client =
+            Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build());
+        client.head_bucket().bucket(&config.bucket).send().await.map_err(|e| {
+            let why = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .map_or_else(|| DisplayErrorContext(&e).to_string(), str::to_owned);
+            spec.error("bucket", format!("cannot use bucket {:?}: {why}", config.bucket))
+        })?;
+        Ok(Arc::new(S3Sink { client, bucket: config.bucket, prefix: config.prefix, counter: AtomicU64::new(0) })
+            as Arc<dyn Sink>)
+    })
+}
+
+#[async_trait]
+impl Sink for S3Sink {
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+        let mut body = Vec::with_capacity(batch.len() * 256);
+        let mut results = Vec::with_capacity(batch.len());
+        for input in batch {
+            let start = body.len();
+            match serde_json::to_writer(&mut body, input.value) {
+                Ok(()) => {
+                    body.push(b'\n');
+                    results.push(Delivery::Delivered);
+                }
+                Err(e) => {
+                    body.truncate(start);
+                    results.push(Delivery::Reject(format!("cannot encode as JSON: {e}")));
+                }
+            }
+        }
+        if body.is_empty() {
+            return Ok(results);
+        }
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let key = format!(
+            "{}{millis}-{}-{}.jsonl",
+            self.prefix,
+            std::process::id(),
+            self.counter.fetch_add(1, Ordering::Relaxed)
+        );
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/x-ndjson")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| {
+                let message = format!("PutObject s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e));
+                match e.as_service_error().and_then(|s| s.code()) {
+                    Some("NoSuchBucket" | "AccessDenied") => ComponentError::Fatal(message),
+                    _ => ComponentError::Retryable(message),
+                }
+            })?;
+        Ok(results)
+    }
+}
