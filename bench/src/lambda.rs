@@ -115,31 +115,56 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         }
     }
     let bench_bin = std::env::current_exe()?;
-    let (mut rust, mut python) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cmd = Command::new(&bench_bin);
-        cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
-        cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env("RUN_ID", "bench");
-        cmd.env("PREDICTIONS_STREAM_NAME", "ride_predictions").env_remove("TEST_RUN").env_remove("TRIBUTARY_CONFIG");
-        rust.push(measure(cmd)?);
-        let mut cmd = Command::new(root.join(".venv/bin/python"));
-        cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
-        cmd.env("MODEL_PATH", &pickle).env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", "ride_predictions");
-        cmd.env_remove("TEST_RUN");
-        python.push(measure(cmd)?);
-    }
-    let summarize = |runs: &[(f64, f64, u64)]| {
-        let mut init: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        let mut batch: Vec<f64> = runs.iter().map(|r| r.1).collect();
-        let mut rss: Vec<f64> = runs.iter().map(|r| r.2 as f64 / 1024.0).collect();
-        (median(&mut init), median(&mut batch), median(&mut rss))
+    let kinesis = tributary_sinks::kinesis::client().await;
+    // kinesis-mock's PutRecords slows down as a stream grows: every process writes to a new one.
+    let mut stream_number = 0;
+    let mut fresh_stream = async || -> Result<String> {
+        stream_number += 1;
+        let name = format!("bench-{}-{stream_number}", std::process::id());
+        kinesis.create_stream().stream_name(&name).shard_count(1).send().await.context("CreateStream (is kinesis-mock up?)")?;
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        Ok(name)
     };
-    let (r, p) = (summarize(&rust), summarize(&python));
+    let mut table = Vec::new();
+    for dry_run in [true, false] {
+        let (mut rust, mut python) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let stream = if dry_run { "unused".to_string() } else { fresh_stream().await? };
+            let mut cmd = Command::new(&bench_bin);
+            cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
+            cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env("RUN_ID", "bench");
+            cmd.env("PREDICTIONS_STREAM_NAME", &stream).env("TEST_RUN", if dry_run { "True" } else { "False" });
+            cmd.env_remove("TRIBUTARY_CONFIG");
+            rust.push(measure(cmd)?);
+            let stream = if dry_run { "unused".to_string() } else { fresh_stream().await? };
+            let mut cmd = Command::new(root.join(".venv/bin/python"));
+            cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
+            cmd.env("MODEL_PATH", &pickle).env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", &stream);
+            cmd.env("TEST_RUN", if dry_run { "True" } else { "False" });
+            python.push(measure(cmd)?);
+        }
+        table.push((dry_run, summarize(&rust), summarize(&python)));
+    }
     println!("| | tributary (Rust) | seeds' Python handler | ratio |");
     println!("|---|---:|---:|---:|");
-    println!("| time per 100-record batch (median) | {:.2} ms | {:.1} ms | {:.0}x faster |", r.1, p.1, p.1 / r.1);
-    println!("| process start to ready | {:.1} ms | {:.0} ms | {:.0}x faster |", r.0, p.0, p.0 / r.0);
+    for (dry_run, r, p) in &table {
+        let what = if *dry_run {
+            "per 100-record batch, TEST_RUN=True (decode, predict, encode)"
+        } else {
+            "per 100-record batch, put to kinesis-mock (PutRecords vs 100 put_record)"
+        };
+        println!("| {what} | {:.2} ms | {:.1} ms | {:.0}x |", r.1, p.1, p.1 / r.1);
+    }
+    let (_, r, p) = &table[1];
+    println!("| process start to ready | {:.1} ms | {:.0} ms | {:.0}x |", r.0, p.0, p.0 / r.0);
     println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1}x smaller |", r.2, p.2, p.2 / r.2);
-    println!("\n({runs} process(es) each, {batches} batches per process, medians)\n");
+    println!("\n({runs} process(es) per cell, {batches} batches per process, medians)\n");
     Ok(())
+}
+
+fn summarize(runs: &[(f64, f64, u64)]) -> (f64, f64, f64) {
+    let mut init: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let mut batch: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let mut rss: Vec<f64> = runs.iter().map(|r| r.2 as f64 / 1024.0).collect();
+    (median(&mut init), median(&mut batch), median(&mut rss))
 }

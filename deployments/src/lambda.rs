@@ -20,6 +20,7 @@ use lambda_runtime::Diagnostic;
 use serde_json::{Value, json};
 use tributary_framework::config::{self, PipelineConfig};
 use tributary_framework::graph::Graph;
+use tributary_framework::registry::Registry;
 use tributary_framework::runtime::Pipeline;
 use tributary_framework::{ConfigError, Offset, Position, Record};
 use tributary_sources::kinesis_event;
@@ -74,6 +75,14 @@ impl Function {
     /// # Errors
     /// As [`Function::from_env`].
     pub async fn build(config: &PipelineConfig) -> Result<Self, ConfigError> {
+        Self::with_registry(config, &crate::registry()).await
+    }
+
+    /// Builds the function with a given plugin registry (embedders, tests).
+    ///
+    /// # Errors
+    /// As [`Function::from_env`].
+    pub async fn with_registry(config: &PipelineConfig, registry: &Registry) -> Result<Self, ConfigError> {
         if config.sources.len() != 1 {
             return Err(ConfigError::Load {
                 file: config.file.clone(),
@@ -83,7 +92,7 @@ impl Function {
                 ),
             });
         }
-        let pipeline = Pipeline::build(config, &crate::registry()).await?;
+        let pipeline = Pipeline::build(config, registry).await?;
         let graph = pipeline.graph();
         let source_id = graph.source_ids()[0].clone();
         Ok(Function { graph, source: 0, source_id })
@@ -132,5 +141,90 @@ impl Function {
             ))),
             None => Err(InvocationError::Failed("no result".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use serde_json::{Value, json};
+    use tributary_framework::config;
+    use tributary_framework::registry::BuildFuture;
+    use tributary_framework::{ComponentError, Delivery, Input, Outcome, Processor, Sink};
+
+    use super::*;
+
+    /// Passes events through.
+    struct Echo;
+
+    #[async_trait]
+    impl Processor for Echo {
+        async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
+            Ok(batch.iter().map(|i| Outcome::one(i.value.clone())).collect())
+        }
+    }
+
+    /// Refuses (retryably) every event with an odd `n`.
+    struct OddFails;
+
+    #[async_trait]
+    impl Sink for OddFails {
+        async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+            Ok(batch
+                .iter()
+                .map(|i| {
+                    if i.value["n"].as_u64().unwrap_or(0) % 2 == 1 {
+                        Delivery::Retry("throttled".into())
+                    } else {
+                        Delivery::Delivered
+                    }
+                })
+                .collect())
+        }
+    }
+
+    fn registry() -> Registry {
+        crate::registry()
+            .processor("echo", |_| -> BuildFuture<Arc<dyn Processor>> { Box::pin(async { Ok(Arc::new(Echo) as _) }) })
+            .sink("odd_fails", |_| -> BuildFuture<Arc<dyn Sink>> { Box::pin(async { Ok(Arc::new(OddFails) as _) }) })
+    }
+
+    fn event(values: &[Value]) -> Value {
+        use base64::Engine;
+        let records: Vec<Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json!({"kinesis": {"sequenceNumber": format!("{}", 100 + i), "partitionKey": "k",
+                                   "data": base64::engine::general_purpose::STANDARD.encode(v.to_string())},
+                       "eventID": format!("shardId-000000000000:{}", 100 + i),
+                       "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s"})
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    #[tokio::test]
+    async fn sink_failures_are_reported_lowest_first_and_poison_is_not() {
+        let config = config::from_toml_str(
+            "t.toml",
+            "[retry]\nmax_attempts = 2\ninitial_backoff_ms = 1\nmax_backoff_ms = 1\non_exhausted = \"fail\"\n\
+             [sources.k]\ntype = \"lambda\"\n[processors.e]\ntype = \"echo\"\ninputs = [\"k\"]\n\
+             [sinks.s]\ntype = \"odd_fails\"\ninputs = [\"e\"]\n",
+        )
+        .unwrap();
+        let function = Function::with_registry(&config, &registry()).await.unwrap();
+        let mut values: Vec<Value> = (0..6).map(|n| json!({ "n": n })).collect();
+        values.insert(2, json!("poison is a string, not an object")); // delivered by echo: not odd
+        let mut event = event(&values);
+        event["Records"][4]["kinesis"]["data"] = json!("%%% not base64"); // poison: dead-lettered
+        let answer = function.handle(event).await.unwrap();
+        // Records (sequence 100 + index): n=1 at 101, n=3 at 104 (replaced by poison), n=5 at 106.
+        assert_eq!(
+            answer,
+            json!({"batchItemFailures": [{"itemIdentifier": "101"}, {"itemIdentifier": "106"}]})
+        );
     }
 }
