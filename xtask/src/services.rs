@@ -169,10 +169,14 @@ pub fn stop(root: &Path, names: &[String]) -> Result<()> {
         let pid_file = state_dir(root).join(format!("{name}.pid"));
         let Ok(pid) = fs::read_to_string(&pid_file) else { continue };
         let pid = pid.trim();
+        let alive = || Path::new(&format!("/proc/{pid}")).exists();
         let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive() {
+            let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
         }
         let _ = fs::remove_file(&pid_file);
         eprintln!("xtask: stopped {name}");
