@@ -121,7 +121,13 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
     let mut fresh_stream = async || -> Result<String> {
         stream_number += 1;
         let name = format!("bench-{}-{stream_number}", std::process::id());
-        kinesis.create_stream().stream_name(&name).shard_count(1).send().await.context("CreateStream (is kinesis-mock up?)")?;
+        kinesis
+            .create_stream()
+            .stream_name(&name)
+            .shard_count(1)
+            .send()
+            .await
+            .context("CreateStream (is kinesis-mock up?)")?;
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
         Ok(name)
     };

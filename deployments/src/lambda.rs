@@ -222,9 +222,6 @@ mod tests {
         event["Records"][4]["kinesis"]["data"] = json!("%%% not base64"); // poison: dead-lettered
         let answer = function.handle(event).await.unwrap();
         // Records (sequence 100 + index): n=1 at 101, n=3 at 104 (replaced by poison), n=5 at 106.
-        assert_eq!(
-            answer,
-            json!({"batchItemFailures": [{"itemIdentifier": "101"}, {"itemIdentifier": "106"}]})
-        );
+        assert_eq!(answer, json!({"batchItemFailures": [{"itemIdentifier": "101"}, {"itemIdentifier": "106"}]}));
     }
 }

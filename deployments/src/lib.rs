@@ -29,7 +29,8 @@ pub fn registry() -> Registry {
     #[cfg(feature = "onnx")]
     let registry = registry.processor("ride_duration", tributary_processors::ride_duration::build);
     #[cfg(feature = "kinesis")]
-    let registry = registry.sink("kinesis", tributary_sinks::kinesis::build);
+    let registry =
+        registry.source("kinesis", tributary_sources::kinesis::build).sink("kinesis", tributary_sinks::kinesis::build);
     #[cfg(feature = "s3")]
     let registry = registry.sink("s3", tributary_sinks::s3::build);
     registry

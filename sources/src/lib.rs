@@ -4,12 +4,16 @@
 //! - [`stdin`]: the same formats from standard input;
 //! - [`generator`]: synthetic NYC ride events, seeded and rate-limited;
 //! - [`lambda`]: the placeholder for records that arrive with Lambda invocations;
+//! - [`kinesis`] (feature `kinesis`): a Kinesis stream consumer with shard discovery,
+//!   checkpoints and resharding;
 //! - [`kinesis_event`]: decoding of the `{"Records": [...]}` documents that AWS Lambda receives
 //!   from a Kinesis trigger (shared by the file and stdin sources and the Lambda adapter).
 
 pub mod document;
 pub mod file;
 pub mod generator;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 pub mod kinesis_event;
 pub mod lambda;
 pub mod stdin;

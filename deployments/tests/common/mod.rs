@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests that need the local services.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use serde_json::{Value, json};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn required(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: start the local services with `cargo xtask services up` and export the \
+             variables it prints (`cargo xtask test` does both)"
+        )
+    })
+}
+
+pub fn invoke_url() -> String {
+    format!("{}/2015-03-31/functions/tributary-lambda/invocations", required("TRIBUTARY_LAMBDA_EMULATOR"))
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+pub async fn kinesis() -> Client {
+    required("AWS_ENDPOINT_URL_KINESIS");
+    Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+}
+
+pub async fn create_stream(client: &Client, name: &str, shards: i32) {
+    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream on kinesis-mock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let summary = client.describe_stream_summary().stream_name(name).send().await;
+        if let Ok(s) = summary
+            && s.stream_description_summary().is_some_and(|d| d.stream_status() == &StreamStatus::Active)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every record of a stream: (partition key, decoded JSON).
+pub async fn read_stream(client: &Client, name: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let shards = client.list_shards().stream_name(name).send().await.unwrap();
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name(name)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = client.get_records().shard_iterator(it).send().await.unwrap();
+            for r in page.records() {
+                out.push((r.partition_key().to_string(), serde_json::from_slice(r.data().as_ref()).unwrap()));
+            }
+            if page.records().is_empty() {
+                break;
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
+}
+
+pub fn ride_ids(records: &[(String, Value)]) -> Vec<u64> {
+    let mut ids: Vec<u64> = records.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+pub fn ride(id: u64, pu: u64) -> Value {
+    json!({"ride": {"PULocationID": pu, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": id})
+}
+
+pub fn put(stream: &str, values: &[Value]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["put", "--stream", stream])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for v in values {
+        writeln!(stdin, "{v}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "tributary put failed");
+}

@@ -1,0 +1,151 @@
+//! The standalone Kinesis worker (`tributary run` with `deployments/config/kinesis-worker.toml`)
+//! against kinesis-mock: stop and restart, a killed worker, and a shard split during processing,
+//! with every ride_id accounted for in the output stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use common::{create_stream, kinesis, put, read_stream, ride, root, unique};
+use serde_json::Value;
+
+fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .current_dir(root())
+        .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
+        .env("INPUT_STREAM", input)
+        .env("PREDICTIONS_STREAM_NAME", output)
+        .env("CHECKPOINT_DIR", checkpoints)
+        .env("TRIBUTARY_PIPELINE__BATCH_SIZE", "50")
+        .env("TRIBUTARY_PIPELINE__COMMIT_INTERVAL_MS", "200")
+        .env("TRIBUTARY_SOURCES__RIDES__DISCOVERY_INTERVAL_MS", "500")
+        .env_remove("RUN_ID")
+        .env_remove("MODEL_LOCATION")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary run")
+}
+
+fn signal(child: &Child, name: &str) {
+    assert!(Command::new("kill").args([name, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Ride ids in the output stream, in stream order.
+async fn output_ids(client: &Client, stream: &str) -> Vec<u64> {
+    read_stream(client, stream).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect()
+}
+
+/// Waits until the output holds at least `n` distinct ride ids.
+async fn wait_for(client: &Client, stream: &str, n: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ids = output_ids(client, stream).await;
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() >= n {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} rides arrived", distinct.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+    ids.map(|id| ride(id, 1 + id % 265)).collect()
+}
+
+fn assert_all_once_or_more(ids: &[u64], n: u64) -> usize {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let duplicates = sorted.len() - {
+        let mut d = sorted.clone();
+        d.dedup();
+        d.len()
+    };
+    sorted.dedup();
+    assert_eq!(sorted, (1..=n).collect::<Vec<_>>(), "every ride_id exactly accounted for");
+    duplicates
+}
+
+async fn stop_mid_stream_and_resume(kill: bool) -> usize {
+    let client = kinesis().await;
+    let (input, output) = (unique("rides"), unique("predictions"));
+    create_stream(&client, &input, 4).await;
+    create_stream(&client, &output, 1).await;
+    let checkpoints = tempfile::tempdir().unwrap();
+    put(&input, &rides(1..=1000));
+
+    let mut first = worker(&input, &output, checkpoints.path());
+    wait_for(&client, &output, 200).await;
+    signal(&first, if kill { "-KILL" } else { "-INT" });
+    let status = first.wait().unwrap();
+    assert_eq!(status.success(), !kill, "{status}");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.path().join(format!("{input}.json"))).unwrap()).unwrap();
+    assert_eq!(checkpoint["shards"].as_object().unwrap().len(), 4, "{checkpoint}");
+
+    put(&input, &rides(1001..=1200));
+    let mut second = worker(&input, &output, checkpoints.path());
+    let ids = wait_for(&client, &output, 1200).await;
+    signal(&second, "-INT");
+    assert!(second.wait().unwrap().success());
+    assert_all_once_or_more(&ids, 1200)
+}
+
+#[tokio::test]
+async fn a_worker_stopped_mid_stream_resumes_from_its_checkpoints() {
+    let duplicates = stop_mid_stream_and_resume(false).await;
+    assert_eq!(duplicates, 0, "a graceful stop commits everything it delivered");
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_nothing_and_repeats_little() {
+    let duplicates = stop_mid_stream_and_resume(true).await;
+    // At most what was delivered after the last commit (200 ms) was redone.
+    assert!(duplicates <= 500, "{duplicates} duplicates");
+}
+
+#[tokio::test]
+async fn a_split_shard_is_finished_before_its_children_start() {
+    let client = kinesis().await;
+    let (input, output) = (unique("rides"), unique("predictions"));
+    create_stream(&client, &input, 1).await;
+    create_stream(&client, &output, 1).await;
+    put(&input, &rides(1..=300));
+    let shards = client.list_shards().stream_name(&input).send().await.unwrap();
+    let parent = &shards.shards()[0];
+    let range = parent.hash_key_range().unwrap();
+    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
+        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
+        .to_string();
+    client
+        .split_shard()
+        .stream_name(&input)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key(middle)
+        .send()
+        .await
+        .expect("SplitShard on kinesis-mock");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    put(&input, &rides(301..=400));
+
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut run = worker(&input, &output, checkpoints.path());
+    let ids = wait_for(&client, &output, 400).await;
+    signal(&run, "-INT");
+    assert!(run.wait().unwrap().success());
+    assert_all_once_or_more(&ids, 400);
+    let last_parent = ids.iter().rposition(|id| *id <= 300).unwrap();
+    let first_child = ids.iter().position(|id| *id > 300).unwrap();
+    assert!(last_parent < first_child, "a child record was delivered before the parent's last one");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.path().join(format!("{input}.json"))).unwrap()).unwrap();
+    assert_eq!(checkpoint["shards"]["shardId-000000000000"]["finished"], true, "{checkpoint}");
+}

@@ -1,0 +1,430 @@
+//! Source `kinesis`: a standalone consumer of a Kinesis data stream, in the manner of the Kinesis
+//! Client Library.
+//!
+//! ```toml
+//! [sources.rides]
+//! type = "kinesis"
+//! stream = "ride_events"
+//! starting_position = "trim_horizon"      # or "latest", "at_timestamp" (with at_timestamp = <epoch s>)
+//! checkpoint = { type = "file", path = ".tributary/ride_events.json" }
+//! ```
+//!
+//! - Shards are listed at start and every `discovery_interval_ms`, so the children of a split or
+//!   merge are found.
+//! - A shard is read only once all its parents are finished: read to their end and checkpointed
+//!   there. Children of a reshard always start at their beginning.
+//! - A shard with a checkpoint resumes after it; otherwise it starts at `starting_position`.
+//! - Each shard is polled at most every `poll_interval_ms` (the API allows 5 GetRecords calls per
+//!   second and shard). A throttled shard backs off on its own.
+//! - An expired iterator is re-acquired after the last record read, so nothing is read twice.
+//! - Positions are (shard id, sequence number). The runtime commits watermarks, and each commit
+//!   is written to the checkpoint store.
+
+mod checkpoint;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+pub use checkpoint::{Checkpoints, FileStore, ShardCheckpoint};
+use serde::Deserialize;
+use tributary_framework::config::ComponentSpec;
+use tributary_framework::registry::BuildFuture;
+use tributary_framework::{ComponentError, Offset, Position, Record, Source};
+
+/// Where a shard without a checkpoint starts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingPosition {
+    /// The oldest record still in the shard.
+    #[default]
+    TrimHorizon,
+    /// Records put after the worker starts.
+    Latest,
+    /// Records from `at_timestamp` on.
+    AtTimestamp,
+}
+
+/// Where checkpoints are kept.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CheckpointConfig {
+    /// A JSON file, rewritten atomically at every commit.
+    File {
+        /// The file (its folder is created).
+        path: String,
+    },
+}
+
+/// `[sources.<id>]` with `type = "kinesis"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisSourceConfig {
+    /// The stream's name.
+    pub stream: String,
+    /// Where shards without a checkpoint start (children of a reshard always start at their
+    /// beginning).
+    #[serde(default)]
+    pub starting_position: StartingPosition,
+    /// Epoch seconds, for `starting_position = "at_timestamp"`.
+    pub at_timestamp: Option<f64>,
+    /// The checkpoint store. Default: `{ type = "file", path = ".tributary/<stream>.json" }`.
+    pub checkpoint: Option<CheckpointConfig>,
+    /// Least time between two GetRecords calls on one shard, in milliseconds (at least 200: the
+    /// API allows 5 calls per second and shard).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_ms: u64,
+    /// Most records per GetRecords call (1 to 10000).
+    #[serde(default = "default_max_records")]
+    pub max_records_per_call: i32,
+    /// How often shards are listed again to find the children of a reshard, in milliseconds.
+    #[serde(default = "default_discovery")]
+    pub discovery_interval_ms: u64,
+}
+
+fn default_poll_interval() -> u64 {
+    200
+}
+fn default_max_records() -> i32 {
+    10_000
+}
+fn default_discovery() -> u64 {
+    10_000
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Some parent is not finished yet.
+    Waiting,
+    /// Being read.
+    Reading,
+    /// Read to its end (`last` is its last record); finished once that is committed.
+    Closed { last: Option<String> },
+    /// Done: read to its end and checkpointed there.
+    Finished,
+}
+
+#[derive(Debug)]
+struct Shard {
+    parents: Vec<String>,
+    state: State,
+    iterator: Option<String>,
+    last_read: Option<String>,
+    next_poll: Instant,
+    failures: u32,
+    millis_behind: i64,
+}
+
+/// Reads a Kinesis stream.
+pub struct KinesisSource {
+    client: Client,
+    config: KinesisSourceConfig,
+    id: Arc<str>,
+    store: FileStore,
+    checkpoints: Checkpoints,
+    shards: BTreeMap<String, Shard>,
+    next_discovery: Instant,
+    ready: VecDeque<Record>,
+}
+
+/// Builds the source: checks the stream and loads the checkpoints.
+pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
+    Box::pin(async move {
+        let config: KinesisSourceConfig = spec.parse()?;
+        if config.poll_interval_ms < 200 {
+            return Err(
+                spec.error("poll_interval_ms", "must be at least 200 (5 GetRecords calls per second and shard)")
+            );
+        }
+        if !(1..=10_000).contains(&config.max_records_per_call) {
+            return Err(spec.error("max_records_per_call", "must be from 1 to 10000"));
+        }
+        if config.starting_position == StartingPosition::AtTimestamp && config.at_timestamp.is_none() {
+            return Err(spec.error("at_timestamp", "required with starting_position = \"at_timestamp\""));
+        }
+        let path = match &config.checkpoint {
+            Some(CheckpointConfig::File { path }) => path.clone(),
+            None => format!(".tributary/{}.json", config.stream),
+        };
+        let store = FileStore::new(path);
+        let checkpoints = store.load(&config.stream).map_err(|e| spec.error("checkpoint", e))?;
+        let client = Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await);
+        let mut source = KinesisSource {
+            client,
+            id: Arc::from(spec.path.component.as_str()),
+            store,
+            checkpoints,
+            shards: BTreeMap::new(),
+            next_discovery: Instant::now(),
+            ready: VecDeque::new(),
+            config,
+        };
+        source.discover().await.map_err(|e| spec.error("stream", e.to_string()))?;
+        Ok(Box::new(source) as Box<dyn Source>)
+    })
+}
+
+fn unknown(shard: &str) -> ComponentError {
+    ComponentError::Fatal(format!("shard {shard} vanished from the shard table (a bug)"))
+}
+
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    match e.as_service_error() {
+        Some(s) => format!("{}: {}", s.code().unwrap_or("service error"), s.message().unwrap_or("")),
+        None => DisplayErrorContext(e).to_string(),
+    }
+}
+
+impl KinesisSource {
+    /// Lists the shards and adds the new ones.
+    async fn discover(&mut self) -> Result<(), ComponentError> {
+        let mut token: Option<String> = None;
+        loop {
+            let request = match &token {
+                Some(t) => self.client.list_shards().next_token(t),
+                None => self.client.list_shards().stream_name(&self.config.stream),
+            };
+            let page = request.send().await.map_err(|e| {
+                let message = format!("ListShards {}: {}", self.config.stream, describe(&e));
+                match e.as_service_error().and_then(ProvideErrorMetadata::code) {
+                    Some("ResourceNotFoundException" | "AccessDeniedException") => ComponentError::Fatal(message),
+                    _ => ComponentError::Retryable(message),
+                }
+            })?;
+            for shard in page.shards() {
+                let id = shard.shard_id().to_string();
+                if self.shards.contains_key(&id) {
+                    continue;
+                }
+                let parents: Vec<String> = shard
+                    .parent_shard_id()
+                    .into_iter()
+                    .chain(shard.adjacent_parent_shard_id())
+                    .map(str::to_owned)
+                    .collect();
+                let finished = self.checkpoints.shards.get(&id).is_some_and(|c| c.finished);
+                let state = if finished { State::Finished } else { State::Waiting };
+                tracing::debug!(source = %self.id, shard = %id, ?parents, ?state, "shard found");
+                self.shards.insert(
+                    id,
+                    Shard {
+                        parents,
+                        state,
+                        iterator: None,
+                        last_read: None,
+                        next_poll: Instant::now(),
+                        failures: 0,
+                        millis_behind: 0,
+                    },
+                );
+            }
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        self.next_discovery = Instant::now() + Duration::from_millis(self.config.discovery_interval_ms);
+        Ok(())
+    }
+
+    /// Starts reading every waiting shard whose parents are finished (or gone: a parent past
+    /// the retention period is no longer listed).
+    async fn start_ready_shards(&mut self) -> Result<(), ComponentError> {
+        let ids: Vec<String> =
+            self.shards.iter().filter(|(_, s)| s.state == State::Waiting).map(|(id, _)| id.clone()).collect();
+        for id in ids {
+            let parents_done = self.shards[&id]
+                .parents
+                .iter()
+                .all(|p| self.shards.get(p).is_none_or(|parent| parent.state == State::Finished));
+            if !parents_done {
+                continue;
+            }
+            let after = self.checkpoints.shards.get(&id).and_then(|c| c.sequence.clone());
+            let has_parents = !self.shards[&id].parents.is_empty();
+            let iterator = self.iterator(&id, after.as_deref(), has_parents).await?;
+            let shard = self.shards.get_mut(&id).ok_or_else(|| unknown(&id))?;
+            shard.iterator = iterator;
+            shard.state = State::Reading;
+            shard.last_read = after;
+            tracing::info!(source = %self.id, shard = %id, "reading shard");
+        }
+        Ok(())
+    }
+
+    async fn iterator(
+        &self,
+        shard: &str,
+        after: Option<&str>,
+        has_parents: bool,
+    ) -> Result<Option<String>, ComponentError> {
+        let request = self.client.get_shard_iterator().stream_name(&self.config.stream).shard_id(shard);
+        let request = match (after, has_parents, self.config.starting_position) {
+            (Some(seq), _, _) => {
+                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
+            }
+            (None, true, _) | (None, false, StartingPosition::TrimHorizon) => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            (None, false, StartingPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+            (None, false, StartingPosition::AtTimestamp) => request
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_secs_f64(self.config.at_timestamp.unwrap_or(0.0))),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|e| ComponentError::Retryable(format!("GetShardIterator {shard}: {}", describe(&e))))?;
+        Ok(output.shard_iterator)
+    }
+
+    /// One GetRecords call on one shard; records go to `self.ready`.
+    async fn poll(&mut self, id: &str, limit: i32) -> Result<(), ComponentError> {
+        let Some(iterator) = self.shards[id].iterator.clone() else { return Ok(()) };
+        let result = self.client.get_records().shard_iterator(iterator).limit(limit).send().await;
+        let interval = Duration::from_millis(self.config.poll_interval_ms);
+        match result {
+            Ok(output) => {
+                let partition: Arc<str> = Arc::from(id);
+                let mut last = None;
+                for r in output.records() {
+                    let position = Position {
+                        source: self.id.clone(),
+                        partition: partition.clone(),
+                        offset: Offset::Sequence(Arc::from(r.sequence_number())),
+                    };
+                    let arrival = r.approximate_arrival_timestamp().map_or_else(std::time::SystemTime::now, |t| {
+                        UNIX_EPOCH + Duration::from_secs_f64(t.as_secs_f64().max(0.0))
+                    });
+                    self.ready.push_back(
+                        Record::new(r.data().as_ref().to_vec(), position)
+                            .with_partition_key(Some(r.partition_key().to_string()))
+                            .with_arrival(arrival),
+                    );
+                    last = Some(r.sequence_number().to_string());
+                }
+                let shard = self.shards.get_mut(id).ok_or_else(|| unknown(id))?;
+                if last.is_some() {
+                    shard.last_read = last;
+                }
+                shard.failures = 0;
+                shard.millis_behind = output.millis_behind_latest().unwrap_or(0);
+                shard.next_poll = Instant::now() + interval;
+                shard.iterator = output.next_shard_iterator;
+                if shard.iterator.is_none() {
+                    tracing::info!(source = %self.id, shard = %id, "shard closed (resharded); finishing it before its children");
+                    shard.state = State::Closed { last: shard.last_read.clone() };
+                    self.finish_closed_shards()?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let code = e.as_service_error().and_then(ProvideErrorMetadata::code).unwrap_or_default().to_string();
+                let message = format!("GetRecords {id}: {}", describe(&e));
+                let shard = self.shards.get_mut(id).ok_or_else(|| unknown(id))?;
+                shard.failures += 1;
+                let backoff = Duration::from_millis((500u64 << shard.failures.min(5)).min(10_000));
+                shard.next_poll = Instant::now() + backoff;
+                match code.as_str() {
+                    "ExpiredIteratorException" => {
+                        tracing::warn!(source = %self.id, shard = %id, "shard iterator expired; getting a new one");
+                        let after = shard
+                            .last_read
+                            .clone()
+                            .or_else(|| self.checkpoints.shards.get(id).and_then(|c| c.sequence.clone()));
+                        let has_parents = !shard.parents.is_empty();
+                        let iterator = self.iterator(id, after.as_deref(), has_parents).await?;
+                        let shard = self.shards.get_mut(id).ok_or_else(|| unknown(id))?;
+                        shard.iterator = iterator;
+                        shard.next_poll = Instant::now();
+                        Ok(())
+                    }
+                    "ResourceNotFoundException" | "AccessDeniedException" => Err(ComponentError::Fatal(message)),
+                    _ => {
+                        tracing::warn!(source = %self.id, shard = %id, ?backoff, %message, "read failed; backing off");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks closed shards whose last record is committed as finished (and saves that).
+    fn finish_closed_shards(&mut self) -> Result<(), ComponentError> {
+        let mut changed = false;
+        for (id, shard) in &mut self.shards {
+            if let State::Closed { last } = &shard.state {
+                let committed = self.checkpoints.shards.get(id).and_then(|c| c.sequence.clone());
+                if last.is_none() || *last == committed {
+                    shard.state = State::Finished;
+                    self.checkpoints.shards.entry(id.clone()).or_default().finished = true;
+                    changed = true;
+                    tracing::info!(source = %self.id, shard = %id, "shard finished");
+                }
+            }
+        }
+        if changed {
+            self.store.save(&self.checkpoints).map_err(ComponentError::Retryable)?;
+        }
+        Ok(())
+    }
+
+    /// Per-shard lag (MillisBehindLatest of the last read), for status output.
+    pub fn lag(&self) -> BTreeMap<String, i64> {
+        self.shards.iter().map(|(id, s)| (id.clone(), s.millis_behind)).collect()
+    }
+}
+
+#[async_trait]
+impl Source for KinesisSource {
+    async fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<Record>>, ComponentError> {
+        if Instant::now() >= self.next_discovery {
+            self.discover().await?;
+        }
+        self.start_ready_shards().await?;
+        if self.ready.is_empty() {
+            let now = Instant::now();
+            let due: Vec<String> = self
+                .shards
+                .iter()
+                .filter(|(_, s)| s.state == State::Reading && s.next_poll <= now)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in due {
+                let limit = i32::try_from(max_records.saturating_sub(self.ready.len())).unwrap_or(i32::MAX);
+                if limit == 0 {
+                    break;
+                }
+                self.poll(&id, limit.min(self.config.max_records_per_call)).await?;
+            }
+        }
+        if self.ready.is_empty() {
+            // Nothing yet: wait for the next shard to become due, then hand back an empty batch
+            // so that the runtime can commit in the meantime.
+            let next = self.shards.values().filter(|s| s.state == State::Reading).map(|s| s.next_poll).min();
+            let wait = next.map_or(Duration::from_millis(self.config.poll_interval_ms), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            tokio::time::sleep(wait.max(Duration::from_millis(20))).await;
+            return Ok(Some(Vec::new()));
+        }
+        let n = self.ready.len().min(max_records);
+        Ok(Some(self.ready.drain(..n).collect()))
+    }
+
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
+        for position in positions {
+            if let Offset::Sequence(seq) = &position.offset {
+                self.checkpoints.shards.entry(position.partition.to_string()).or_default().sequence =
+                    Some(seq.to_string());
+            }
+        }
+        self.store.save(&self.checkpoints).map_err(ComponentError::Retryable)?;
+        self.finish_closed_shards()
+    }
+}
