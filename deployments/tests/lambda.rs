@@ -49,6 +49,15 @@ fn start_function(output_stream: &str) -> Function {
     Function(child)
 }
 
+/// A fresh output stream and the function writing to it, with an invoker for the function.
+async fn function_with_output_stream() -> (aws_sdk_kinesis::Client, String, Function, Invoker) {
+    let client = kinesis().await;
+    let out = unique("predictions");
+    create_stream(&client, &out, 1).await;
+    let function = start_function(&out);
+    (client, out, function, Invoker::new(&invoke_url(), true).unwrap())
+}
+
 fn esm(stream: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
     cmd.args(["esm", "--stream", stream, "--function", &invoke_url(), "--exit-when-idle-s", "2"]).args(extra);
@@ -58,11 +67,7 @@ fn esm(stream: &str, extra: &[&str]) -> Command {
 #[tokio::test]
 async fn every_seed_sample_event_through_the_function() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let out = unique("predictions");
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
-    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let (client, out, _function, invoker) = function_with_output_stream().await;
 
     let fixtures = root().join("tests/fixtures/seeds");
     let mut names: Vec<String> =
@@ -98,11 +103,7 @@ async fn every_seed_sample_event_through_the_function() {
 #[tokio::test]
 async fn direct_invocations_that_are_not_ride_events_get_a_clear_error() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let out = unique("predictions");
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
-    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let (_client, _out, _function, invoker) = function_with_output_stream().await;
     for event in [json!({"hello": 1}), json!("just text"), json!({"ride": {"PULocationID": 1}, "ride_id": 1})] {
         let answer = invoker.invoke_raw(&event).await.unwrap();
         assert!(answer.function_error, "{event}: {:?}", answer.body);
