@@ -45,6 +45,9 @@ pub enum Command {
         /// Never draw the live status line, even on a terminal.
         #[arg(long)]
         no_status: bool,
+        /// Serve the counters in the Prometheus text format on this address (e.g. 127.0.0.1:9898).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Check a configuration and build every component (models load, files open) without
     /// reading any record.
@@ -120,7 +123,7 @@ pub async fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Run { config, no_status } => run(&config, no_status, &registry).await,
+        Command::Run { config, no_status, metrics_addr } => run(&config, no_status, metrics_addr, &registry).await,
         #[cfg(feature = "kinesis")]
         Command::Put(args) => report(crate::kinesis_cli::put(args).await),
         #[cfg(feature = "kinesis")]
@@ -142,7 +145,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn run(path: &std::path::Path, no_status: bool, registry: &tributary_framework::registry::Registry) -> ExitCode {
+async fn run(
+    path: &std::path::Path,
+    no_status: bool,
+    metrics_addr: Option<std::net::SocketAddr>,
+    registry: &tributary_framework::registry::Registry,
+) -> ExitCode {
     let pipeline = match async { Pipeline::build(&config::load(path)?, registry).await }.await {
         Ok(p) => p,
         Err(e) => {
@@ -153,6 +161,12 @@ async fn run(path: &std::path::Path, no_status: bool, registry: &tributary_frame
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()));
     let status_stop = CancellationToken::new();
+    if let Some(addr) = metrics_addr {
+        if let Err(e) = crate::metrics_endpoint::serve(addr, pipeline.metrics(), status_stop.clone()).await {
+            eprintln!("error: --metrics-addr {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let status = (!no_status && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(crate::status::show(pipeline.metrics(), status_stop.clone())));
     let result = pipeline.run(shutdown).await;

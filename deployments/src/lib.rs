@@ -11,6 +11,7 @@ pub mod esm;
 pub mod kinesis_cli;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod metrics_endpoint;
 pub mod status;
 
 use tributary_framework::registry::Registry;

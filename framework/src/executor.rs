@@ -110,6 +110,7 @@ impl Graph {
     /// Runs one batch of records from source `source` (an index from [`Graph::source_index`])
     /// through every branch that consumes it, and reports each record's fate.
     pub async fn run_batch(&self, source: usize, records: &[Record]) -> BatchReport {
+        let started = std::time::Instant::now();
         self.metrics.add_in(records.len());
         let mut statuses = vec![RecordStatus::Delivered; records.len()];
         let mut rejections = Vec::new();
@@ -118,7 +119,7 @@ impl Graph {
         self.dead_letter(rejections, records, &mut statuses).await;
         let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
         self.metrics.add_failed(failed);
-        self.metrics.add_batch();
+        self.metrics.add_batch(started.elapsed());
         BatchReport { statuses }
     }
 
