@@ -161,11 +161,11 @@ async fn run(
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()));
     let status_stop = CancellationToken::new();
-    if let Some(addr) = metrics_addr {
-        if let Err(e) = crate::metrics_endpoint::serve(addr, pipeline.metrics(), status_stop.clone()).await {
-            eprintln!("error: --metrics-addr {addr}: {e}");
-            return ExitCode::from(2);
-        }
+    if let Some(addr) = metrics_addr
+        && let Err(e) = crate::metrics_endpoint::serve(addr, pipeline.metrics(), status_stop.clone()).await
+    {
+        eprintln!("error: --metrics-addr {addr}: {e}");
+        return ExitCode::from(2);
     }
     let status = (!no_status && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(crate::status::show(pipeline.metrics(), status_stop.clone())));
