@@ -115,7 +115,7 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         }
     }
     let bench_bin = std::env::current_exe()?;
-    let kinesis = tributary_sinks::kinesis::client().await;
+    let kinesis = tributary_aws::kinesis_client().await;
     // kinesis-mock's PutRecords slows down as a stream grows: every process writes to a new one.
     let mut stream_number = 0;
     let mut fresh_stream = async || -> Result<String> {

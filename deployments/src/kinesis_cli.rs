@@ -18,7 +18,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
-use tributary_sinks::kinesis::{MAX_RECORDS_PER_CALL, client, describe};
+use tributary_aws::{describe, kinesis_client as client};
+use tributary_sinks::kinesis::MAX_RECORDS_PER_CALL;
 use tributary_sinks::template::Template;
 
 /// `tributary put`.

@@ -86,23 +86,15 @@ fn mlflow_run_id(key: &str) -> Option<String> {
 
 #[cfg(feature = "s3")]
 async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
-    use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
     let uri = format!("s3://{bucket}/{key}");
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    // Local stand-ins (moto, MinIO) answer on one host name: use path-style addressing whenever
-    // a custom endpoint is configured.
-    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
-    let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
-    let client = aws_sdk_s3::Client::from_conf(config);
-    let object = client.get_object().bucket(bucket).key(key).send().await.map_err(|e| {
-        let message = match e.as_service_error() {
-            Some(service) => {
-                format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or(""))
-            }
-            None => DisplayErrorContext(&e).to_string(),
-        };
-        ModelStoreError::S3 { uri: uri.clone(), message }
-    })?;
+    let client = tributary_aws::s3_client().await;
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: tributary_aws::describe(&e) })?;
     let body =
         object.body.collect().await.map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: e.to_string() })?;
     Ok(body.into_bytes().to_vec())

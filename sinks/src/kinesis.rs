@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use serde::Deserialize;
@@ -71,7 +71,7 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
     Box::pin(async move {
         let config: KinesisSinkConfig = spec.parse()?;
         let key = Template::parse(&config.partition_key).map_err(|e| spec.error("partition_key", e))?;
-        let client = client().await;
+        let client = tributary_aws::kinesis_client().await;
         if !config.dry_run {
             let request = client.describe_stream_summary();
             let request = if config.stream.starts_with("arn:") {
@@ -80,16 +80,11 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
                 request.stream_name(&config.stream)
             };
             request.send().await.map_err(|e| {
-                spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, describe(&e)))
+                spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, tributary_aws::describe(&e)))
             })?;
         }
         Ok(Arc::new(KinesisSink { client, stream: config.stream, key, dry_run: config.dry_run }) as Arc<dyn Sink>)
     })
-}
-
-/// A Kinesis client from the standard AWS configuration chain.
-pub async fn client() -> Client {
-    Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
 }
 
 /// One encoded record waiting for a call.
@@ -140,26 +135,12 @@ impl KinesisSink {
     }
 }
 
-/// A one-line description of an SDK error: the service's code and message when it answered,
-/// else the whole error chain (connection refused, timeout, credentials).
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    error: &SdkError<E, R>,
-) -> String {
-    match error.as_service_error() {
-        Some(service) => {
-            format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or("(no message)"))
-        }
-        None => DisplayErrorContext(error).to_string(),
-    }
-}
-
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     stream: &str,
     error: SdkError<E, R>,
 ) -> ComponentError {
-    let message = format!("PutRecords to {stream}: {}", describe(&error));
-    let code = error.as_service_error().and_then(ProvideErrorMetadata::code).unwrap_or_default();
-    match code {
+    let message = format!("PutRecords to {stream}: {}", tributary_aws::describe(&error));
+    match tributary_aws::error_code(&error).unwrap_or_default() {
         "ResourceNotFoundException" | "AccessDeniedException" | "ValidationException" | "InvalidArgumentException" => {
             ComponentError::Fatal(message)
         }

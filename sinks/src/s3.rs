@@ -18,7 +18,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use serde::Deserialize;
 use tributary_framework::config::ComponentSpec;
@@ -48,15 +47,9 @@ pub struct S3Sink {
 pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
     Box::pin(async move {
         let config: S3SinkConfig = spec.parse()?;
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
-        let client =
-            Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build());
+        let client = tributary_aws::s3_client().await;
         client.head_bucket().bucket(&config.bucket).send().await.map_err(|e| {
-            let why = e
-                .as_service_error()
-                .and_then(|s| s.code())
-                .map_or_else(|| DisplayErrorContext(&e).to_string(), str::to_owned);
+            let why = tributary_aws::error_code(&e).map_or_else(|| tributary_aws::describe(&e), str::to_owned);
             spec.error("bucket", format!("cannot use bucket {:?}: {why}", config.bucket))
         })?;
         Ok(Arc::new(S3Sink { client, bucket: config.bucket, prefix: config.prefix, counter: AtomicU64::new(0) })
@@ -101,8 +94,8 @@ impl Sink for S3Sink {
             .send()
             .await
             .map_err(|e| {
-                let message = format!("PutObject s3://{}/{key}: {}", self.bucket, DisplayErrorContext(&e));
-                match e.as_service_error().and_then(|s| s.code()) {
+                let message = format!("PutObject s3://{}/{key}: {}", self.bucket, tributary_aws::describe(&e));
+                match tributary_aws::error_code(&e) {
                     Some("NoSuchBucket" | "AccessDenied") => ComponentError::Fatal(message),
                     _ => ComponentError::Retryable(message),
                 }

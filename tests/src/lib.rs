@@ -86,8 +86,7 @@ pub fn require_moto() -> String {
 /// An S3 client for the local stand-in (path-style addressing).
 pub async fn s3_client() -> aws_sdk_s3::Client {
     require_moto();
-    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build())
+    tributary_aws::s3_client().await
 }
 
 /// The usual test pipeline: `[sources.rides]` with the keys in `source`, `ride_duration` with

@@ -23,7 +23,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use tributary_sinks::kinesis::{client, describe};
+use tributary_aws::{describe, kinesis_client as client};
 
 use batch::{Answer, Next};
 use event::{ShardRecord, StreamInfo, kinesis_event};

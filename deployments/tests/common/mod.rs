@@ -35,7 +35,7 @@ pub fn unique(prefix: &str) -> String {
 
 pub async fn kinesis() -> Client {
     required("AWS_ENDPOINT_URL_KINESIS");
-    Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+    tributary_aws::kinesis_client().await
 }
 
 pub async fn create_stream(client: &Client, name: &str, shards: i32) {

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 pub use checkpoint::{Checkpoints, FileStore, ShardCheckpoint};
 use serde::Deserialize;
+use tributary_aws::{describe, error_code};
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Offset, Position, Record, Source};
@@ -153,7 +153,7 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
         };
         let store = FileStore::new(path);
         let checkpoints = store.load(&config.stream).map_err(|e| spec.error("checkpoint", e))?;
-        let client = Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await);
+        let client = tributary_aws::kinesis_client().await;
         let mut source = KinesisSource {
             client,
             id: Arc::from(spec.path.component.as_str()),
@@ -173,13 +173,6 @@ fn unknown(shard: &str) -> ComponentError {
     ComponentError::Fatal(format!("shard {shard} vanished from the shard table (a bug)"))
 }
 
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
-    match e.as_service_error() {
-        Some(s) => format!("{}: {}", s.code().unwrap_or("service error"), s.message().unwrap_or("")),
-        None => DisplayErrorContext(e).to_string(),
-    }
-}
-
 impl KinesisSource {
     /// Lists the shards and adds the new ones.
     async fn discover(&mut self) -> Result<(), ComponentError> {
@@ -191,7 +184,7 @@ impl KinesisSource {
             };
             let page = request.send().await.map_err(|e| {
                 let message = format!("ListShards {}: {}", self.config.stream, describe(&e));
-                match e.as_service_error().and_then(ProvideErrorMetadata::code) {
+                match error_code(&e) {
                     Some("ResourceNotFoundException" | "AccessDeniedException") => ComponentError::Fatal(message),
                     _ => ComponentError::Retryable(message),
                 }
@@ -324,7 +317,7 @@ impl KinesisSource {
                 Ok(())
             }
             Err(e) => {
-                let code = e.as_service_error().and_then(ProvideErrorMetadata::code).unwrap_or_default().to_string();
+                let code = error_code(&e).unwrap_or_default().to_string();
                 let message = format!("GetRecords {id}: {}", describe(&e));
                 let shard = self.shards.get_mut(id).ok_or_else(|| unknown(id))?;
                 shard.failures += 1;

@@ -1,0 +1,45 @@
+//! Shared AWS SDK plumbing for tributary's plugins, so that every AWS client is configured the
+//! same way: the SDK's standard credential chain and endpoint variables (`AWS_ENDPOINT_URL`,
+//! `AWS_ENDPOINT_URL_<SERVICE>`), path-style S3 addressing when a custom endpoint is set (local
+//! stand-ins such as moto answer on one host name), and one-line error descriptions.
+
+use std::fmt::Debug;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// The standard AWS configuration (environment, profile, instance or task role).
+pub async fn config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// A Kinesis client.
+#[cfg(feature = "kinesis")]
+pub async fn kinesis_client() -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(&config().await)
+}
+
+/// An S3 client; path-style addressing when `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set.
+#[cfg(feature = "s3")]
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let shared = config().await;
+    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build())
+}
+
+/// The service's error code, when the service answered.
+pub fn error_code<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> Option<&str> {
+    error.as_service_error().and_then(ProvideErrorMetadata::code)
+}
+
+/// One line for an SDK error: the service's code and message when it answered, else the whole
+/// chain (connection refused, timeout, missing credentials).
+pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: Debug>(error: &SdkError<E, R>) -> String {
+    match error.as_service_error() {
+        Some(service) => {
+            format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or("(no message)"))
+        }
+        None => DisplayErrorContext(error).to_string(),
+    }
+}
