@@ -20,6 +20,12 @@ pub async fn kinesis_client() -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::new(&config().await)
 }
 
+/// A DynamoDB client.
+#[cfg(feature = "dynamodb")]
+pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&config().await)
+}
+
 /// An S3 client; path-style addressing when `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set.
 #[cfg(feature = "s3")]
 pub async fn s3_client() -> aws_sdk_s3::Client {

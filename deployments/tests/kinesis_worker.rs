@@ -149,3 +149,89 @@ async fn a_split_shard_is_finished_before_its_children_start() {
         serde_json::from_slice(&std::fs::read(checkpoints.path().join(format!("{input}.json"))).unwrap()).unwrap();
     assert_eq!(checkpoint["shards"]["shardId-000000000000"]["finished"], true, "{checkpoint}");
 }
+
+/// The lease table's (shard -> owner) map.
+async fn owners(table: &str) -> std::collections::BTreeMap<String, Option<String>> {
+    let client = tributary_aws::dynamodb_client().await;
+    let scan = client.scan().table_name(table).consistent_read(true).send().await.unwrap();
+    scan.items()
+        .iter()
+        .map(|item| {
+            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            (text("leaseKey").unwrap(), text("owner"))
+        })
+        .collect()
+}
+
+fn leased_worker(input: &str, output: &str, table: &str, id: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .current_dir(root())
+        .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
+        .env("INPUT_STREAM", input)
+        .env("PREDICTIONS_STREAM_NAME", output)
+        .env("LEASE_TABLE", table)
+        .env("TRIBUTARY_SOURCES__RIDES__CHECKPOINT__WORKER_ID", id)
+        .env("TRIBUTARY_SOURCES__RIDES__CHECKPOINT__LEASE_DURATION_MS", "3000")
+        .env("TRIBUTARY_PIPELINE__BATCH_SIZE", "50")
+        .env("TRIBUTARY_PIPELINE__COMMIT_INTERVAL_MS", "200")
+        .env_remove("RUN_ID")
+        .env_remove("MODEL_LOCATION")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tributary run")
+}
+
+#[tokio::test]
+async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_is_killed() {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    common::required("AWS_ENDPOINT_URL");
+    let client = kinesis().await;
+    let (input, output, table) = (unique("rides"), unique("predictions"), unique("leases"));
+    tributary_aws::dynamodb_client()
+        .await
+        .create_table()
+        .table_name(&table)
+        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("leaseKey")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("CreateTable on moto");
+    create_stream(&client, &input, 4).await;
+    create_stream(&client, &output, 1).await;
+    put(&input, &rides(1..=800));
+
+    let mut a = leased_worker(&input, &output, &table, "worker-a");
+    let mut b = leased_worker(&input, &output, &table, "worker-b");
+    // Both end up with two shards each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = owners(&table).await;
+        let count = |w: &str| now.values().filter(|o| o.as_deref() == Some(w)).count();
+        if count("worker-a") == 2 && count("worker-b") == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases never balanced: {now:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Kill one: the other takes its shards once the leases expire (3 s), and loses nothing.
+    signal(&a, "-KILL");
+    a.wait().unwrap();
+    put(&input, &rides(801..=1000));
+    let ids = wait_for(&client, &output, 1000).await;
+    assert_all_once_or_more(&ids, 1000);
+    let after_kill = owners(&table).await;
+    assert!(after_kill.values().all(|o| o.as_deref() == Some("worker-b")), "{after_kill:?}");
+    // A graceful stop checkpoints and releases.
+    signal(&b, "-INT");
+    assert!(b.wait().unwrap().success());
+    let after_stop = owners(&table).await;
+    assert!(after_stop.values().all(Option::is_none), "leases not released: {after_stop:?}");
+}

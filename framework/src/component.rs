@@ -68,6 +68,15 @@ pub trait Source: Send {
         let _ = positions;
         Ok(())
     }
+
+    /// Called once when the source stops, after its final commit: release what it holds
+    /// (leases), close connections. The default does nothing.
+    ///
+    /// # Errors
+    /// Logged; the run's result is not changed.
+    async fn close(&mut self) -> Result<(), ComponentError> {
+        Ok(())
+    }
 }
 
 /// Turns a batch of inputs into one outcome per input, in order.

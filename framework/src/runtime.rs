@@ -221,6 +221,9 @@ impl Driver {
         }
         uncommitted.extend(tracker.take_committable().into_iter().map(|p| (p.partition.clone(), p)));
         self.commit(&mut *source, &mut uncommitted, &mut committed).await;
+        if let Err(error) = source.close().await {
+            tracing::warn!(source = %self.id, %error, "closing the source failed");
+        }
         if !uncommitted.is_empty() && failure.is_none() {
             failure = Some(RuntimeError::Source {
                 source_id: self.id.clone(),

@@ -63,6 +63,8 @@ fn services(root: &Path) -> Vec<Service> {
                 ("KINESIS_MOCK_TLS_PORT", (kinesis - 1).to_string()),
                 ("LOG_LEVEL", "WARN".into()),
                 ("CREATE_STREAM_DURATION", "100ms".into()),
+                // Tests make their own streams; the default limit (50 shards) fills up.
+                ("SHARD_LIMIT", "5000".into()),
                 ("DELETE_STREAM_DURATION", "100ms".into()),
                 // The seeds' two streams, for trying things by hand; tests make their own.
                 ("INITIALIZE_STREAMS", "ride_events:1,ride_predictions:1".into()),

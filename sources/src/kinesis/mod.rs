@@ -6,7 +6,7 @@
 //! type = "kinesis"
 //! stream = "ride_events"
 //! starting_position = "trim_horizon"      # or "latest", "at_timestamp" (with at_timestamp = <epoch s>)
-//! checkpoint = { type = "file", path = ".tributary/ride_events.json" }
+//! checkpoint = { path = ".tributary/ride_events.json" }   # or { lease_table = "rides-app" }
 //! ```
 //!
 //! - Shards are listed at start and every `discovery_interval_ms`, so the children of a split or
@@ -21,6 +21,7 @@
 //!   is written to the checkpoint store.
 
 mod checkpoint;
+mod lease;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 pub use checkpoint::{Checkpoints, FileStore, ShardCheckpoint};
+pub use lease::{Lease, LeaseTable};
 use serde::Deserialize;
 use tributary_aws::{describe, error_code};
 use tributary_framework::config::ComponentSpec;
@@ -50,15 +52,31 @@ pub enum StartingPosition {
     AtTimestamp,
 }
 
-/// Where checkpoints are kept.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum CheckpointConfig {
-    /// A JSON file, rewritten atomically at every commit.
-    File {
-        /// The file (its folder is created).
-        path: String,
-    },
+/// Where checkpoints are kept: a file, or a DynamoDB lease table when `lease_table` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The checkpoint file, rewritten atomically at every commit (its folder is created).
+    /// Default: `.tributary/<stream>.json`. Unused with `lease_table`.
+    pub path: Option<String>,
+    /// A DynamoDB lease table (hash key `leaseKey`, type S) shared by the workers of one
+    /// application: they split the shards between them and take over those of a worker that
+    /// stops renewing. Empty or unset: the file.
+    pub lease_table: Option<String>,
+    /// This worker's id in the lease table. Default: host name, process id and start time.
+    pub worker_id: Option<String>,
+    /// A lease not renewed for this long is taken over, in milliseconds.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration_ms: u64,
+}
+
+fn default_lease_duration() -> u64 {
+    10_000
+}
+
+enum Store {
+    File(FileStore),
+    Leases(LeaseTable),
 }
 
 /// `[sources.<id>]` with `type = "kinesis"`.
@@ -73,8 +91,9 @@ pub struct KinesisSourceConfig {
     pub starting_position: StartingPosition,
     /// Epoch seconds, for `starting_position = "at_timestamp"`.
     pub at_timestamp: Option<f64>,
-    /// The checkpoint store. Default: `{ type = "file", path = ".tributary/<stream>.json" }`.
-    pub checkpoint: Option<CheckpointConfig>,
+    /// The checkpoint store. Default: the file `.tributary/<stream>.json`.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     /// Least time between two GetRecords calls on one shard, in milliseconds (at least 200: the
     /// API allows 5 calls per second and shard).
     #[serde(default = "default_poll_interval")]
@@ -99,6 +118,8 @@ fn default_discovery() -> u64 {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
+    /// Held by another worker (lease table only).
+    Unowned,
     /// Some parent is not finished yet.
     Waiting,
     /// Being read.
@@ -125,8 +146,10 @@ pub struct KinesisSource {
     client: Client,
     config: KinesisSourceConfig,
     id: Arc<str>,
-    store: FileStore,
+    store: Store,
     checkpoints: Checkpoints,
+    next_lease_sync: Instant,
+    lease_interval: Duration,
     shards: BTreeMap<String, Shard>,
     next_discovery: Instant,
     ready: VecDeque<Record>,
@@ -147,12 +170,24 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
         if config.starting_position == StartingPosition::AtTimestamp && config.at_timestamp.is_none() {
             return Err(spec.error("at_timestamp", "required with starting_position = \"at_timestamp\""));
         }
-        let path = match &config.checkpoint {
-            Some(CheckpointConfig::File { path }) => path.clone(),
-            None => format!(".tributary/{}.json", config.stream),
+        let cp = &config.checkpoint;
+        let (store, checkpoints, lease_interval) = match cp.lease_table.as_deref().filter(|t| !t.is_empty()) {
+            Some(table) => {
+                let owner = cp.worker_id.clone().filter(|w| !w.is_empty()).unwrap_or_else(default_worker_id);
+                let duration = Duration::from_millis(cp.lease_duration_ms);
+                let leases = LeaseTable::open(table, &owner, duration)
+                    .await
+                    .map_err(|e| spec.error("checkpoint.lease_table", e))?;
+                let checkpoints = Checkpoints { stream: config.stream.clone(), ..Checkpoints::default() };
+                (Store::Leases(leases), checkpoints, duration / 3)
+            }
+            None => {
+                let path = cp.path.clone().unwrap_or_else(|| format!(".tributary/{}.json", config.stream));
+                let store = FileStore::new(path);
+                let checkpoints = store.load(&config.stream).map_err(|e| spec.error("checkpoint.path", e))?;
+                (Store::File(store), checkpoints, Duration::MAX)
+            }
         };
-        let store = FileStore::new(path);
-        let checkpoints = store.load(&config.stream).map_err(|e| spec.error("checkpoint", e))?;
         let client = tributary_aws::kinesis_client().await;
         let mut source = KinesisSource {
             client,
@@ -161,12 +196,21 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
             checkpoints,
             shards: BTreeMap::new(),
             next_discovery: Instant::now(),
+            next_lease_sync: Instant::now(),
+            lease_interval,
             ready: VecDeque::new(),
             config,
         };
         source.discover().await.map_err(|e| spec.error("stream", e.to_string()))?;
+        source.sync_leases().await.map_err(|e| spec.error("checkpoint", e.to_string()))?;
         Ok(Box::new(source) as Box<dyn Source>)
     })
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let started = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
 }
 
 fn unknown(shard: &str) -> ComponentError {
@@ -201,7 +245,11 @@ impl KinesisSource {
                     .map(str::to_owned)
                     .collect();
                 let finished = self.checkpoints.shards.get(&id).is_some_and(|c| c.finished);
-                let state = if finished { State::Finished } else { State::Waiting };
+                let state = match (&self.store, finished) {
+                    (_, true) => State::Finished,
+                    (Store::Leases(_), false) => State::Unowned,
+                    (Store::File(_), false) => State::Waiting,
+                };
                 tracing::debug!(source = %self.id, shard = %id, ?parents, ?state, "shard found");
                 self.shards.insert(
                     id,
@@ -231,10 +279,10 @@ impl KinesisSource {
         let ids: Vec<String> =
             self.shards.iter().filter(|(_, s)| s.state == State::Waiting).map(|(id, _)| id.clone()).collect();
         for id in ids {
-            let parents_done = self.shards[&id]
-                .parents
-                .iter()
-                .all(|p| self.shards.get(p).is_none_or(|parent| parent.state == State::Finished));
+            let parents_done = self.shards[&id].parents.iter().all(|p| {
+                self.shards.get(p).is_none_or(|parent| parent.state == State::Finished)
+                    || self.checkpoints.shards.get(p).is_some_and(|c| c.finished)
+            });
             if !parents_done {
                 continue;
             }
@@ -312,7 +360,7 @@ impl KinesisSource {
                 if shard.iterator.is_none() {
                     tracing::info!(source = %self.id, shard = %id, "shard closed (resharded); finishing it before its children");
                     shard.state = State::Closed { last: shard.last_read.clone() };
-                    self.finish_closed_shards()?;
+                    self.finish_closed_shards().await?;
                 }
                 Ok(())
             }
@@ -348,21 +396,76 @@ impl KinesisSource {
     }
 
     /// Marks closed shards whose last record is committed as finished (and saves that).
-    fn finish_closed_shards(&mut self) -> Result<(), ComponentError> {
-        let mut changed = false;
+    async fn finish_closed_shards(&mut self) -> Result<(), ComponentError> {
+        let mut finished = Vec::new();
         for (id, shard) in &mut self.shards {
             if let State::Closed { last } = &shard.state {
                 let committed = self.checkpoints.shards.get(id).and_then(|c| c.sequence.clone());
                 if last.is_none() || *last == committed {
                     shard.state = State::Finished;
                     self.checkpoints.shards.entry(id.clone()).or_default().finished = true;
-                    changed = true;
+                    finished.push(id.clone());
                     tracing::info!(source = %self.id, shard = %id, "shard finished");
                 }
             }
         }
-        if changed {
-            self.store.save(&self.checkpoints).map_err(ComponentError::Retryable)?;
+        if !finished.is_empty() {
+            self.persist(&finished).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the checkpoints of `shards` to the store. With leases, a shard whose lease was lost
+    /// stops being read here (its new owner resumes from its own checkpoint).
+    async fn persist(&mut self, shards: &[String]) -> Result<(), ComponentError> {
+        match &mut self.store {
+            Store::File(store) => store.save(&self.checkpoints).map_err(ComponentError::Retryable),
+            Store::Leases(leases) => {
+                for id in shards {
+                    let cp = self.checkpoints.shards.get(id).cloned().unwrap_or_default();
+                    if !leases.checkpoint(id, cp.sequence.as_deref(), cp.finished).await?
+                        && let Some(shard) = self.shards.get_mut(id)
+                    {
+                        shard.state = State::Unowned;
+                        shard.iterator = None;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Lease table only: renew, take and give up shards.
+    async fn sync_leases(&mut self) -> Result<(), ComponentError> {
+        let Store::Leases(leases) = &mut self.store else { return Ok(()) };
+        let shards: BTreeMap<String, Vec<String>> =
+            self.shards.iter().map(|(id, s)| (id.clone(), s.parents.clone())).collect();
+        let sync = leases.sync(&shards).await?;
+        self.next_lease_sync = Instant::now() + self.lease_interval;
+        for lease in &sync.leases {
+            let cp = self.checkpoints.shards.entry(lease.shard.clone()).or_default();
+            cp.finished = lease.finished;
+            if sync.gained.contains(&lease.shard) || !leases.held().contains(&lease.shard) {
+                cp.sequence = lease.checkpoint.clone();
+            }
+            if lease.finished
+                && let Some(shard) = self.shards.get_mut(&lease.shard)
+            {
+                shard.state = State::Finished;
+            }
+        }
+        for id in &sync.lost {
+            if let Some(shard) = self.shards.get_mut(id) {
+                shard.state = State::Unowned;
+                shard.iterator = None;
+            }
+        }
+        for id in &sync.gained {
+            if let Some(shard) = self.shards.get_mut(id)
+                && shard.state == State::Unowned
+            {
+                shard.state = State::Waiting;
+            }
         }
         Ok(())
     }
@@ -378,6 +481,9 @@ impl Source for KinesisSource {
     async fn next_batch(&mut self, max_records: usize) -> Result<Option<Vec<Record>>, ComponentError> {
         if Instant::now() >= self.next_discovery {
             self.discover().await?;
+        }
+        if Instant::now() >= self.next_lease_sync {
+            self.sync_leases().await?;
         }
         self.start_ready_shards().await?;
         if self.ready.is_empty() {
@@ -417,7 +523,15 @@ impl Source for KinesisSource {
                     Some(seq.to_string());
             }
         }
-        self.store.save(&self.checkpoints).map_err(ComponentError::Retryable)?;
-        self.finish_closed_shards()
+        let shards: Vec<String> = positions.iter().map(|p| p.partition.to_string()).collect();
+        self.persist(&shards).await?;
+        self.finish_closed_shards().await
+    }
+
+    async fn close(&mut self) -> Result<(), ComponentError> {
+        if let Store::Leases(leases) = &mut self.store {
+            leases.release_all().await;
+        }
+        Ok(())
     }
 }
