@@ -15,6 +15,22 @@ pub fn line(snapshot: &MetricsSnapshot, rate: f64) -> String {
     )
 }
 
+/// Per-source shard progress from the sources' gauges: shards read, leases held, worst lag.
+fn shards(metrics: &Metrics) -> String {
+    let mut out = String::new();
+    for (source, gauges) in metrics.gauges() {
+        let find = |name: &str| gauges.iter().find(|g| g.name == name).map(|g| g.value);
+        let Some(reading) = find("shards_reading") else { continue };
+        let lag = gauges.iter().filter(|g| g.name == "millis_behind_latest").map(|g| g.value).fold(0.0, f64::max);
+        out.push_str(&format!(" | {source}: {reading:.0} shard(s)"));
+        if let Some(leases) = find("leases_held") {
+            out.push_str(&format!(", {leases:.0} lease(s)"));
+        }
+        out.push_str(&format!(", lag {:.1} s", lag / 1000.0));
+    }
+    out
+}
+
 /// Redraws the status line on stderr every 250 ms until `stop` is cancelled, then prints the
 /// final counters on their own line.
 pub async fn show(metrics: Arc<Metrics>, stop: CancellationToken) {
@@ -34,7 +50,7 @@ pub async fn show(metrics: Arc<Metrics>, stop: CancellationToken) {
         }
         last = (Instant::now(), snap.records_in);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{}", line(&snap, rate));
+        let _ = write!(err, "\r\x1b[2K{}{}", line(&snap, rate), shards(&metrics));
         let _ = err.flush();
     }
     let snap = metrics.snapshot();

@@ -69,6 +69,12 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// Values the source reports about itself (per-shard lag, leases held), exported as gauges
+    /// by `--metrics-addr` and summarised on the status line. The default reports none.
+    fn gauges(&self) -> Vec<crate::metrics::Gauge> {
+        Vec::new()
+    }
+
     /// Called once when the source stops, after its final commit: release what it holds
     /// (leases), close connections. The default does nothing.
     ///

@@ -1,6 +1,19 @@
 //! Counters the runtime keeps for status lines, logs and (later) a metrics endpoint.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A value a source reports about itself (per-shard lag, leases held), exported as a gauge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gauge {
+    /// Metric name without prefix, e.g. `millis_behind_latest`.
+    pub name: &'static str,
+    /// Labels besides `source`, e.g. `("shard", "shardId-000000000000")`.
+    pub labels: Vec<(&'static str, String)>,
+    /// The value.
+    pub value: f64,
+}
 
 /// Pipeline-wide counters, updated by the runtime, read by anyone.
 #[derive(Debug, Default)]
@@ -11,6 +24,7 @@ pub struct Metrics {
     failed: AtomicU64,
     batches: AtomicU64,
     batch_micros: AtomicU64,
+    gauges: Mutex<BTreeMap<String, Vec<Gauge>>>,
 }
 
 /// A copy of the counters at one moment.
@@ -60,7 +74,19 @@ impl Metrics {
         }
     }
 
-    /// The counters in the Prometheus text exposition format.
+    /// Replaces the gauges a source reports.
+    pub fn set_source_gauges(&self, source: &str, gauges: Vec<Gauge>) {
+        if let Ok(mut all) = self.gauges.lock() {
+            all.insert(source.to_string(), gauges);
+        }
+    }
+
+    /// Every source's gauges, by source id.
+    pub fn gauges(&self) -> BTreeMap<String, Vec<Gauge>> {
+        self.gauges.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// The counters (and sources' gauges) in the Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
         let s = self.snapshot();
         let mut out = String::new();
@@ -75,6 +101,47 @@ impl Metrics {
         counter("failed_total", "Records neither delivered nor dead-lettered.", s.failed as f64);
         counter("batches_total", "Source batches finished.", s.batches as f64);
         counter("batch_seconds_total", "Time spent in finished batches.", s.batch_micros as f64 / 1e6);
+        let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (source, gauges) in self.gauges() {
+            for g in gauges {
+                let labels: String =
+                    g.labels.iter().map(|(k, v)| format!(",{k}=\"{}\"", v.replace('"', "'"))).collect();
+                by_name
+                    .entry(g.name)
+                    .or_default()
+                    .push(format!("tributary_{}{{source=\"{source}\"{labels}}} {}", g.name, g.value));
+            }
+        }
+        for (name, lines) in by_name {
+            out.push_str(&format!("# TYPE tributary_{name} gauge\n"));
+            for line in lines {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_counters_and_labelled_gauges() {
+        let m = Metrics::default();
+        m.add_in(3);
+        m.set_source_gauges(
+            "rides",
+            vec![
+                Gauge { name: "millis_behind_latest", labels: vec![("shard", "shardId-0".into())], value: 1500.0 },
+                Gauge { name: "leases_held", labels: Vec::new(), value: 2.0 },
+            ],
+        );
+        let text = m.prometheus();
+        assert!(text.contains("# TYPE tributary_records_in_total counter\ntributary_records_in_total 3\n"), "{text}");
+        assert!(text.contains("# TYPE tributary_millis_behind_latest gauge\n"), "{text}");
+        assert!(text.contains("tributary_millis_behind_latest{source=\"rides\",shard=\"shardId-0\"} 1500\n"), "{text}");
+        assert!(text.contains("tributary_leases_held{source=\"rides\"} 2\n"), "{text}");
     }
 }

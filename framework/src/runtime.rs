@@ -187,6 +187,7 @@ impl Driver {
                 () = self.stop.cancelled() => { reading = false; continue; }
                 read = source.next_batch(self.settings.batch_size) => read,
             };
+            self.graph.metrics.set_source_gauges(&self.id, source.gauges());
             match read {
                 Ok(Some(records)) if records.is_empty() => {}
                 Ok(Some(records)) => {

@@ -36,6 +36,7 @@ pub use lease::{Lease, LeaseTable};
 use serde::Deserialize;
 use tributary_aws::{describe, error_code};
 use tributary_framework::config::ComponentSpec;
+use tributary_framework::metrics::Gauge;
 use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Offset, Position, Record, Source};
 
@@ -469,11 +470,6 @@ impl KinesisSource {
         }
         Ok(())
     }
-
-    /// Per-shard lag (MillisBehindLatest of the last read), for status output.
-    pub fn lag(&self) -> BTreeMap<String, i64> {
-        self.shards.iter().map(|(id, s)| (id.clone(), s.millis_behind)).collect()
-    }
 }
 
 #[async_trait]
@@ -526,6 +522,23 @@ impl Source for KinesisSource {
         let shards: Vec<String> = positions.iter().map(|p| p.partition.to_string()).collect();
         self.persist(&shards).await?;
         self.finish_closed_shards().await
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        let reading: Vec<(&String, &Shard)> = self.shards.iter().filter(|(_, s)| s.state == State::Reading).collect();
+        let mut gauges: Vec<Gauge> = reading
+            .iter()
+            .map(|(id, s)| Gauge {
+                name: "millis_behind_latest",
+                labels: vec![("shard", (*id).clone())],
+                value: s.millis_behind as f64,
+            })
+            .collect();
+        gauges.push(Gauge { name: "shards_reading", labels: Vec::new(), value: reading.len() as f64 });
+        if let Store::Leases(leases) = &self.store {
+            gauges.push(Gauge { name: "leases_held", labels: Vec::new(), value: leases.held().len() as f64 });
+        }
+        gauges
     }
 
     async fn close(&mut self) -> Result<(), ComponentError> {
