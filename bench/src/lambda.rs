@@ -96,10 +96,8 @@ fn measure(mut command: Command) -> Result<(f64, f64, u64)> {
     Ok((init_ms, result["batch_ms"].as_f64().unwrap_or(f64::NAN), result["peak_rss_kb"].as_u64().unwrap_or(0)))
 }
 
-/// Runs both handlers `runs` times over `batches` batches and prints the comparison.
-pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Result<()> {
-    let events = dir.join("events.json");
-    write_events(&events, 20).await?;
+/// The scikit-learn pipeline of the committed model (same seed), pickled for the Python references.
+pub fn reference_model(root: &Path) -> Result<std::path::PathBuf> {
     let model_dir = root.join("target/bench/model");
     let pickle = model_dir.join("model.pkl");
     if !pickle.is_file() {
@@ -114,6 +112,14 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
             bail!("training the reference scikit-learn model failed");
         }
     }
+    Ok(pickle)
+}
+
+/// Runs both handlers `runs` times over `batches` batches and prints the comparison.
+pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Result<()> {
+    let events = dir.join("events.json");
+    write_events(&events, 20).await?;
+    let pickle = reference_model(root)?;
     let bench_bin = std::env::current_exe()?;
     let kinesis = tributary_aws::kinesis_client().await;
     // kinesis-mock's PutRecords slows down as a stream grows: every process writes to a new one.

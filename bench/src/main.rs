@@ -11,9 +11,12 @@
 //!    per 100-record Kinesis batch (decode, predict, put to kinesis-mock on loopback), process
 //!    start to ready, peak RSS. Needs the local services (`cargo xtask bench` starts them).
 //!
+//! 5. One Kinesis worker end to end against a Python consumer written the seeds' way.
+//!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
 mod lambda;
+mod worker;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,6 +39,14 @@ fn main() -> Result<()> {
         return runtime.block_on(lambda::handler_process(&args[2..]));
     }
     let quick = args.iter().any(|a| a == "--quick");
+    // `--sections 4,5` runs only those.
+    let sections: Vec<u32> = args
+        .iter()
+        .position(|a| a == "--sections")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| (1..=5).collect());
+    let wants = |n: u32| sections.contains(&n);
     println!("## tributary benchmarks\n");
     println!(
         "machine: {}, {} cores; {}\n",
@@ -45,34 +56,50 @@ fn main() -> Result<()> {
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
-    println!("| batch size | records | records/s per CPU-second (median of 5) | records/s wall | us/record (CPU) |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (batch, records) in [(1usize, 20_000usize), (100, 200_000), (1_000, 1_000_000)] {
-        let records = if quick { records / 20 } else { records };
-        let (per_cpu, per_wall) = runtime.block_on(processing_rate(batch, records))?;
-        println!("| {batch} | {records} | {per_cpu:.0} | {per_wall:.0} | {:.2} |", 1e6 / per_cpu);
+    if wants(1) {
+        println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
+        println!(
+            "| batch size | records | records/s per CPU-second (median of 5) | records/s wall | us/record (CPU) |"
+        );
+        println!("|---:|---:|---:|---:|---:|");
+        for (batch, records) in [(1usize, 20_000usize), (100, 200_000), (1_000, 1_000_000)] {
+            let records = if quick { records / 20 } else { records };
+            let (per_cpu, per_wall) = runtime.block_on(processing_rate(batch, records))?;
+            println!("| {batch} | {records} | {per_cpu:.0} | {per_wall:.0} | {:.2} |", 1e6 / per_cpu);
+        }
     }
 
     let bin = PathBuf::from(std::env::var("TRIBUTARY_BIN").context("TRIBUTARY_BIN: run through `cargo xtask bench`")?);
     let dir = tempfile::tempdir()?;
-    println!("\n### 2. Process start to first prediction (`tributary run`, model from a local file)\n");
-    let first = start_to_first_prediction(&bin, dir.path(), if quick { 3 } else { 11 })?;
-    println!("median {:.1} ms, min {:.1} ms, max {:.1} ms over {} runs\n", first.0, first.1, first.2, first.3);
+    if wants(2) {
+        println!("\n### 2. Process start to first prediction (`tributary run`, model from a local file)\n");
+        let first = start_to_first_prediction(&bin, dir.path(), if quick { 3 } else { 11 })?;
+        println!("median {:.1} ms, min {:.1} ms, max {:.1} ms over {} runs\n", first.0, first.1, first.2, first.3);
+    }
 
-    let count = if quick { 100_000 } else { 2_000_000 };
-    println!("### 3. Peak memory of `tributary run` (generator -> ride_duration -> blackhole, {count} records)\n");
-    let (rss_kb, secs) = peak_rss(&bin, dir.path(), count)?;
-    println!(
-        "peak RSS {:.1} MB; {:.0} records/s wall for the whole process\n",
-        rss_kb as f64 / 1024.0,
-        count as f64 / secs
-    );
+    if wants(3) {
+        let count = if quick { 100_000 } else { 2_000_000 };
+        println!("### 3. Peak memory of `tributary run` (generator -> ride_duration -> blackhole, {count} records)\n");
+        let (rss_kb, secs) = peak_rss(&bin, dir.path(), count)?;
+        println!(
+            "peak RSS {:.1} MB; {:.0} records/s wall for the whole process\n",
+            rss_kb as f64 / 1024.0,
+            count as f64 / secs
+        );
+    }
 
-    println!(
-        "### 4. Lambda handler: tributary vs the seeds' Python handler (100-record Kinesis batches, kinesis-mock on loopback)\n"
-    );
-    runtime.block_on(lambda::compare(&root, dir.path(), if quick { 5 } else { 20 }, if quick { 1 } else { 3 }))?;
+    if wants(4) {
+        println!(
+            "### 4. Lambda handler: tributary vs the seeds' Python handler (100-record Kinesis batches, kinesis-mock on loopback)\n"
+        );
+        runtime.block_on(lambda::compare(&root, dir.path(), if quick { 5 } else { 20 }, if quick { 1 } else { 3 }))?;
+    }
+
+    if wants(5) {
+        println!("### 5. Kinesis worker end to end (kinesis-mock on loopback)\n");
+        let pickle = lambda::reference_model(&root)?;
+        runtime.block_on(worker::compare(&root, &bin, &pickle, if quick { 500 } else { 2000 }))?;
+    }
     Ok(())
 }
 
