@@ -235,3 +235,91 @@ async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_is_kille
     let after_stop = owners(&table).await;
     assert!(after_stop.values().all(Option::is_none), "leases not released: {after_stop:?}");
 }
+
+/// GetRecords calls 3 to 6 are throttled (more than the SDK's own three attempts), call 10 finds
+/// its iterator expired.
+fn throttle_then_expire(n: usize) -> Option<&'static str> {
+    match n {
+        3..=6 => Some("ProvisionedThroughputExceededException"),
+        10 => Some("ExpiredIteratorException"),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn throttling_and_an_expired_iterator_are_survived_without_loss_or_repeats() {
+    let client = kinesis().await;
+    let upstream =
+        common::required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let (proxy, counts) = common::fault_proxy::start(upstream, throttle_then_expire).await;
+    let (input, output) = (unique("rides"), unique("predictions"));
+    create_stream(&client, &input, 2).await;
+    create_stream(&client, &output, 1).await;
+    put(&input, &rides(1..=300));
+
+    let checkpoints = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .current_dir(root())
+        .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
+        .env("INPUT_STREAM", &input)
+        .env("PREDICTIONS_STREAM_NAME", &output)
+        .env("CHECKPOINT_DIR", checkpoints.path())
+        .env("TRIBUTARY_SOURCES__RIDES__MAX_RECORDS_PER_CALL", "20")
+        .env_remove("LEASE_TABLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ids = wait_for(&client, &output, 300).await;
+    signal(&run, "-INT");
+    let finished = run.wait_with_output().unwrap();
+    assert!(finished.status.success());
+    let log = String::from_utf8_lossy(&finished.stderr);
+    assert!(
+        log.contains("read failed; backing off") && log.contains("ProvisionedThroughputExceededException"),
+        "{log}"
+    );
+    assert!(log.contains("shard iterator expired; getting a new one"), "{log}");
+    assert!(counts.injected.load(std::sync::atomic::Ordering::SeqCst) >= 5, "faults were injected");
+    let duplicates = assert_all_once_or_more(&ids, 300);
+    assert_eq!(duplicates, 0, "an expired iterator resumes after the last record read");
+}
+
+#[tokio::test]
+async fn a_shard_split_while_the_worker_runs_is_followed() {
+    let client = kinesis().await;
+    let (input, output) = (unique("rides"), unique("predictions"));
+    create_stream(&client, &input, 1).await;
+    create_stream(&client, &output, 1).await;
+    put(&input, &rides(1..=200));
+    let checkpoints = tempfile::tempdir().unwrap();
+    let mut run = worker(&input, &output, checkpoints.path());
+    wait_for(&client, &output, 50).await;
+    let shards = client.list_shards().stream_name(&input).send().await.unwrap();
+    let parent = &shards.shards()[0];
+    let range = parent.hash_key_range().unwrap();
+    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
+        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
+        .to_string();
+    client
+        .split_shard()
+        .stream_name(&input)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key(middle)
+        .send()
+        .await
+        .expect("SplitShard on kinesis-mock");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put(&input, &rides(201..=300));
+    let ids = wait_for(&client, &output, 300).await;
+    signal(&run, "-INT");
+    assert!(run.wait().unwrap().success());
+    assert_all_once_or_more(&ids, 300);
+    let last_parent = ids.iter().rposition(|id| *id <= 200).unwrap();
+    let first_child = ids.iter().position(|id| *id > 200).unwrap();
+    assert!(last_parent < first_child, "a child record was delivered before the parent's last one");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.path().join(format!("{input}.json"))).unwrap()).unwrap();
+    assert_eq!(checkpoint["shards"].as_object().unwrap().len(), 3, "{checkpoint}");
+}

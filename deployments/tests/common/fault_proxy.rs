@@ -1,0 +1,96 @@
+//! A loopback HTTP/1.1 proxy in front of kinesis-mock that injects Kinesis errors into chosen
+//! GetRecords calls (kinesis-mock itself never throttles and its iterators live 5 minutes).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Which error, if any, the n-th GetRecords call (1-based) gets.
+pub type Plan = fn(usize) -> Option<&'static str>;
+
+/// Counts of what went through.
+#[derive(Default)]
+pub struct Counts {
+    /// GetRecords calls seen.
+    pub get_records: AtomicUsize,
+    /// Errors injected.
+    pub injected: AtomicUsize,
+}
+
+/// Starts the proxy; returns its address (`http://127.0.0.1:PORT`) and its counters.
+pub async fn start(upstream: String, plan: Plan) -> (String, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(serve(conn, upstream.clone(), plan, c.clone()));
+        }
+    });
+    (addr, counts)
+}
+
+/// Reads one HTTP/1.1 message (head and a content-length body); `None` at end of stream.
+async fn read_message<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).await.ok()?;
+    Some((head, body))
+}
+
+async fn serve(conn: TcpStream, upstream: String, plan: Plan, counts: Arc<Counts>) {
+    let (client_read, mut client_write) = conn.into_split();
+    let mut client = BufReader::new(client_read);
+    let mut up: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> = None;
+    while let Some((head, body)) = read_message(&mut client).await {
+        let get_records = head.to_ascii_lowercase().contains("x-amz-target: kinesis_20131202.getrecords");
+        if get_records {
+            let n = counts.get_records.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(error) = plan(n) {
+                counts.injected.fetch_add(1, Ordering::SeqCst);
+                let payload = format!("{{\"__type\":\"{error}\",\"message\":\"injected by the test proxy\"}}");
+                let response = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-requestid: injected-{n}\r\ncontent-length: {}\r\n\r\n{payload}",
+                    payload.len()
+                );
+                if client_write.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        if up.is_none() {
+            let Ok(stream) = TcpStream::connect(&upstream).await else { return };
+            let (r, w) = stream.into_split();
+            up = Some((BufReader::new(r), w));
+        }
+        let Some((up_read, up_write)) = up.as_mut() else { return };
+        if up_write.write_all(head.as_bytes()).await.is_err() || up_write.write_all(&body).await.is_err() {
+            return;
+        }
+        let Some((response_head, response_body)) = read_message(up_read).await else { return };
+        if client_write.write_all(response_head.as_bytes()).await.is_err()
+            || client_write.write_all(&response_body).await.is_err()
+        {
+            return;
+        }
+    }
+}
