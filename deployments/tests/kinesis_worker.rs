@@ -14,19 +14,44 @@ use aws_sdk_kinesis::Client;
 use common::{create_stream, kinesis, put, read_stream, ride, root, unique};
 use serde_json::Value;
 
-fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .current_dir(root())
+/// `tributary run` with kinesis-worker.toml from `input` to `output`; callers add the rest.
+fn worker_command(input: &str, output: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.current_dir(root())
         .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
         .env("INPUT_STREAM", input)
         .env("PREDICTIONS_STREAM_NAME", output)
+        .env_remove("RUN_ID")
+        .env_remove("MODEL_LOCATION")
+        .env_remove("LEASE_TABLE")
+        .stdout(Stdio::null());
+    cmd
+}
+
+/// Splits the only shard of `stream` in two halves of its hash key range.
+async fn split_only_shard(client: &Client, stream: &str) {
+    let shards = client.list_shards().stream_name(stream).send().await.unwrap();
+    let parent = &shards.shards()[0];
+    let range = parent.hash_key_range().unwrap();
+    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
+        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
+        .to_string();
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(parent.shard_id())
+        .new_starting_hash_key(middle)
+        .send()
+        .await
+        .expect("SplitShard on kinesis-mock");
+}
+
+fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {
+    worker_command(input, output)
         .env("CHECKPOINT_DIR", checkpoints)
         .env("TRIBUTARY_PIPELINE__BATCH_SIZE", "50")
         .env("TRIBUTARY_PIPELINE__COMMIT_INTERVAL_MS", "200")
         .env("TRIBUTARY_SOURCES__RIDES__DISCOVERY_INTERVAL_MS", "500")
-        .env_remove("RUN_ID")
-        .env_remove("MODEL_LOCATION")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start tributary run")
@@ -84,11 +109,21 @@ async fn stop_mid_stream_and_resume(kill: bool) -> usize {
 
     let mut first = worker(&input, &output, checkpoints.path());
     wait_for(&client, &output, 200).await;
+    // Stop once every shard has a checkpoint (before that, a kill would race the first commits).
+    let checkpoint_file = checkpoints.path().join(format!("{input}.json"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(&checkpoint_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_none_or(|c| c["shards"].as_object().map_or(0, serde_json::Map::len) < 4)
+    {
+        assert!(Instant::now() < deadline, "no checkpoint for every shard");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(&first, if kill { "-KILL" } else { "-INT" });
     let status = first.wait().unwrap();
     assert_eq!(status.success(), !kill, "{status}");
-    let checkpoint: Value =
-        serde_json::from_slice(&std::fs::read(checkpoints.path().join(format!("{input}.json"))).unwrap()).unwrap();
+    let checkpoint: Value = serde_json::from_slice(&std::fs::read(&checkpoint_file).unwrap()).unwrap();
     assert_eq!(checkpoint["shards"].as_object().unwrap().len(), 4, "{checkpoint}");
 
     put(&input, &rides(1001..=1200));
@@ -119,20 +154,7 @@ async fn a_split_shard_is_finished_before_its_children_start() {
     create_stream(&client, &input, 1).await;
     create_stream(&client, &output, 1).await;
     put(&input, &rides(1..=300));
-    let shards = client.list_shards().stream_name(&input).send().await.unwrap();
-    let parent = &shards.shards()[0];
-    let range = parent.hash_key_range().unwrap();
-    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
-        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
-        .to_string();
-    client
-        .split_shard()
-        .stream_name(&input)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key(middle)
-        .send()
-        .await
-        .expect("SplitShard on kinesis-mock");
+    split_only_shard(&client, &input).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     put(&input, &rides(301..=400));
 
@@ -164,19 +186,12 @@ async fn owners(table: &str) -> std::collections::BTreeMap<String, Option<String
 }
 
 fn leased_worker(input: &str, output: &str, table: &str, id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .current_dir(root())
-        .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
-        .env("INPUT_STREAM", input)
-        .env("PREDICTIONS_STREAM_NAME", output)
+    worker_command(input, output)
         .env("LEASE_TABLE", table)
         .env("TRIBUTARY_SOURCES__RIDES__CHECKPOINT__WORKER_ID", id)
         .env("TRIBUTARY_SOURCES__RIDES__CHECKPOINT__LEASE_DURATION_MS", "3000")
         .env("TRIBUTARY_PIPELINE__BATCH_SIZE", "50")
         .env("TRIBUTARY_PIPELINE__COMMIT_INTERVAL_MS", "200")
-        .env_remove("RUN_ID")
-        .env_remove("MODEL_LOCATION")
-        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start tributary run")
@@ -258,16 +273,10 @@ async fn throttling_and_an_expired_iterator_are_survived_without_loss_or_repeats
     put(&input, &rides(1..=300));
 
     let checkpoints = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .current_dir(root())
-        .args(["run", "--no-status", "--config", "deployments/config/kinesis-worker.toml"])
+    let run = worker_command(&input, &output)
         .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
-        .env("INPUT_STREAM", &input)
-        .env("PREDICTIONS_STREAM_NAME", &output)
         .env("CHECKPOINT_DIR", checkpoints.path())
         .env("TRIBUTARY_SOURCES__RIDES__MAX_RECORDS_PER_CALL", "20")
-        .env_remove("LEASE_TABLE")
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -296,20 +305,7 @@ async fn a_shard_split_while_the_worker_runs_is_followed() {
     let checkpoints = tempfile::tempdir().unwrap();
     let mut run = worker(&input, &output, checkpoints.path());
     wait_for(&client, &output, 50).await;
-    let shards = client.list_shards().stream_name(&input).send().await.unwrap();
-    let parent = &shards.shards()[0];
-    let range = parent.hash_key_range().unwrap();
-    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
-        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
-        .to_string();
-    client
-        .split_shard()
-        .stream_name(&input)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key(middle)
-        .send()
-        .await
-        .expect("SplitShard on kinesis-mock");
+    split_only_shard(&client, &input).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     put(&input, &rides(201..=300));
     let ids = wait_for(&client, &output, 300).await;
