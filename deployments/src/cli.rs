@@ -37,11 +37,13 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pipeline until its sources finish or SIGINT/SIGTERM arrives.
+    /// Run a pipeline until its sources finish or SIGINT/SIGTERM arrives. With several
+    /// `--config`, runs independent pipelines in one process: each reads its own source, keeps
+    /// its own checkpoints and dead letters, and progresses at its own pace.
     Run {
-        /// The pipeline configuration (TOML).
-        #[arg(short, long, env = "TRIBUTARY_CONFIG")]
-        config: PathBuf,
+        /// The pipeline configuration (TOML); repeat for independent pipelines.
+        #[arg(short, long, env = "TRIBUTARY_CONFIG", required = true)]
+        config: Vec<PathBuf>,
         /// Never draw the live status line, even on a terminal.
         #[arg(long)]
         no_status: bool,
@@ -52,18 +54,31 @@ pub enum Command {
     /// Check a configuration and build every component (models load, files open) without
     /// reading any record.
     Validate {
-        /// The pipeline configuration (TOML).
-        #[arg(short, long, env = "TRIBUTARY_CONFIG")]
-        config: PathBuf,
+        /// The pipeline configuration (TOML); repeat to check several.
+        #[arg(short, long, env = "TRIBUTARY_CONFIG", required = true)]
+        config: Vec<PathBuf>,
     },
     /// List the plugin types this build knows.
     Plugins,
-    /// Put JSON values onto a Kinesis stream (partition key from `ride_id`).
+    /// Put JSON values onto a Kinesis stream, or a Kafka topic with `--brokers` (key from `ride_id`).
     #[cfg(feature = "kinesis")]
     Put(crate::kinesis_cli::PutArgs),
-    /// Print a Kinesis stream's records, decoded, as JSON lines.
+    /// Print a Kinesis stream's records (or a Kafka topic's, with `--brokers`), decoded, as JSON lines.
     #[cfg(feature = "kinesis")]
     Tail(crate::kinesis_cli::TailArgs),
+    /// Create a Kafka topic with a number of partitions (nothing happens if it exists).
+    #[cfg(feature = "kafka")]
+    CreateTopic {
+        /// The Kafka cluster (`host:port,...`).
+        #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// The topic's name.
+        #[arg(long)]
+        topic: String,
+        /// Partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+    },
     /// Feed a Kinesis stream to a function on a local Lambda runtime emulator, as the AWS event
     /// source mapping does.
     #[cfg(feature = "kinesis")]
@@ -98,36 +113,40 @@ pub async fn main(cli: Cli) -> ExitCode {
             println!("sinks:      {}", sinks.join(", "));
             ExitCode::SUCCESS
         }
-        Command::Validate { config } => {
-            let result = async {
-                let config = config::load(&config)?;
-                let topology = graph::topology(&config)?;
-                Pipeline::build(&config, &registry).await?;
-                Ok::<_, tributary_framework::ConfigError>((config, topology))
-            }
-            .await;
-            match result {
-                Ok((config, topology)) => {
-                    println!(
+        Command::Validate { config: paths } => {
+            for path in paths {
+                let result = async {
+                    let config = config::load(&path)?;
+                    let topology = graph::topology(&config)?;
+                    Pipeline::build(&config, &registry).await?;
+                    Ok::<_, tributary_framework::ConfigError>((config, topology))
+                }
+                .await;
+                match result {
+                    Ok((config, topology)) => println!(
                         "{}: ok ({} source(s), {} processor(s), {} sink(s))",
                         config.file,
                         topology.sources.len(),
                         topology.levels.iter().map(Vec::len).sum::<usize>(),
                         topology.sinks.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
                 }
             }
+            ExitCode::SUCCESS
         }
         Command::Run { config, no_status, metrics_addr } => run(&config, no_status, metrics_addr, &registry).await,
         #[cfg(feature = "kinesis")]
         Command::Put(args) => report(crate::kinesis_cli::put(args).await),
         #[cfg(feature = "kinesis")]
         Command::Tail(args) => report(crate::kinesis_cli::tail(args).await),
+        #[cfg(feature = "kafka")]
+        Command::CreateTopic { brokers, topic, partitions } => {
+            report(crate::kafka_cli::create_topic(&brokers, &topic, partitions).await)
+        }
         #[cfg(feature = "kinesis")]
         Command::Esm(args) => report(crate::esm::run(args).await),
     }
@@ -146,44 +165,60 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn run(
-    path: &std::path::Path,
+    paths: &[PathBuf],
     no_status: bool,
     metrics_addr: Option<std::net::SocketAddr>,
     registry: &tributary_framework::registry::Registry,
 ) -> ExitCode {
-    let pipeline = match async { Pipeline::build(&config::load(path)?, registry).await }.await {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    let mut pipelines = Vec::new();
+    for path in paths {
+        match async { Pipeline::build(&config::load(path)?, registry).await }.await {
+            Ok(p) => pipelines.push((pipeline_name(path), p)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
         }
-    };
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()));
     let status_stop = CancellationToken::new();
+    let metrics: Vec<(String, std::sync::Arc<tributary_framework::metrics::Metrics>)> =
+        pipelines.iter().map(|(name, p)| (name.clone(), p.metrics())).collect();
     if let Some(addr) = metrics_addr
-        && let Err(e) = crate::metrics_endpoint::serve(addr, pipeline.metrics(), status_stop.clone()).await
+        && let Err(e) = crate::metrics_endpoint::serve(addr, metrics.clone(), status_stop.clone()).await
     {
         eprintln!("error: --metrics-addr {addr}: {e}");
         return ExitCode::from(2);
     }
     let status = (!no_status && std::io::stderr().is_terminal())
-        .then(|| tokio::spawn(crate::status::show(pipeline.metrics(), status_stop.clone())));
-    let result = pipeline.run(shutdown).await;
+        .then(|| tokio::spawn(crate::status::show(metrics.into_iter().map(|(_, m)| m).collect(), status_stop.clone())));
+    // Independent pipelines: each runs to its own end; a failing one does not stop the others.
+    let runs = pipelines.into_iter().map(|(name, pipeline)| {
+        let shutdown = shutdown.clone();
+        async move { (name, pipeline.run(shutdown).await) }
+    });
+    let results = futures::future::join_all(runs).await;
     status_stop.cancel();
     if let Some(status) = status {
         let _ = status.await;
     }
-    match result {
-        Ok(summary) => {
-            tracing::info!(?summary.metrics, "pipeline finished");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    let mut code = ExitCode::SUCCESS;
+    for (name, result) in results {
+        match result {
+            Ok(summary) => tracing::info!(pipeline = %name, ?summary.metrics, "pipeline finished"),
+            Err(e) => {
+                eprintln!("error: {name}: {e}");
+                code = ExitCode::FAILURE;
+            }
         }
     }
+    code
+}
+
+/// A pipeline's name in logs and metrics labels: its config file's stem.
+fn pipeline_name(path: &std::path::Path) -> String {
+    path.file_stem().map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.

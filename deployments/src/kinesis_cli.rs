@@ -19,19 +19,26 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{describe, kinesis_client as client};
+use tributary_framework::template::Template;
 use tributary_sinks::kinesis::MAX_RECORDS_PER_CALL;
-use tributary_sinks::template::Template;
 
 /// `tributary put`.
 #[derive(Debug, Args)]
 pub struct PutArgs {
-    /// The stream's name.
-    #[arg(long)]
+    /// The stream's name (with `--brokers`: the Kafka topic's).
+    #[arg(long, visible_alias = "topic")]
     pub stream: String,
+    /// Put to this Kafka cluster (`host:port,...`) instead of Kinesis.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
     /// Partition key template over each value's fields (`{dotted.path}`); values without the
-    /// field use their position in the input.
+    /// field use their position in the input (Kinesis) or get no key (Kafka).
     #[arg(long, default_value = "{ride_id}")]
     pub partition_key: String,
+    /// Put each input line as it is, without parsing it as JSON (to try how a pipeline handles
+    /// malformed records). The key template still applies to lines that are JSON.
+    #[arg(long)]
+    pub raw: bool,
     /// JSON values to put; without any, JSON values are read from stdin (one per line, or
     /// concatenated documents).
     pub values: Vec<String>,
@@ -49,18 +56,38 @@ pub enum From {
 /// `tributary tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// The stream's name.
-    #[arg(long)]
+    /// The stream's name (with `--brokers`: the Kafka topic's).
+    #[arg(long, visible_alias = "topic")]
     pub stream: String,
+    /// Read from this Kafka cluster (`host:port,...`) instead of Kinesis.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
     /// Where to start in every shard.
     #[arg(long, value_enum, default_value_t = From::TrimHorizon)]
     pub from: From,
     /// Keep polling for new records (Ctrl-C to stop); otherwise stop once every shard is caught up.
     #[arg(long)]
     pub follow: bool,
-    /// Print each record with its shard, sequence number and partition key.
+    /// Print each record with its shard, sequence number and partition key (Kafka: partition,
+    /// offset and key).
     #[arg(long)]
     pub metadata: bool,
+}
+
+/// Writes one JSON line to stdout; an error means the reader went away.
+pub fn print_line(value: &Value) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()
+}
+
+/// One record to put: its bytes and, when the key template renders, its key.
+pub struct Message {
+    /// The payload.
+    pub data: Vec<u8>,
+    /// The partition key (Kinesis: the input position when `None`; Kafka: no key).
+    pub key: Option<String>,
 }
 
 /// Runs `put`.
@@ -76,21 +103,38 @@ pub async fn put(args: PutArgs) -> Result<()> {
     } else {
         args.values.join("\n")
     };
-    let values: Vec<Value> = serde_json::Deserializer::from_str(&text)
-        .into_iter::<Value>()
-        .collect::<Result<_, _>>()
-        .context("input is not a sequence of JSON values")?;
+    let messages: Vec<Message> = if args.raw {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| Message {
+                data: line.as_bytes().to_vec(),
+                key: serde_json::from_str::<Value>(line).ok().and_then(|v| template.render(&v)),
+            })
+            .collect()
+    } else {
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map(|v| {
+                let v = v?;
+                Ok(Message { data: serde_json::to_vec(&v)?, key: template.render(&v) })
+            })
+            .collect::<Result<_>>()
+            .context("input is not a sequence of JSON values (use --raw to put lines as they are)")?
+    };
+    if let Some(brokers) = &args.brokers {
+        return put_kafka(brokers, &args.stream, &messages).await;
+    }
     let client = client().await;
     let mut put = 0;
-    for (chunk_index, chunk) in values.chunks(MAX_RECORDS_PER_CALL).enumerate() {
+    for (chunk_index, chunk) in messages.chunks(MAX_RECORDS_PER_CALL).enumerate() {
         let mut pending: Vec<(usize, PutRecordsRequestEntry)> = chunk
             .iter()
             .enumerate()
-            .map(|(i, value)| {
+            .map(|(i, message)| {
                 let position = chunk_index * MAX_RECORDS_PER_CALL + i;
-                let key = template.render(value).unwrap_or_else(|| position.to_string());
+                let key = message.key.clone().unwrap_or_else(|| position.to_string());
                 let entry = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(serde_json::to_vec(value)?))
+                    .data(Blob::new(message.data.clone()))
                     .partition_key(key)
                     .build()?;
                 Ok((position, entry))
@@ -139,6 +183,9 @@ pub async fn put(args: PutArgs) -> Result<()> {
 /// # Errors
 /// A missing stream or an API error.
 pub async fn tail(args: TailArgs) -> Result<()> {
+    if let Some(brokers) = &args.brokers {
+        return tail_kafka(brokers, &args).await;
+    }
     let client = client().await;
     let mut iterators: BTreeMap<String, Option<String>> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
@@ -170,14 +217,15 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                 let data = record.data().as_ref();
                 let value = serde_json::from_slice::<Value>(data)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
-                if args.metadata {
-                    println!(
-                        "{}",
-                        json!({"shard": shard, "sequence_number": record.sequence_number(),
-                               "partition_key": record.partition_key(), "data": value})
-                    );
+                let line = if args.metadata {
+                    json!({"shard": shard, "sequence_number": record.sequence_number(),
+                           "partition_key": record.partition_key(), "data": value})
                 } else {
-                    println!("{value}");
+                    value
+                };
+                if print_line(&line).is_err() {
+                    // The reader went away (`| head`): stop quietly.
+                    return Ok(());
                 }
             }
             if !output.records().is_empty() || output.millis_behind_latest().unwrap_or(0) > 0 {
@@ -210,4 +258,24 @@ async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
             return Ok(shards);
         }
     }
+}
+
+#[cfg(feature = "kafka")]
+async fn put_kafka(brokers: &str, topic: &str, messages: &[Message]) -> Result<()> {
+    crate::kafka_cli::put(brokers, topic, messages).await
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn put_kafka(_: &str, _: &str, _: &[Message]) -> Result<()> {
+    bail!("this build has no Kafka support (feature `kafka`)")
+}
+
+#[cfg(feature = "kafka")]
+fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>> {
+    crate::kafka_cli::tail(brokers.to_string(), args.stream.clone(), args.from, args.follow, args.metadata)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn tail_kafka(_: &str, _: &TailArgs) -> impl Future<Output = Result<()>> {
+    async { bail!("this build has no Kafka support (feature `kafka`)") }
 }

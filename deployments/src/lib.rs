@@ -7,6 +7,8 @@
 pub mod cli;
 #[cfg(feature = "kinesis")]
 pub mod esm;
+#[cfg(feature = "kafka")]
+pub mod kafka_cli;
 #[cfg(feature = "kinesis")]
 pub mod kinesis_cli;
 #[cfg(feature = "lambda")]
@@ -23,15 +25,25 @@ pub fn registry() -> Registry {
         .source("stdin", tributary_sources::stdin::build)
         .source("generator", tributary_sources::generator::build)
         .source("lambda", tributary_sources::lambda::build)
+        .processor("copyright", tributary_processors::moderation::build_copyright)
+        .processor("nsfw", tributary_processors::moderation::build_nsfw)
+        .processor("violence", tributary_processors::moderation::build_violence)
+        .processor("merge", tributary_processors::moderation::merge::build)
         .sink("stdout", tributary_sinks::console::build_stdout)
         .sink("stderr", tributary_sinks::console::build_stderr)
         .sink("file", tributary_sinks::file::build)
         .sink("blackhole", tributary_sinks::blackhole::build);
     #[cfg(feature = "onnx")]
-    let registry = registry.processor("ride_duration", tributary_processors::ride_duration::build);
+    let registry = registry
+        .processor("onnx", tributary_processors::onnx::build)
+        .processor("ride_duration", tributary_processors::ride_duration::build)
+        .processor("tip", tributary_processors::tip::build);
     #[cfg(feature = "kinesis")]
     let registry =
         registry.source("kinesis", tributary_sources::kinesis::build).sink("kinesis", tributary_sinks::kinesis::build);
+    #[cfg(feature = "kafka")]
+    let registry =
+        registry.source("kafka", tributary_sources::kafka::build).sink("kafka", tributary_sinks::kafka::build);
     #[cfg(feature = "s3")]
     let registry = registry.sink("s3", tributary_sinks::s3::build);
     registry

@@ -32,8 +32,10 @@ fn shards(metrics: &Metrics) -> String {
 }
 
 /// Redraws the status line on stderr every 250 ms until `stop` is cancelled, then prints the
-/// final counters on their own line.
-pub async fn show(metrics: Arc<Metrics>, stop: CancellationToken) {
+/// final counters on their own line. Several pipelines' counters are summed; their sources'
+/// shard progress is listed one after the other.
+pub async fn show(pipelines: Vec<Arc<Metrics>>, stop: CancellationToken) {
+    let total = || MetricsSnapshot::sum(pipelines.iter().map(|m| m.snapshot()));
     let started = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut rate = 0.0;
@@ -43,17 +45,18 @@ pub async fn show(metrics: Arc<Metrics>, stop: CancellationToken) {
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let snap = metrics.snapshot();
+        let snap = total();
         let dt = last.0.elapsed().as_secs_f64();
         if dt > 0.0 {
             rate = 0.7 * rate + 0.3 * (snap.records_in.saturating_sub(last.1)) as f64 / dt;
         }
         last = (Instant::now(), snap.records_in);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{}{}", line(&snap, rate), shards(&metrics));
+        let _ =
+            write!(err, "\r\x1b[2K{}{}", line(&snap, rate), pipelines.iter().map(|m| shards(m)).collect::<String>());
         let _ = err.flush();
     }
-    let snap = metrics.snapshot();
+    let snap = total();
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "\r\x1b[2K{} (average over {secs:.1} s)", line(&snap, snap.records_in as f64 / secs));

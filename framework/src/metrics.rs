@@ -88,39 +88,70 @@ impl Metrics {
 
     /// The counters (and sources' gauges) in the Prometheus text exposition format.
     pub fn prometheus(&self) -> String {
-        let s = self.snapshot();
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: f64| {
-            out.push_str(&format!(
-                "# HELP tributary_{name} {help}\n# TYPE tributary_{name} counter\ntributary_{name} {value}\n"
-            ));
-        };
-        counter("records_in_total", "Records read from sources.", s.records_in as f64);
-        counter("outputs_delivered_total", "Outputs sinks confirmed.", s.outputs_delivered as f64);
-        counter("dead_lettered_total", "Records written to the dead-letter destination.", s.dead_lettered as f64);
-        counter("failed_total", "Records neither delivered nor dead-lettered.", s.failed as f64);
-        counter("batches_total", "Source batches finished.", s.batches as f64);
-        counter("batch_seconds_total", "Time spent in finished batches.", s.batch_micros as f64 / 1e6);
-        let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (source, gauges) in self.gauges() {
+        prometheus(&[("", self)])
+    }
+}
+
+impl MetricsSnapshot {
+    /// The sum of several pipelines' counters.
+    pub fn sum(snapshots: impl IntoIterator<Item = MetricsSnapshot>) -> MetricsSnapshot {
+        snapshots.into_iter().fold(MetricsSnapshot::default(), |a, b| MetricsSnapshot {
+            records_in: a.records_in + b.records_in,
+            outputs_delivered: a.outputs_delivered + b.outputs_delivered,
+            dead_lettered: a.dead_lettered + b.dead_lettered,
+            failed: a.failed + b.failed,
+            batches: a.batches + b.batches,
+            batch_micros: a.batch_micros + b.batch_micros,
+        })
+    }
+}
+
+/// Several pipelines' counters and gauges in the Prometheus text format; each series is
+/// labelled `pipeline="<name>"` unless the name is empty (a process with one pipeline).
+pub fn prometheus(pipelines: &[(&str, &Metrics)]) -> String {
+    let label = |name: &str| if name.is_empty() { String::new() } else { format!("pipeline=\"{name}\"") };
+    let mut out = String::new();
+    type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> f64);
+    let counters: [Counter; 6] = [
+        ("records_in_total", "Records read from sources.", |s| s.records_in as f64),
+        ("outputs_delivered_total", "Outputs sinks confirmed.", |s| s.outputs_delivered as f64),
+        ("dead_lettered_total", "Records written to the dead-letter destination.", |s| s.dead_lettered as f64),
+        ("failed_total", "Records neither delivered nor dead-lettered.", |s| s.failed as f64),
+        ("batches_total", "Source batches finished.", |s| s.batches as f64),
+        ("batch_seconds_total", "Time spent in finished batches.", |s| s.batch_micros as f64 / 1e6),
+    ];
+    let snapshots: Vec<MetricsSnapshot> = pipelines.iter().map(|(_, m)| m.snapshot()).collect();
+    for (name, help, value) in counters {
+        out.push_str(&format!("# HELP tributary_{name} {help}\n# TYPE tributary_{name} counter\n"));
+        for ((pipeline, _), snapshot) in pipelines.iter().zip(&snapshots) {
+            let labels = label(pipeline);
+            let labels = if labels.is_empty() { labels } else { format!("{{{labels}}}") };
+            out.push_str(&format!("tributary_{name}{labels} {}\n", value(snapshot)));
+        }
+    }
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (pipeline, metrics) in pipelines {
+        let pipeline = label(pipeline);
+        let pipeline = if pipeline.is_empty() { pipeline } else { format!(",{pipeline}") };
+        for (source, gauges) in metrics.gauges() {
             for g in gauges {
                 let labels: String =
                     g.labels.iter().map(|(k, v)| format!(",{k}=\"{}\"", v.replace('"', "'"))).collect();
                 by_name
                     .entry(g.name)
                     .or_default()
-                    .push(format!("tributary_{}{{source=\"{source}\"{labels}}} {}", g.name, g.value));
+                    .push(format!("tributary_{}{{source=\"{source}\"{pipeline}{labels}}} {}", g.name, g.value));
             }
         }
-        for (name, lines) in by_name {
-            out.push_str(&format!("# TYPE tributary_{name} gauge\n"));
-            for line in lines {
-                out.push_str(&line);
-                out.push('\n');
-            }
-        }
-        out
     }
+    for (name, lines) in by_name {
+        out.push_str(&format!("# TYPE tributary_{name} gauge\n"));
+        for line in lines {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -143,5 +174,12 @@ mod tests {
         assert!(text.contains("# TYPE tributary_millis_behind_latest gauge\n"), "{text}");
         assert!(text.contains("tributary_millis_behind_latest{source=\"rides\",shard=\"shardId-0\"} 1500\n"), "{text}");
         assert!(text.contains("tributary_leases_held{source=\"rides\"} 2\n"), "{text}");
+        let other = Metrics::default();
+        other.add_in(5);
+        let both = prometheus(&[("fan-out", &m), ("moderation", &other)]);
+        assert!(both.contains("tributary_records_in_total{pipeline=\"fan-out\"} 3\n"), "{both}");
+        assert!(both.contains("tributary_records_in_total{pipeline=\"moderation\"} 5\n"), "{both}");
+        assert_eq!(both.matches("# TYPE tributary_records_in_total counter").count(), 1, "{both}");
+        assert!(both.contains("tributary_leases_held{source=\"rides\",pipeline=\"fan-out\"} 2\n"), "{both}");
     }
 }

@@ -28,7 +28,7 @@ use tributary_framework::config::{ComponentSpec, flag};
 use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
-use crate::template::Template;
+use tributary_framework::template::Template;
 
 /// PutRecords limits.
 pub const MAX_RECORDS_PER_CALL: usize = 500;

@@ -4,6 +4,7 @@
 //! - [`stdin`]: the same formats from standard input;
 //! - [`generator`]: synthetic NYC ride events, seeded and rate-limited;
 //! - [`lambda`]: the placeholder for records that arrive with Lambda invocations;
+//! - [`kafka`] (feature `kafka`): a Kafka consumer-group member, offsets stored after delivery;
 //! - [`kinesis`] (feature `kinesis`): a Kinesis stream consumer with shard discovery,
 //!   checkpoints and resharding;
 //! - [`kinesis_event`]: decoding of the `{"Records": [...]}` documents that AWS Lambda receives
@@ -12,6 +13,8 @@
 pub mod document;
 pub mod file;
 pub mod generator;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod kinesis_event;

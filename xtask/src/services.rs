@@ -6,6 +6,7 @@
 //! | moto | S3, DynamoDB | 5000 (`MOTO_PORT`) | `.venv/bin/moto_server -H 127.0.0.1 -p 5000` |
 //! | kinesis | Kinesis Data Streams | 4568 (`KINESIS_PORT`) | kinesis-mock: `node .tools/node_modules/kinesis-local/main.js` |
 //! | lambda | the Lambda runtime and invoke APIs | 9000 (`LAMBDA_PORT`) | `cargo lambda watch --only-lambda-apis` |
+//! | kafka | an Apache Kafka broker | 9092 (`KAFKA_PORT`) | tansu: `tansu broker --storage-engine memory://tansu/` |
 //!
 //! Process ids and logs live in `.services/`.
 
@@ -37,6 +38,7 @@ fn services(root: &Path) -> Vec<Service> {
     let moto = port("MOTO_PORT", 5000);
     let kinesis = port("KINESIS_PORT", 4568);
     let lambda = port("LAMBDA_PORT", 9000);
+    let kafka = port("KAFKA_PORT", 9092);
     let kinesis_dir = root.join(".tools/node_modules").join(crate::setup::KINESIS_MOCK.0);
     vec![
         Service {
@@ -87,6 +89,27 @@ fn services(root: &Path) -> Vec<Service> {
             cwd: root.to_path_buf(),
             process_env: vec![],
             env: vec![("TRIBUTARY_LAMBDA_EMULATOR", format!("http://127.0.0.1:{lambda}"))],
+        },
+        Service {
+            name: "kafka",
+            port: kafka,
+            command: vec![
+                crate::setup::tansu_binary().display().to_string(),
+                "broker".into(),
+                "--listener-url".into(),
+                format!("tcp://127.0.0.1:{kafka}"),
+                "--advertised-listener-url".into(),
+                format!("tcp://127.0.0.1:{kafka}"),
+                "--storage-engine".into(),
+                "memory://tansu/".into(),
+            ],
+            cwd: state_dir(root),
+            process_env: vec![("RUST_LOG", "warn".into())],
+            env: vec![
+                ("KAFKA_BROKERS", format!("127.0.0.1:{kafka}")),
+                // For tests that start a broker of their own (one that is down at first).
+                ("TRIBUTARY_TANSU", crate::setup::tansu_binary().display().to_string()),
+            ],
         },
     ]
 }

@@ -6,6 +6,11 @@
 //!   `onnxruntime` wheel, where tributary looks for it.
 //! - `.tools/node_modules/kinesis-local`: kinesis-mock (npm), the local Kinesis; Node.js itself
 //!   is installed with apt when missing.
+//! - tansu (crates.io), the local Kafka broker: `cargo install`ed once into a cache outside the
+//!   clone (`$TRIBUTARY_TOOLS_CACHE`, default `~/.cache/tributary/tools`), because it takes about
+//!   ten minutes to build on two cores.
+//! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
+//!   `rdkafka` compiles librdkafka from source with TLS and zlib.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,69 @@ pub fn all(root: &Path) -> Result<()> {
     python(root)?;
     onnxruntime(root)?;
     kinesis_mock(root)?;
+    build_packages(root)?;
+    tansu(root)?;
     Ok(())
+}
+
+/// The Kafka broker used by tests and `services up`, and its pinned version.
+pub const TANSU: (&str, &str) = ("tansu", "0.6.0");
+
+/// Where tools built from source are cached, outside any clone.
+fn tools_cache() -> PathBuf {
+    std::env::var_os("TRIBUTARY_TOOLS_CACHE").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/tributary/tools"),
+        PathBuf::from,
+    )
+}
+
+/// The tansu binary.
+pub fn tansu_binary() -> PathBuf {
+    let (name, version) = TANSU;
+    tools_cache().join(format!("{name}-{version}")).join("bin").join(name)
+}
+
+fn tansu(root: &Path) -> Result<()> {
+    let binary = tansu_binary();
+    if binary.is_file() {
+        return Ok(());
+    }
+    let (name, version) = TANSU;
+    let install_root = binary.parent().and_then(Path::parent).context("tansu cache path")?.to_path_buf();
+    eprintln!(
+        "xtask: building {name} {version} (the local Kafka broker) into {}; about 10 minutes, once",
+        install_root.display()
+    );
+    run_cmd(
+        root,
+        crate::cargo()
+            .args(["install", name, "--version", version, "--locked", "--features", "dynostore", "--root"])
+            .arg(&install_root)
+            .arg("--target-dir")
+            .arg(tools_cache().join("build"))
+            // The project's CARGO_TARGET_DIR must not receive tansu's build.
+            .env_remove("CARGO_TARGET_DIR"),
+    )
+    .context("building tansu with cargo install")
+}
+
+/// Debian packages needed to build librdkafka (rdkafka-sys) from source.
+fn build_packages(root: &Path) -> Result<()> {
+    let packages = ["libssl-dev", "zlib1g-dev", "pkg-config", "make", "g++"];
+    let installed = |p: &str| {
+        Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", p])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    };
+    let missing: Vec<&str> = packages.into_iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} with apt-get (to build librdkafka)", missing.join(" "));
+    run_cmd(root, Command::new("apt-get").arg("update").arg("-q"))?;
+    run_cmd(root, Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing))
+        .with_context(|| format!("installing {}; install them by hand if apt-get is not available", missing.join(" ")))
 }
 
 fn python(root: &Path) -> Result<()> {

@@ -11,8 +11,10 @@
 //! `{"model": "ride_duration_prediction_model", "version": "<run id>",
 //!   "prediction": {"ride_duration": <minutes>, "ride_id": <as given>}}`.
 //! The whole scikit-learn pipeline (vectorisation included) is inside the ONNX graph; this
-//! module only prepares `PU_DO` and `trip_distance` as the seeds did, validates them, and runs
-//! whole batches on a blocking thread.
+//! module only prepares `PU_DO` and `trip_distance` as the seeds did and validates them (zone
+//! ids, distances), then runs whole batches through the generic `onnx` processor's
+//! [`OnnxModel`]. Without the validation, the same model is a plain `onnx` configuration
+//! (`deployments/config/fan-out.toml` shows it).
 
 pub mod config;
 pub mod features;
@@ -20,16 +22,15 @@ pub mod features;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ort::value::Tensor;
 use serde_json::{Value, json};
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Input, Outcome, Processor};
 
-use crate::model_store;
-use crate::onnx_runtime::{OnnxError, SessionPool};
 pub use config::RideDurationConfig;
 use features::RideFeatures;
+
+use crate::onnx::{Column, FeatureType, OnnxModel};
 
 /// The model's input and output names (see `processors/models/ride_duration/schema.json`).
 const INPUT_PU_DO: &str = "PU_DO";
@@ -38,7 +39,7 @@ const OUTPUT: &str = "ride_duration";
 
 /// Predicts ride durations.
 pub struct RideDuration {
-    pool: Arc<SessionPool>,
+    model: Arc<OnnxModel>,
     model_name: Value,
     version: Value,
 }
@@ -58,55 +59,40 @@ impl RideDuration {
     /// # Errors
     /// A message saying what is wrong with the model or the runtime.
     pub async fn load(config: &RideDurationConfig) -> Result<Self, String> {
-        let model = model_store::fetch(&config.model).await.map_err(|e| e.to_string())?;
-        let version = config.version.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| model.default_version());
-        let (sessions, threads) = (config.sessions, config.threads);
-        let bytes = model.bytes;
-        let pool = tokio::task::spawn_blocking(move || SessionPool::new(&bytes, sessions, threads))
-            .await
-            .map_err(|e| format!("model loading thread failed: {e}"))?
-            .map_err(|e| format!("{}: {e}", model.location))?;
-        let (inputs, outputs) = pool.signature();
-        let has = |list: &[(String, String)], name: &str| list.iter().any(|(n, _)| n == name);
-        if !has(&inputs, INPUT_PU_DO) || !has(&inputs, INPUT_DISTANCE) || !has(&outputs, OUTPUT) {
-            return Err(format!(
-                "{} does not look like a ride-duration model: expected inputs {INPUT_PU_DO} (string) and \
-                 {INPUT_DISTANCE} (float) and output {OUTPUT}, found inputs {inputs:?}, outputs {outputs:?}",
-                model.location
-            ));
-        }
-        tracing::info!(model = %model.location, %version, "ride-duration model loaded");
+        let features =
+            [(INPUT_PU_DO.to_string(), FeatureType::String), (INPUT_DISTANCE.to_string(), FeatureType::Float)];
+        let model = OnnxModel::load(
+            &config.model,
+            config.version.as_deref(),
+            &features,
+            &[OUTPUT.to_string()],
+            config.sessions,
+            config.threads,
+        )
+        .await
+        .map_err(|(key, e)| {
+            if key == "model" {
+                e
+            } else {
+                format!(
+                    "does not look like a ride-duration model (expected inputs {INPUT_PU_DO}: string and \
+                     {INPUT_DISTANCE}: float, output {OUTPUT}): {e}"
+                )
+            }
+        })?;
+        tracing::info!(model = %model.location, version = %model.version, "ride-duration model loaded");
         Ok(RideDuration {
-            pool: Arc::new(pool),
+            version: Value::String(model.version.clone()),
+            model: Arc::new(model),
             model_name: Value::String(config.model_name.clone()),
-            version: Value::String(version),
         })
     }
 
-    /// Runs the model on prepared features (on the calling thread).
-    ///
-    /// # Errors
-    /// ONNX Runtime refused the inputs or failed.
-    pub fn predict(pool: &SessionPool, pu_do: &[String], distance: Vec<f32>) -> Result<Vec<f32>, OnnxError> {
-        let n = pu_do.len();
-        let err = |e: ort::Error| OnnxError::Inference(e.to_string());
-        let pu_do = Tensor::from_string_array(([n], pu_do)).map_err(err)?;
-        let distance = Tensor::from_array(([n], distance)).map_err(err)?;
-        let mut session = pool.acquire();
-        let outputs = session.run(ort::inputs![INPUT_PU_DO => pu_do, INPUT_DISTANCE => distance]).map_err(err)?;
-        let output = outputs.get(OUTPUT).ok_or_else(|| OnnxError::Inference(format!("no output {OUTPUT}")))?;
-        let (_, values) = output.try_extract_tensor::<f32>().map_err(err)?;
-        if values.len() != n {
-            return Err(OnnxError::Inference(format!("model returned {} predictions for {n} rides", values.len())));
-        }
-        Ok(values.to_vec())
-    }
-
-    fn envelope(&self, prediction: f32, ride_id: Value) -> Value {
+    fn envelope(&self, prediction: f64, ride_id: Value) -> Value {
         json!({
             "model": self.model_name,
             "version": self.version,
-            "prediction": {"ride_duration": f64::from(prediction), "ride_id": ride_id},
+            "prediction": {"ride_duration": prediction, "ride_id": ride_id},
         })
     }
 }
@@ -131,11 +117,13 @@ impl Processor for RideDuration {
             }
         }
         if !rows.is_empty() {
-            let pool = self.pool.clone();
-            let predictions = tokio::task::spawn_blocking(move || Self::predict(&pool, &pu_do, distance))
+            let model = self.model.clone();
+            let columns = vec![Column::String(pu_do), Column::Float(distance)];
+            let mut outputs = tokio::task::spawn_blocking(move || model.infer(columns))
                 .await
                 .map_err(|e| ComponentError::Fatal(format!("inference thread failed: {e}")))?
                 .map_err(|e| ComponentError::Fatal(e.to_string()))?;
+            let predictions = outputs.pop().unwrap_or_default();
             for ((row, prediction), ride_id) in rows.into_iter().zip(predictions).zip(ids) {
                 outcomes[row] = Some(Outcome::one(self.envelope(prediction, ride_id)));
             }

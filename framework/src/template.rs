@@ -1,6 +1,6 @@
-//! Key templates: `"{prediction.ride_id}"`, `"ride-{ride_id}"`. Each `{dotted.path}` is replaced
-//! by the value at that path of the output (strings as they are, other values as JSON text);
-//! `{{` and `}}` are literal braces.
+//! Field templates over JSON values: `"{prediction.ride_id}"`, `"ride-{ride_id}"`, for sink
+//! keys, join keys and model features. Each `{dotted.path}` is replaced by the value at that
+//! path (strings as they are, other values as JSON text); `{{` and `}}` are literal braces.
 
 use serde_json::Value;
 
@@ -72,6 +72,22 @@ impl Template {
         }
         Some(out)
     }
+
+    /// The first field of the template that is missing or null in `value`, as a dotted path;
+    /// `None` when the template renders.
+    pub fn missing_field(&self, value: &Value) -> Option<String> {
+        self.parts.iter().find_map(|part| match part {
+            Part::Field(path) if path.iter().try_fold(value, |v, key| v.get(key)).is_none_or(Value::is_null) => {
+                Some(path.join("."))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The value at a dotted path (`"ride.trip_distance"`), if present.
+pub fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(value, |v, key| v.get(key))
 }
 
 #[cfg(test)]
@@ -86,5 +102,7 @@ mod tests {
         assert_eq!(Template::parse("r-{prediction.name}-{{}}").unwrap().render(&v).as_deref(), Some("r-x-{}"));
         assert_eq!(Template::parse("{missing}").unwrap().render(&v), None);
         assert!(Template::parse("{").is_err());
+        assert_eq!(Template::parse("a{prediction.name}{x.y}").unwrap().missing_field(&v).as_deref(), Some("x.y"));
+        assert_eq!(lookup(&v, "prediction.ride_id"), Some(&json!(156)));
     }
 }

@@ -1,0 +1,335 @@
+//! The ride-duration pipeline on Kafka (`deployments/config/kafka-local.toml`) against a real
+//! broker (tansu, started by `cargo xtask services up`): a 3-partition topic end to end with
+//! poison messages, a killed consumer restarted, two consumers in one group, and a broker that
+//! is down at start. Every ride_id is accounted for in the output topic.
+
+#![cfg(feature = "kafka")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{required, ride, root, unique};
+use serde_json::Value;
+use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use tributary_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+
+fn brokers() -> String {
+    required("KAFKA_BROKERS")
+}
+
+struct Topics {
+    input: String,
+    output: String,
+    dead: String,
+}
+
+async fn topics(partitions: i32) -> Topics {
+    let t = Topics { input: unique("rides"), output: unique("predictions"), dead: unique("dead") };
+    tributary_kafka::create_topic(&brokers(), &t.input, partitions).await.expect("create input topic");
+    tributary_kafka::create_topic(&brokers(), &t.output, 1).await.expect("create output topic");
+    tributary_kafka::create_topic(&brokers(), &t.dead, 1).await.expect("create dead-letter topic");
+    t
+}
+
+/// `tributary put --raw --brokers`: each line as it is.
+fn put_lines(topic: &str, lines: &[String]) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["put", "--raw", "--brokers", &brokers(), "--topic", topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "tributary put --brokers failed");
+}
+
+fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<String> {
+    ids.map(|id| ride(id, 1 + id % 265).to_string()).collect()
+}
+
+/// kafka-local.toml plus short group timeouts (so a killed member is noticed in seconds) and a
+/// short metadata refresh, as a file in `dir`.
+fn config(dir: &Path) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(root().join("deployments/config/kafka-local.toml")).unwrap();
+    text.push_str(
+        "\n[sources.rides.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+         # Topics created after the consumer started are found at the next refresh.\n\
+         \"topic.metadata.refresh.interval.ms\" = \"2000\"\n",
+    );
+    let path = dir.join("kafka-local.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A child process that is killed if the test ends early (a failed assertion), with its log.
+struct Running(Child, Option<std::path::PathBuf>);
+
+impl Running {
+    fn log(&self) -> String {
+        self.1.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            if std::thread::panicking() {
+                let log = self.log();
+                eprintln!(
+                    "--- log of the killed process (last 3000 bytes) ---\n{}",
+                    &log[log.len().saturating_sub(3000)..]
+                );
+            }
+        }
+    }
+}
+
+fn worker(config: &Path, t: &Topics, group: &str, brokers: &str, metrics_port: Option<u16>) -> Running {
+    let log = config.with_file_name(format!("{}.log", unique("worker")));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.current_dir(root())
+        .args(["run", "--no-status", "--config"])
+        .arg(config)
+        .env("KAFKA_BROKERS", brokers)
+        .env("INPUT_TOPIC", &t.input)
+        .env("OUTPUT_TOPIC", &t.output)
+        .env("DEAD_LETTER_TOPIC", &t.dead)
+        .env("CONSUMER_GROUP", group)
+        .env("TRIBUTARY_PIPELINE__BATCH_SIZE", "100")
+        .env("TRIBUTARY_PIPELINE__COMMIT_INTERVAL_MS", "200")
+        .env_remove("RUN_ID")
+        .env_remove("MODEL_LOCATION")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    if let Some(port) = metrics_port {
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    }
+    Running(cmd.spawn().expect("start tributary run"), Some(log))
+}
+
+fn signal(child: &Running, name: &str) {
+    assert!(Command::new("kill").args([name, &child.0.id().to_string()]).status().unwrap().success());
+}
+
+/// Every message of `topic`, decoded, read from the beginning without a consumer group, until
+/// a second passes without one. (tansu reports high watermarks in batches, not records, so they
+/// cannot mark the end.)
+fn read_topic(topic: &str) -> Vec<Value> {
+    let consumer: BaseConsumer =
+        tributary_kafka::client_config(&brokers(), &[("group.id", "tests-reader")], &BTreeMap::new()).create().unwrap();
+    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in meta.topics()[0].partitions() {
+        assignment.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(1) {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        out.push(serde_json::from_slice(message.unwrap().payload().unwrap_or_default()).unwrap());
+        last = Instant::now();
+    }
+    out
+}
+
+fn ride_ids(values: &[Value]) -> Vec<u64> {
+    values.iter().map(|v| v["prediction"]["ride_id"].as_u64().unwrap()).collect()
+}
+
+/// Waits until the output topic holds at least `n` distinct ride ids; returns all ids seen.
+fn wait_for(topic: &str, n: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ids = ride_ids(&read_topic(topic));
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() >= n {
+            return ids;
+        }
+        assert!(Instant::now() < deadline, "only {} of {n} rides arrived in {topic}", distinct.len());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Asserts every id in 1..=n is present; returns the number of duplicates.
+fn assert_all_present(ids: &[u64], n: u64) -> usize {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let total = sorted.len();
+    sorted.dedup();
+    assert_eq!(sorted, (1..=n).collect::<Vec<_>>(), "every ride_id accounted for");
+    total - sorted.len()
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut text).ok()?;
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn three_partitions_end_to_end_with_poison_messages() {
+    let t = topics(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = rides(1..=300);
+    lines.insert(10, "not json at all".into());
+    lines.insert(100, r#"{"ride_id": 9001}"#.into());
+    lines.insert(
+        200,
+        r#"{"ride": {"PULocationID": 999, "DOLocationID": 1, "trip_distance": 1.0}, "ride_id": 9002}"#.into(),
+    );
+    put_lines(&t.input, &lines);
+
+    let group = unique("group");
+    let mut w = worker(&config(dir.path()), &t, &group, &brokers(), None);
+    let ids = wait_for(&t.output, 300);
+    signal(&w, "-INT");
+    assert!(w.0.wait().unwrap().success());
+    assert_eq!(assert_all_present(&ids, 300), 0, "one run, no duplicates");
+
+    let dead = read_topic(&t.dead);
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("no `ride`")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("PULocationID")), "{reasons:?}");
+    for d in &dead {
+        assert!(d["position"]["partition"].as_str().unwrap().starts_with(&t.input), "{d}");
+    }
+
+    // The offsets were committed: the same group, restarted, reads only what is new.
+    put_lines(&t.input, &rides(301..=310));
+    let mut again = worker(&config(dir.path()), &t, &group, &brokers(), None);
+    let ids = wait_for(&t.output, 310);
+    signal(&again, "-INT");
+    assert!(again.0.wait().unwrap().success());
+    assert_eq!(assert_all_present(&ids, 310), 0, "nothing committed was read again");
+}
+
+#[tokio::test]
+async fn a_killed_consumer_restarts_without_losing_records() {
+    let t = topics(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let group = unique("group");
+    put_lines(&t.input, &rides(1..=1000));
+    let mut first = worker(&config, &t, &group, &brokers(), None);
+    wait_for(&t.output, 200);
+    signal(&first, "-KILL");
+    first.0.wait().unwrap();
+
+    put_lines(&t.input, &rides(1001..=1200));
+    let mut second = worker(&config, &t, &group, &brokers(), None);
+    let ids = wait_for(&t.output, 1200);
+    signal(&second, "-INT");
+    assert!(second.0.wait().unwrap().success());
+    let duplicates = assert_all_present(&ids, 1200);
+    assert!(duplicates <= 1000, "re-reads are bounded by what the killed consumer had not committed: {duplicates}");
+}
+
+#[tokio::test]
+async fn a_second_consumer_in_the_group_takes_partitions() {
+    let t = topics(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let group = unique("group");
+    let (port_a, port_b) = (free_port(), free_port());
+    put_lines(&t.input, &rides(1..=300));
+    let mut a = worker(&config, &t, &group, &brokers(), Some(port_a));
+    wait_for(&t.output, 300);
+    assert_eq!(metric(port_a, "tributary_partitions_assigned"), Some(3.0), "alone, the first member has all 3");
+
+    let mut b = worker(&config, &t, &group, &brokers(), Some(port_b));
+    // The group rebalances: the newcomer gets at least one partition, the first keeps the rest.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (pa, pb) =
+            (metric(port_a, "tributary_partitions_assigned"), metric(port_b, "tributary_partitions_assigned"));
+        if pb.unwrap_or(0.0) >= 1.0 && pa.unwrap_or(0.0) >= 1.0 && pa.unwrap_or(0.0) + pb.unwrap_or(0.0) == 3.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rebalance: a has {pa:?}, b has {pb:?} partitions");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    put_lines(&t.input, &rides(301..=900));
+    let ids = wait_for(&t.output, 900);
+    assert!(metric(port_b, "tributary_records_in_total").unwrap_or(0.0) > 0.0, "the second member read nothing");
+    signal(&a, "-INT");
+    signal(&b, "-INT");
+    assert!(a.0.wait().unwrap().success());
+    assert!(b.0.wait().unwrap().success());
+    assert_all_present(&ids, 900);
+}
+
+#[tokio::test]
+async fn a_broker_down_at_start_is_retried_until_it_comes_up() {
+    let tansu = required("TRIBUTARY_TANSU");
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let t = Topics { input: unique("rides"), output: unique("predictions"), dead: unique("dead") };
+    let mut w = worker(&config(dir.path()), &t, &unique("group"), &address, None);
+    // Longer than the start-up checks of the two sinks' topics (3 s each), which then only warn.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(w.0.try_wait().unwrap().is_none(), "the worker must wait for the broker, not exit: {}", w.log());
+    assert!(w.log().contains("no Kafka broker reachable"), "the outage is reported: {}", w.log());
+
+    let _broker = Running(
+        Command::new(&tansu)
+            .args(["broker", "--listener-url", &format!("tcp://{address}")])
+            .args(["--advertised-listener-url", &format!("tcp://{address}"), "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a second tansu broker"),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start on {address}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for topic in [&t.input, &t.output, &t.dead] {
+        tributary_kafka::create_topic(&address, topic, 1).await.unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["put", "--brokers", &address, "--topic", &t.input])
+        .args(rides(1..=50))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let read = || {
+        let mut tail = Command::new(env!("CARGO_BIN_EXE_tributary"));
+        tail.args(["tail", "--brokers", &address, "--topic", &t.output]);
+        String::from_utf8(tail.output().unwrap().stdout).unwrap().lines().count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read() < 50 {
+        assert!(Instant::now() < deadline, "the worker never recovered once the broker came up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal(&w, "-INT");
+    assert!(w.0.wait().unwrap().success());
+}

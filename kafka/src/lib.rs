@@ -1,0 +1,170 @@
+//! Kafka for tributary: what the `kafka` source, the `kafka` sink and `tributary put`/`tail
+//! --brokers` share.
+//!
+//! - [`client_config`]: the librdkafka settings of a component: `brokers`, tributary's defaults,
+//!   then every `[<component>.librdkafka]` entry, which wins (TLS, SASL, timeouts, tuning);
+//! - [`Context`]: a librdkafka client context that reports broker errors (down at start, gone
+//!   away) through `tracing`, rate-limited, and keeps per-partition consumer lag from
+//!   librdkafka's statistics;
+//! - [`create_topic`]: topic administration for the CLI and tests.
+//!
+//! librdkafka (2.12, through `rdkafka-sys`) is compiled from source and linked statically, so
+//! binaries do not depend on the host's librdkafka (Debian 12 ships 2.0, too old for some
+//! brokers' version handshake). It is built with zlib and the system OpenSSL, which enables TLS
+//! and SASL PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER. GSSAPI (Kerberos) is not built in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+
+pub use rdkafka;
+
+/// The librdkafka configuration of a component: `bootstrap.servers`, then `defaults`, then the
+/// user's `properties` (which override both).
+pub fn client_config(brokers: &str, defaults: &[(&str, &str)], properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    // librdkafka logs through the context below, at its own level; keep it to warnings.
+    config.set_log_level(RDKafkaLogLevel::Warning);
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// A client context that logs librdkafka errors through `tracing` (at most one line per error
+/// kind every 10 seconds, since librdkafka repeats them while it reconnects with backoff) and
+/// keeps the consumer lag of each partition from the statistics callback
+/// (`statistics.interval.ms`).
+#[derive(Debug)]
+pub struct Context {
+    /// The component id, for log lines.
+    component: String,
+    brokers: String,
+    last_logged: Mutex<HashMap<String, Instant>>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Context {
+    /// A context for the component `component` connecting to `brokers`.
+    pub fn new(component: impl Into<String>, brokers: impl Into<String>) -> Self {
+        Context {
+            component: component.into(),
+            brokers: brokers.into(),
+            last_logged: Mutex::new(HashMap::new()),
+            lag: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Consumer lag per (topic, partition), as of the last statistics report.
+    pub fn lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Logs an error a client returned (rather than reported through the error callback), with
+    /// the same rate limit.
+    pub fn report(&self, error: &KafkaError) {
+        if self.should_log(&format!("returned {:?}", error.rdkafka_error_code())) {
+            tracing::warn!(component = %self.component, brokers = %self.brokers, "Kafka client: {}", describe(error));
+        }
+    }
+
+    fn should_log(&self, kind: &str) -> bool {
+        let Ok(mut last) = self.last_logged.lock() else { return true };
+        let now = Instant::now();
+        match last.get(kind) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(10) => false,
+            _ => {
+                last.insert(kind.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        use RDKafkaLogLevel::{Alert, Critical, Emerg, Error, Warning};
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(component = %self.component, facility, "librdkafka: {message}");
+            }
+            Warning => tracing::warn!(component = %self.component, facility, "librdkafka: {message}"),
+            _ => tracing::debug!(component = %self.component, facility, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        if !self.should_log(&kind) {
+            return;
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::warn!(
+                component = %self.component,
+                brokers = %self.brokers,
+                "no Kafka broker reachable; librdkafka keeps reconnecting with backoff: {reason}"
+            );
+        } else {
+            tracing::warn!(component = %self.component, brokers = %self.brokers, "Kafka client error: {error}: {reason}");
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut lag = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue; lag -1 means unknown.
+                if p.partition >= 0 && p.consumer_lag >= 0 && p.fetch_state == "active" {
+                    lag.insert((topic.clone(), *partition), p.consumer_lag);
+                }
+            }
+        }
+        if let Ok(mut current) = self.lag.lock() {
+            *current = lag;
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1) unless it exists.
+///
+/// # Errors
+/// The broker is unreachable or refused the request.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &[], &BTreeMap::new())
+        .create()
+        .map_err(|e| format!("Kafka admin client for {brokers}: {e}"))?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results =
+        admin.create_topics([&new], &options).await.map_err(|e| format!("creating topic {topic} on {brokers}: {e}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(format!("creating topic {name} on {brokers}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// One line about a producer or consumer error, for dead-letter reasons and logs.
+pub fn describe(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{error} ({code:?})"),
+        None => error.to_string(),
+    }
+}

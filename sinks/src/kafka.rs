@@ -1,0 +1,177 @@
+//! Sink `kafka`: produce outputs to a Kafka topic, one delivery report per output.
+//!
+//! ```toml
+//! [sinks.predictions]
+//! type = "kafka"
+//! inputs = ["ride_duration"]
+//! brokers = "${KAFKA_BROKERS:-127.0.0.1:9092}"
+//! topic = "ride_predictions"
+//! key = "{prediction.ride_id}"
+//!
+//! [sinks.predictions.librdkafka]        # any librdkafka producer property; these win
+//! "compression.type" = "lz4"
+//! ```
+//!
+//! The producer is idempotent (`enable.idempotence = true`, so librdkafka's own retries neither
+//! duplicate nor reorder within a partition) and waits for `acks = all`. Each output becomes one
+//! message; `deliver` returns once librdkafka has reported on every message of the batch, so
+//! `Delivered` means the broker acknowledged it. A message the broker will never take (over
+//! `message.max.bytes`, an invalid record) is rejected and dead-lettered; any other failure
+//! (timeout, broker gone, not enough replicas) is retried by the runtime with backoff.
+//!
+//! Backpressure: librdkafka's queue holds at most `max_in_flight` messages; a batch that finds
+//! it full waits for room, which holds the runtime's batch and so the source.
+//!
+//! The key is rendered from the output (`{dotted.path}`); when the field is missing the source
+//! record's own key is used, and without one the message has no key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Deserialize;
+use tributary_framework::config::ComponentSpec;
+use tributary_framework::registry::BuildFuture;
+use tributary_framework::{ComponentError, Delivery, Input, Sink};
+use tributary_kafka::{Context, rdkafka};
+
+use tributary_framework::template::Template;
+
+/// `[sinks.<id>]` (or `[dead_letter]`) with `type = "kafka"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, comma-separated `host:port`.
+    pub brokers: String,
+    /// The topic to produce to.
+    pub topic: String,
+    /// Message key template over the output's fields. Default `{prediction.ride_id}`, as the
+    /// seeds keyed by `ride_id`.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Messages librdkafka may hold unacknowledged (`queue.buffering.max.messages`). Default
+    /// 100,000.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Any librdkafka producer property (TLS, SASL, `linger.ms`, compression); these override
+    /// tributary's defaults.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+fn default_key() -> String {
+    "{prediction.ride_id}".into()
+}
+
+fn default_max_in_flight() -> usize {
+    100_000
+}
+
+/// How long one message may wait for room in a full queue before it is reported for retry.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Produces to a topic.
+pub struct KafkaSink {
+    producer: FutureProducer<Context>,
+    topic: String,
+    key: Template,
+}
+
+/// Builds the sink. If the broker answers, checks that the topic exists; a broker that is not
+/// up yet is only reported (librdkafka reconnects, and deliveries are retried meanwhile).
+pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
+    Box::pin(async move {
+        let config: KafkaSinkConfig = spec.parse()?;
+        let key = Template::parse(&config.key).map_err(|e| spec.error("key", e))?;
+        if config.max_in_flight == 0 {
+            return Err(spec.error("max_in_flight", "must be at least 1"));
+        }
+        let queue = config.max_in_flight.to_string();
+        let defaults = [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", queue.as_str()),
+            ("message.timeout.ms", "30000"),
+        ];
+        let context = Context::new(&spec.path.component, &config.brokers);
+        let producer: FutureProducer<Context> =
+            tributary_kafka::client_config(&config.brokers, &defaults, &config.librdkafka)
+                .create_with_context(context)
+                .map_err(|e| spec.error("librdkafka", e.to_string()))?;
+        check_topic(&producer, &config.topic).map_err(|e| spec.error("topic", e))?;
+        Ok(Arc::new(KafkaSink { producer, topic: config.topic, key }) as Arc<dyn Sink>)
+    })
+}
+
+fn check_topic(producer: &FutureProducer<Context>, topic: &str) -> Result<(), String> {
+    match producer.client().fetch_metadata(Some(topic), Duration::from_secs(3)) {
+        Ok(metadata) => match metadata.topics().first().and_then(|t| t.error()) {
+            // Brokers that auto-create topics create it on this request.
+            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+                Err(format!("topic {topic:?} does not exist; create it (`tributary create-topic`)"))
+            }
+            _ => Ok(()),
+        },
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "Kafka broker not reachable yet; producing will retry");
+            Ok(())
+        }
+    }
+}
+
+/// Whether the broker will never take this message.
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+        )
+    )
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+        let mut encoded = Vec::with_capacity(batch.len());
+        for input in batch {
+            let payload = serde_json::to_vec(input.value).map_err(|e| format!("cannot encode as JSON: {e}"));
+            let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
+            encoded.push((payload, key));
+        }
+        // Every message is enqueued on the first poll of `join_all`; each future then waits for
+        // its own delivery report.
+        let sends = encoded.iter().map(|(payload, key)| async move {
+            let payload = match payload {
+                Ok(payload) => payload,
+                Err(reason) => return Delivery::Reject(reason.clone()),
+            };
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).payload(payload.as_slice());
+            if let Some(key) = key {
+                record = record.key(key.as_str());
+            }
+            match self.producer.send(record, QUEUE_TIMEOUT).await {
+                Ok(_) => Delivery::Delivered,
+                Err((error, _)) if is_permanent(&error) => Delivery::Reject(tributary_kafka::describe(&error)),
+                Err((error, _)) => Delivery::Retry(tributary_kafka::describe(&error)),
+            }
+        });
+        Ok(join_all(sends).await)
+    }
+
+    async fn close(&self) -> Result<(), ComponentError> {
+        // Every deliver already waited for its reports; this only drains stragglers.
+        self.producer
+            .flush(Duration::from_secs(10))
+            .map_err(|e| ComponentError::Fatal(format!("flushing producer for {}: {e}", self.topic)))
+    }
+}
