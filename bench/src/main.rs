@@ -12,9 +12,14 @@
 //!    start to ready, peak RSS. Needs the local services (`cargo xtask bench` starts them).
 //!
 //! 5. One Kinesis worker end to end against a Python consumer written the seeds' way.
+//! 6. Kafka consume -> predict -> produce on the local broker against a Python consumer
+//!    (confluent-kafka, scikit-learn per record).
+//! 7. The cost of fan-out: 1, 2 and 3 model consumers read once, next to one pipeline each.
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
+mod fan_out;
+mod kafka;
 mod lambda;
 mod worker;
 
@@ -45,7 +50,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--sections")
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=5).collect());
+        .unwrap_or_else(|| (1..=7).collect());
     let wants = |n: u32| sections.contains(&n);
     println!("## tributary benchmarks\n");
     println!(
@@ -100,6 +105,18 @@ fn main() -> Result<()> {
         let pickle = lambda::reference_model(&root)?;
         runtime.block_on(worker::compare(&root, &bin, &pickle, if quick { 500 } else { 2000 }))?;
     }
+
+    if wants(6) {
+        println!("### 6. Kafka end to end: consume -> predict -> produce (tansu on loopback)\n");
+        let pickle = lambda::reference_model(&root)?;
+        let (count, py_count) = if quick { (20_000, 2_000) } else { (300_000, 10_000) };
+        runtime.block_on(kafka::compare(&root, &bin, &pickle, count, py_count))?;
+    }
+
+    if wants(7) {
+        println!("### 7. The cost of fan-out (in process, batches of 1,000, one worker thread)\n");
+        runtime.block_on(fan_out::compare(if quick { 20_000 } else { 200_000 }))?;
+    }
     Ok(())
 }
 
@@ -141,7 +158,7 @@ async fn processing_rate(batch: usize, records: usize) -> Result<(f64, f64)> {
     Ok((median(&mut cpu_rates), median(&mut wall_rates)))
 }
 
-async fn run_batches(graph: &Graph, batches: &[Vec<Record>]) -> Result<()> {
+pub(crate) async fn run_batches(graph: &Graph, batches: &[Vec<Record>]) -> Result<()> {
     for batch in batches {
         let report = graph.run_batch(0, batch).await;
         if report.failed().next().is_some() {
@@ -157,7 +174,7 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
 }
 
 /// User + system CPU time of this process (all threads), from /proc/self/stat.
-fn cpu_seconds() -> Result<f64> {
+pub(crate) fn cpu_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("parsing /proc/self/stat")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();

@@ -29,7 +29,7 @@ pub struct PutArgs {
     #[arg(long, visible_alias = "topic")]
     pub stream: String,
     /// Put to this Kafka cluster (`host:port,...`) instead of Kinesis.
-    #[arg(long, env = "KAFKA_BROKERS")]
+    #[arg(long)]
     pub brokers: Option<String>,
     /// Partition key template over each value's fields (`{dotted.path}`); values without the
     /// field use their position in the input (Kinesis) or get no key (Kafka).
@@ -60,7 +60,7 @@ pub struct TailArgs {
     #[arg(long, visible_alias = "topic")]
     pub stream: String,
     /// Read from this Kafka cluster (`host:port,...`) instead of Kinesis.
-    #[arg(long, env = "KAFKA_BROKERS")]
+    #[arg(long)]
     pub brokers: Option<String>,
     /// Where to start in every shard.
     #[arg(long, value_enum, default_value_t = From::TrimHorizon)]

@@ -28,6 +28,8 @@ struct Service {
     process_env: Vec<(&'static str, String)>,
     /// Environment variables clients need, as (name, value).
     env: Vec<(&'static str, String)>,
+    /// Commands run once the service listens (creating the example topics).
+    init: Vec<Vec<String>>,
 }
 
 fn port(var: &str, default: u16) -> u16 {
@@ -54,6 +56,7 @@ fn services(root: &Path) -> Vec<Service> {
             cwd: state_dir(root),
             process_env: vec![],
             env: vec![("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{moto}"))],
+            init: vec![],
         },
         Service {
             name: "kinesis",
@@ -68,10 +71,14 @@ fn services(root: &Path) -> Vec<Service> {
                 // Tests make their own streams; the default limit (50 shards) fills up.
                 ("SHARD_LIMIT", "5000".into()),
                 ("DELETE_STREAM_DURATION", "100ms".into()),
-                // The seeds' two streams, for trying things by hand; tests make their own.
-                ("INITIALIZE_STREAMS", "ride_events:1,ride_predictions:1".into()),
+                // The example configs' streams, for trying things by hand; tests make their own.
+                (
+                    "INITIALIZE_STREAMS",
+                    "ride_events:1,ride_predictions:1,video_uploads:1,moderation_decisions:1".into(),
+                ),
             ],
             env: vec![("AWS_ENDPOINT_URL_KINESIS", format!("http://127.0.0.1:{kinesis}"))],
+            init: vec![],
         },
         Service {
             name: "lambda",
@@ -89,6 +96,7 @@ fn services(root: &Path) -> Vec<Service> {
             cwd: root.to_path_buf(),
             process_env: vec![],
             env: vec![("TRIBUTARY_LAMBDA_EMULATOR", format!("http://127.0.0.1:{lambda}"))],
+            init: vec![],
         },
         Service {
             name: "kafka",
@@ -110,6 +118,18 @@ fn services(root: &Path) -> Vec<Service> {
                 // For tests that start a broker of their own (one that is down at first).
                 ("TRIBUTARY_TANSU", crate::setup::tansu_binary().display().to_string()),
             ],
+            // kafka-local.toml's topics, for trying things by hand; tests make their own.
+            init: [("ride_events", "3"), ("ride_predictions", "1"), ("ride_events_dead_letter", "1")]
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let broker = format!("tcp://127.0.0.1:{kafka}");
+                    [&crate::setup::tansu_binary().display().to_string(), "topic", "create", topic, "--broker", &broker]
+                        .into_iter()
+                        .chain(["--partitions", partitions])
+                        .map(str::to_string)
+                        .collect()
+                })
+                .collect(),
         },
     ]
 }
@@ -173,6 +193,12 @@ pub fn up(root: &Path) -> Result<Vec<String>> {
                 bail!("{} did not start listening on port {} within 60 s; its log:\n{log}", service.name, service.port);
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        for init in &service.init {
+            let status = Command::new(&init[0]).args(&init[1..]).stdout(Stdio::null()).status()?;
+            if !status.success() {
+                bail!("{} failed ({status})", init.join(" "));
+            }
         }
         eprintln!("xtask: started {} on 127.0.0.1:{} (log: {})", service.name, service.port, log_path.display());
         started.push(service.name.to_string());

@@ -248,3 +248,86 @@ impl Processor for Merge {
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Emit(Vec::new()))).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tributary_framework::{Offset, Position, Record};
+
+    use super::*;
+
+    fn merge(timeout_ms: u64, max_pending: usize) -> Merge {
+        let config: MergeConfig = serde_json::from_value(json!({
+            "detectors": ["copyright", "nsfw", "violence"], "timeout_ms": timeout_ms, "max_pending": max_pending
+        }))
+        .unwrap();
+        Merge::new(config).unwrap()
+    }
+
+    fn record() -> Record {
+        Record::new(
+            &b"{}"[..],
+            Position { source: Arc::from("s"), partition: Arc::from("p"), offset: Offset::Index(0) },
+        )
+    }
+
+    fn part(detector: &str, upload: &str, score: f64) -> Value {
+        json!({"detector": detector, "upload_id": upload, "score": score})
+    }
+
+    async fn call(merge: &Merge, values: &[Value]) -> Vec<Outcome> {
+        let record = record();
+        let inputs: Vec<Input<'_>> = values.iter().map(|value| Input { value, record: &record }).collect();
+        merge.process(&inputs).await.unwrap()
+    }
+
+    fn decisions(outcomes: &[Outcome]) -> Vec<Value> {
+        outcomes
+            .iter()
+            .flat_map(|o| match o {
+                Outcome::Emit(values) => values.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn parts_arriving_in_different_calls_are_joined_once() {
+        let m = merge(5_000, 100);
+        let first = vec![part("copyright", "u1", 0.1), part("nsfw", "u1", 0.2)];
+        let second = vec![part("violence", "u1", 0.95)];
+        let (a, b) = tokio::join!(call(&m, &first), call(&m, &second));
+        let all: Vec<Value> = decisions(&a).into_iter().chain(decisions(&b)).collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0]["decision"], "delete");
+        assert_eq!(all[0]["complete"], true);
+        assert!(m.table.lock().unwrap().is_empty(), "decided keys leave the table");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_detector_yields_an_incomplete_decision_after_the_timeout() {
+        let m = merge(1_000, 100);
+        let started = Instant::now();
+        let out = decisions(&call(&m, &[part("copyright", "u2", 0.1), part("violence", "u2", 0.1)]).await);
+        assert!(started.elapsed() >= Duration::from_millis(1_000));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["complete"], false);
+        assert_eq!(out[0]["missing"], json!(["nsfw"]));
+        assert_eq!(out[0]["decision"], "review");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_is_bounded_and_bad_results_are_rejected() {
+        let m = merge(1_000, 1);
+        let outcomes = call(
+            &m,
+            &[part("nsfw", "a", 0.1), part("nsfw", "b", 0.1), json!({"detector": "nsfw"}), part("x", "c", 0.1)],
+        )
+        .await;
+        assert!(matches!(&outcomes[1], Outcome::Retry(r) if r.contains("max_pending")), "{outcomes:?}");
+        assert!(matches!(&outcomes[2], Outcome::Reject(r) if r.contains("upload_id")), "{outcomes:?}");
+        assert!(matches!(&outcomes[3], Outcome::Reject(r) if r.contains("unknown detector")), "{outcomes:?}");
+        assert_eq!(decisions(&outcomes[..1]).len(), 1, "the held key still times out into a decision");
+    }
+}
