@@ -171,9 +171,12 @@ async fn run(
     registry: &tributary_framework::registry::Registry,
 ) -> ExitCode {
     let mut pipelines = Vec::new();
+    let mut shared =
+        tributary_framework::shared::SharedSources::new(tributary_framework::shared::DEFAULT_BUFFER_BATCHES);
     for path in paths {
-        match async { Pipeline::build(&config::load(path)?, registry).await }.await {
-            Ok(p) => pipelines.push((pipeline_name(path), p)),
+        let name = pipeline_name(path);
+        match async { Pipeline::build_shared(&config::load(path)?, registry, &mut shared, &name).await }.await {
+            Ok(p) => pipelines.push((name, p)),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
@@ -182,6 +185,7 @@ async fn run(
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signals(shutdown.clone()));
+    let readers = shared.start(shutdown.clone());
     let status_stop = CancellationToken::new();
     let metrics: Vec<(String, std::sync::Arc<tributary_framework::metrics::Metrics>)> =
         pipelines.iter().map(|(name, p)| (name.clone(), p.metrics())).collect();
@@ -199,6 +203,10 @@ async fn run(
         async move { (name, pipeline.run(shutdown).await) }
     });
     let results = futures::future::join_all(runs).await;
+    // Shared readers end once every consumer has closed; they make the final shared commit.
+    for reader in readers {
+        let _ = reader.await;
+    }
     status_stop.cancel();
     if let Some(status) = status {
         let _ = status.await;

@@ -1,5 +1,6 @@
-//! The example configs `deployments/config/fan-out.toml` and `moderation.toml` as a user runs
-//! them, against kinesis-mock: `tributary put`, `tributary run`, and the output stream.
+//! The example configs `deployments/config/fan-out.toml`, `moderation.toml` and the
+//! `independent-*.toml` pair as a user runs them, against kinesis-mock: `tributary put`,
+//! `tributary run`, and the output stream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,10 +14,16 @@ use common::{create_stream, kinesis, put, read_stream, ride, root, unique};
 use serde_json::Value;
 
 fn run(config: &str, env: &[(&str, &str)], checkpoints: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .current_dir(root())
-        .args(["run", "--no-status", "--config", config])
-        .envs(env.iter().copied())
+    run_many(&[config], env, checkpoints)
+}
+
+fn run_many(configs: &[&str], env: &[(&str, &str)], checkpoints: &std::path::Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.current_dir(root()).args(["run", "--no-status"]);
+    for config in configs {
+        cmd.args(["--config", config]);
+    }
+    cmd.envs(env.iter().copied())
         .env("CHECKPOINT_DIR", checkpoints)
         .env_remove("RUN_ID")
         .env_remove("MODEL_LOCATION")
@@ -98,4 +105,46 @@ async fn moderation_decides_every_example_upload() {
         ["promote", "delete", "review", "review"]
     );
     assert_eq!(out.len(), 4, "one decision per upload: {out:?}");
+}
+
+#[tokio::test]
+async fn independent_consumers_share_one_read_and_keep_their_own_checkpoints() {
+    let client = kinesis().await;
+    let (input, output) = (unique("rides"), unique("predictions"));
+    create_stream(&client, &input, 2).await;
+    create_stream(&client, &output, 1).await;
+    put(&input, &(1..=100).map(|id| ride(id, 1 + id % 265)).collect::<Vec<_>>());
+    let checkpoints = tempfile::tempdir().unwrap();
+    let child = run_many(
+        &["deployments/config/independent-duration.toml", "deployments/config/independent-tip.toml"],
+        &[("INPUT_STREAM", &input), ("PREDICTIONS_STREAM_NAME", &output)],
+        checkpoints.path(),
+    );
+    let values = wait_for(&client, &output, 200).await;
+    stop(child);
+    for model in ["ride_duration_prediction_model", "tip_prediction_model"] {
+        let mut ids: Vec<u64> = values
+            .iter()
+            .filter(|v| v["model"] == model)
+            .map(|v| v["prediction"]["ride_id"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "{model}");
+    }
+    // One stream checkpoint (the shared read) and one checkpoint per consumer, each at the end
+    // of both shards.
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(checkpoints.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .unwrap()
+    };
+    let shared = read(&format!("shared-{input}.json"));
+    assert_eq!(shared["shards"].as_object().unwrap().len(), 2, "{shared}");
+    for consumer in ["independent-duration.json", "independent-tip.json"] {
+        let done = read(consumer);
+        assert_eq!(done.as_array().unwrap().len(), 2, "{consumer}: {done}");
+        for position in done.as_array().unwrap() {
+            let shard = position["partition"].as_str().unwrap();
+            assert_eq!(shared["shards"][shard]["sequence"], position["offset"], "{consumer}: {shared} {done}");
+        }
+    }
 }

@@ -57,6 +57,19 @@ pub struct ComponentSpec {
     pub options: Map<String, Value>,
     /// Where the table is, for error messages.
     pub path: ConfigPath,
+    /// Sources only: the share this source joins (`shared = "<name>"`), read once for every
+    /// pipeline of the process that names it ([`crate::shared`]).
+    pub share: Option<ShareSpec>,
+}
+
+/// `shared = "<name>"` and `consumer_checkpoint = "<path>"` on a source table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareSpec {
+    /// The share's name: sources with the same name in pipelines of one process are read once.
+    pub name: String,
+    /// This consumer's own checkpoint file. Default
+    /// `.tributary/consumers/<pipeline>.<source id>.json`.
+    pub checkpoint: Option<String>,
 }
 
 impl ComponentSpec {
@@ -228,7 +241,25 @@ fn component(
     if wants_inputs && inputs.is_empty() {
         return Err(ConfigError::invalid(at("inputs"), "empty; name at least one source or processor"));
     }
-    Ok(ComponentSpec { kind, inputs, options: table, path })
+    let text = |key: &str, table: &mut Map<String, Value>| match table.remove(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(other) => Err(ConfigError::invalid(at(key), format!("expected a non-empty string, found {other}"))),
+    };
+    let share = if path.section == "sources" {
+        let name = text("shared", &mut table)?;
+        let checkpoint = text("consumer_checkpoint", &mut table)?;
+        match (name, checkpoint) {
+            (Some(name), checkpoint) => Some(ShareSpec { name, checkpoint }),
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(at("consumer_checkpoint"), "only for a source with `shared`"));
+            }
+            (None, None) => None,
+        }
+    } else {
+        None
+    };
+    Ok(ComponentSpec { kind, inputs, options: table, path, share })
 }
 
 fn check_limits(config: &PipelineConfig) -> Result<(), ConfigError> {

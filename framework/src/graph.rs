@@ -11,6 +11,7 @@ use crate::error::ConfigError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
+use crate::shared::SharedSources;
 
 /// A reference to something that produces values: a source or a processor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,12 +204,29 @@ impl Graph {
 /// A wiring error, an unknown plugin, or a component that fails to build (bad key, missing
 /// model, unreachable stream).
 pub async fn build(config: &PipelineConfig, registry: &Registry) -> Result<(Graph, Vec<Box<dyn Source>>), ConfigError> {
+    build_with(config, registry, None).await
+}
+
+/// [`build`], with the sources that name a share joining it in `shared` (as the pipeline
+/// `name`) instead of being built on their own.
+///
+/// # Errors
+/// As [`build`], and a share described differently by two pipelines.
+pub async fn build_with(
+    config: &PipelineConfig,
+    registry: &Registry,
+    mut shared: Option<(&mut SharedSources, &str)>,
+) -> Result<(Graph, Vec<Box<dyn Source>>), ConfigError> {
     let topo = topology(config)?;
     registry.check_types(config)?;
     let mut sources = Vec::new();
     for id in &topo.sources {
         let spec = &config.sources[id];
-        sources.push(registry.source_builder(spec)?(spec.clone()).await?);
+        let source = match shared.as_mut() {
+            Some((hub, name)) => hub.attach(spec, name, config.pipeline.batch_size, registry).await?,
+            None => registry.source_builder(spec)?(spec.clone()).await?,
+        };
+        sources.push(source);
     }
     let order: Vec<&String> = topo.levels.iter().flatten().collect();
     let resolve = |spec: &ComponentSpec| -> Vec<NodeRef> {

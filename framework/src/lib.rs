@@ -23,6 +23,7 @@ pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
+pub mod shared;
 pub mod template;
 pub mod watermark;
 

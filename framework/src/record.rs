@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a record sits in its source: enough to resume after it, and to tell a user which
 /// input a dead-lettered record was.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// Id of the source component that read the record.
     pub source: Arc<str>,
@@ -20,7 +20,7 @@ pub struct Position {
 }
 
 /// A record's place within a partition.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Offset {
     /// A numeric offset: a line number, a Kafka offset, a generator counter.

@@ -18,6 +18,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::record::Position;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
+use crate::shared::SharedSources;
 use crate::watermark::{Ticket, WatermarkTracker};
 
 /// Why a run stopped early.
@@ -75,6 +76,22 @@ impl Pipeline {
     /// Any configuration or build error, naming the file, component and key.
     pub async fn build(config: &PipelineConfig, registry: &Registry) -> Result<Self, ConfigError> {
         let (graph, sources) = graph::build(config, registry).await?;
+        Ok(Pipeline { graph: Arc::new(graph), sources, settings: config.pipeline.clone() })
+    }
+
+    /// Like [`Pipeline::build`], but sources that name a share (`shared = "..."`) join it in
+    /// `shared`, as the pipeline `name`; start the shares with [`SharedSources::start`] once
+    /// every pipeline is built.
+    ///
+    /// # Errors
+    /// As [`Pipeline::build`].
+    pub async fn build_shared(
+        config: &PipelineConfig,
+        registry: &Registry,
+        shared: &mut SharedSources,
+        name: &str,
+    ) -> Result<Self, ConfigError> {
+        let (graph, sources) = graph::build_with(config, registry, Some((shared, name))).await?;
         Ok(Pipeline { graph: Arc::new(graph), sources, settings: config.pipeline.clone() })
     }
 

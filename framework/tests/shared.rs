@@ -1,0 +1,279 @@
+//! Shared sources, with in-process doubles: two pipelines read one source once, progress
+//! independently, keep their own checkpoints, and the source commits only what both did.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tributary_framework::config::{self, ComponentSpec};
+use tributary_framework::registry::{BuildFuture, Registry};
+use tributary_framework::runtime::{Pipeline, RunSummary, RuntimeError};
+use tributary_framework::shared::SharedSources;
+use tributary_framework::{
+    ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Record, Sink, Source,
+};
+
+/// `{"id": n}` records from `start` to `total` (exclusive) over two partitions, counting reads
+/// and recording commits.
+struct CountingSource {
+    next: u64,
+    total: u64,
+    reads: Arc<AtomicU64>,
+    commits: Arc<Mutex<Vec<Position>>>,
+}
+
+#[async_trait]
+impl Source for CountingSource {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ComponentError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let end = self.total.min(self.next + max as u64);
+        if self.next >= end {
+            return Ok(None);
+        }
+        let records = (self.next..end)
+            .map(|id| {
+                let position = Position {
+                    source: "rides".into(),
+                    partition: format!("p{}", id % 2).into(),
+                    offset: Offset::Index(id),
+                };
+                Record::new(serde_json::to_vec(&json!({"id": id})).unwrap(), position)
+            })
+            .collect();
+        self.next = end;
+        Ok(Some(records))
+    }
+
+    async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
+        self.commits.lock().unwrap().extend_from_slice(positions);
+        Ok(())
+    }
+}
+
+/// Sleeps `delay` per batch; fails (retryable) the records whose id is in `fail_from..`.
+struct Model {
+    delay: Duration,
+    fail_from: u64,
+}
+
+#[async_trait]
+impl Processor for Model {
+    async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
+        tokio::time::sleep(self.delay).await;
+        Ok(batch
+            .iter()
+            .map(|i| {
+                if i.value["id"].as_u64().unwrap() >= self.fail_from {
+                    Outcome::Retry("model down".into())
+                } else {
+                    Outcome::one(i.value.clone())
+                }
+            })
+            .collect())
+    }
+}
+
+/// Records the ids it delivers and when it delivered the last one.
+#[derive(Default)]
+struct Collect {
+    ids: Mutex<Vec<u64>>,
+    last: Mutex<Option<Instant>>,
+}
+
+#[async_trait]
+impl Sink for Collect {
+    async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+        self.ids.lock().unwrap().extend(batch.iter().map(|i| i.value["id"].as_u64().unwrap()));
+        *self.last.lock().unwrap() = Some(Instant::now());
+        Ok(vec![Delivery::Delivered; batch.len()])
+    }
+}
+
+struct World {
+    registry: Registry,
+    reads: Arc<AtomicU64>,
+    commits: Arc<Mutex<Vec<Position>>>,
+    sinks: [Arc<Collect>; 2],
+}
+
+/// Source `counted` (from `start`, `total` records), processors `model_a`/`model_b` with the
+/// given behaviour, sinks `out_a`/`out_b`.
+fn world(start: u64, total: u64, a: Model, b: Model) -> World {
+    let reads = Arc::new(AtomicU64::new(0));
+    let commits = Arc::new(Mutex::new(Vec::new()));
+    let sinks = [Arc::new(Collect::default()), Arc::new(Collect::default())];
+    let (r, c) = (reads.clone(), commits.clone());
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (sa, sb) = (sinks[0].clone(), sinks[1].clone());
+    let registry = Registry::new()
+        .source("counted", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+            let source = CountingSource { next: start, total, reads: r.clone(), commits: c.clone() };
+            Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
+        })
+        .processor("model_a", move |_| -> BuildFuture<Arc<dyn Processor>> {
+            let a = a.clone();
+            Box::pin(async move { Ok(a as Arc<dyn Processor>) })
+        })
+        .processor("model_b", move |_| -> BuildFuture<Arc<dyn Processor>> {
+            let b = b.clone();
+            Box::pin(async move { Ok(b as Arc<dyn Processor>) })
+        })
+        .sink("out_a", move |_| -> BuildFuture<Arc<dyn Sink>> {
+            let s = sa.clone();
+            Box::pin(async move { Ok(s as Arc<dyn Sink>) })
+        })
+        .sink("out_b", move |_| -> BuildFuture<Arc<dyn Sink>> {
+            let s = sb.clone();
+            Box::pin(async move { Ok(s as Arc<dyn Sink>) })
+        });
+    World { registry, reads, commits, sinks }
+}
+
+fn toml(consumer: &str, checkpoint: &std::path::Path) -> String {
+    format!(
+        "[pipeline]\nbatch_size = 100\ncommit_interval_ms = 10\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 1\n\
+         on_exhausted = \"fail\"\n\
+         [sources.rides]\ntype = \"counted\"\nshared = \"rides\"\nconsumer_checkpoint = \"{}\"\n\
+         [processors.m]\ntype = \"model_{consumer}\"\ninputs = [\"rides\"]\n\
+         [sinks.out]\ntype = \"out_{consumer}\"\ninputs = [\"m\"]\n",
+        checkpoint.display()
+    )
+}
+
+/// Builds both consumers on one share and runs them to the end.
+async fn run_both(w: &World, dir: &std::path::Path) -> Vec<Result<RunSummary, RuntimeError>> {
+    let mut shared = SharedSources::new(64);
+    let mut pipelines = Vec::new();
+    for consumer in ["a", "b"] {
+        let config = config::from_toml_str(consumer, &toml(consumer, &dir.join(format!("{consumer}.json")))).unwrap();
+        pipelines.push(Pipeline::build_shared(&config, &w.registry, &mut shared, consumer).await.unwrap());
+    }
+    let shutdown = CancellationToken::new();
+    let readers = shared.start(shutdown.clone());
+    let results = futures::future::join_all(pipelines.into_iter().map(|p| p.run(shutdown.clone()))).await;
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    results
+}
+
+fn highest_commit(commits: &[Position], partition: &str) -> Option<u64> {
+    commits
+        .iter()
+        .filter(|p| &*p.partition == partition)
+        .filter_map(|p| match p.offset {
+            Offset::Index(i) => Some(i),
+            Offset::Sequence(_) => None,
+        })
+        .max()
+}
+
+#[tokio::test]
+async fn two_pipelines_read_a_shared_source_once_and_each_gets_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = || Model { delay: Duration::ZERO, fail_from: u64::MAX };
+    let w = world(0, 1000, fast(), fast());
+    for result in run_both(&w, dir.path()).await {
+        result.unwrap();
+    }
+    for sink in &w.sinks {
+        let mut ids = sink.ids.lock().unwrap().clone();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..1000).collect::<Vec<_>>());
+    }
+    assert_eq!(w.reads.load(Ordering::SeqCst), 11, "10 batches and the end, read once for both");
+    let commits = w.commits.lock().unwrap();
+    assert_eq!((highest_commit(&commits, "p0"), highest_commit(&commits, "p1")), (Some(998), Some(999)));
+}
+
+#[tokio::test]
+async fn a_slow_consumer_does_not_hold_back_a_fast_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(
+        0,
+        1000,
+        Model { delay: Duration::from_millis(60), fail_from: u64::MAX },
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+    );
+    let started = Instant::now();
+    for result in run_both(&w, dir.path()).await {
+        result.unwrap();
+    }
+    let (slow, fast) = (w.sinks[0].last.lock().unwrap().unwrap(), w.sinks[1].last.lock().unwrap().unwrap());
+    assert!(slow.duration_since(started) >= Duration::from_millis(600), "ten slow batches");
+    assert!(
+        fast.duration_since(started) < Duration::from_millis(300),
+        "the fast consumer finished after {:?}, the slow one after {:?}",
+        fast.duration_since(started),
+        slow.duration_since(started)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_consumer_holds_back_only_the_shared_commit_and_catches_up_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Consumer a fails from record 500 on; b does everything.
+    let w = world(
+        0,
+        1000,
+        Model { delay: Duration::ZERO, fail_from: 500 },
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+    );
+    let results = run_both(&w, dir.path()).await;
+    assert!(matches!(results[0], Err(RuntimeError::RecordFailed { .. })), "{:?}", results[0].as_ref().err());
+    results[1].as_ref().unwrap();
+    assert_eq!(w.sinks[1].ids.lock().unwrap().len(), 1000, "b was not held back by a");
+    let first_commits = w.commits.lock().unwrap().clone();
+    let low = highest_commit(&first_commits, "p0").unwrap().max(highest_commit(&first_commits, "p1").unwrap());
+    assert!(low < 500, "the shared commit stays before a's first failure, got {low}");
+
+    // Restart from the shared commit, a now healthy: a does the rest, b skips what it did.
+    let restart_from =
+        highest_commit(&first_commits, "p0").unwrap().min(highest_commit(&first_commits, "p1").unwrap()) + 1;
+    let w2 = world(
+        restart_from,
+        1000,
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+    );
+    for result in run_both(&w2, dir.path()).await {
+        result.unwrap();
+    }
+    let mut a_ids: Vec<u64> =
+        w.sinks[0].ids.lock().unwrap().iter().chain(w2.sinks[0].ids.lock().unwrap().iter()).copied().collect();
+    a_ids.sort_unstable();
+    a_ids.dedup();
+    assert_eq!(a_ids, (0..1000).collect::<Vec<_>>(), "a caught up");
+    assert!(
+        w2.sinks[1].ids.lock().unwrap().is_empty(),
+        "b had done everything: {:?}",
+        w2.sinks[1].ids.lock().unwrap().len()
+    );
+    let second = w2.commits.lock().unwrap();
+    assert_eq!((highest_commit(&second, "p0"), highest_commit(&second, "p1")), (Some(998), Some(999)));
+    let checkpoint: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("b.json")).unwrap()).unwrap();
+    assert_eq!(checkpoint.as_array().unwrap().len(), 2, "{checkpoint}");
+}
+
+#[tokio::test]
+async fn a_share_must_be_described_alike_and_a_consumer_checkpoint_needs_a_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = || Model { delay: Duration::ZERO, fail_from: u64::MAX };
+    let w = world(0, 10, fast(), fast());
+    let mut shared = SharedSources::new(4);
+    let a = config::from_toml_str("a.toml", &toml("a", &dir.path().join("a.json"))).unwrap();
+    Pipeline::build_shared(&a, &w.registry, &mut shared, "a").await.unwrap();
+    let other = toml("b", &dir.path().join("b.json")).replace("shared = \"rides\"", "shared = \"rides\"\nlimit = 3");
+    let b = config::from_toml_str("b.toml", &other).unwrap();
+    let err = Pipeline::build_shared(&b, &w.registry, &mut shared, "b").await.err().unwrap().to_string();
+    assert!(err.contains("b.toml: [sources.rides] key `shared`") && err.contains("described differently"), "{err}");
+
+    let orphan = "[sources.r]\ntype = \"counted\"\nconsumer_checkpoint = \"x.json\"\n[sinks.o]\ntype = \"out_a\"\ninputs = [\"r\"]\n";
+    let err = config::from_toml_str("d.toml", orphan).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("consumer_checkpoint") && err.contains("only for a source with `shared`"), "{err}");
+}
