@@ -79,6 +79,8 @@ struct Share {
     senders: Vec<mpsc::Sender<Arc<Vec<Record>>>>,
     progress: Arc<Mutex<Progress>>,
     changed: Arc<Notify>,
+    /// The real source's gauges (lag, shards, leases), as of its last read.
+    gauges: Arc<Mutex<Vec<Gauge>>>,
     batch_size: usize,
 }
 
@@ -122,6 +124,7 @@ impl SharedSources {
                     senders: Vec::new(),
                     progress: Arc::default(),
                     changed: Arc::default(),
+                    gauges: Arc::default(),
                     batch_size,
                 },
             );
@@ -156,6 +159,7 @@ impl SharedSources {
             path,
             progress: entry.progress.clone(),
             changed: entry.changed.clone(),
+            gauges: entry.gauges.clone(),
         }))
     }
 
@@ -186,6 +190,9 @@ async fn read(name: String, mut source: Box<dyn Source>, share: Share, shutdown:
             () = shutdown.cancelled() => break,
             read = source.next_batch(share.batch_size) => read,
         };
+        if let Ok(mut gauges) = share.gauges.lock() {
+            *gauges = source.gauges();
+        }
         match read {
             Ok(Some(records)) if records.is_empty() => {}
             Ok(Some(records)) => {
@@ -262,6 +269,7 @@ pub struct TeeSource {
     path: PathBuf,
     progress: Arc<Mutex<Progress>>,
     changed: Arc<Notify>,
+    gauges: Arc<Mutex<Vec<Gauge>>>,
 }
 
 #[async_trait]
@@ -293,8 +301,11 @@ impl Source for TeeSource {
         Ok(())
     }
 
+    /// The real source's gauges, and this consumer's queue length.
     fn gauges(&self) -> Vec<Gauge> {
-        vec![Gauge { name: "shared_batches_queued", labels: Vec::new(), value: self.rx.len() as f64 }]
+        let mut gauges = self.gauges.lock().map(|g| g.clone()).unwrap_or_default();
+        gauges.push(Gauge { name: "shared_batches_queued", labels: Vec::new(), value: self.rx.len() as f64 });
+        gauges
     }
 
     async fn close(&mut self) -> Result<(), ComponentError> {

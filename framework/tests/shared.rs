@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_framework::config::{self, ComponentSpec};
+use tributary_framework::metrics::{Gauge, Metrics};
 use tributary_framework::registry::{BuildFuture, Registry};
 use tributary_framework::runtime::{Pipeline, RunSummary, RuntimeError};
 use tributary_framework::shared::SharedSources;
@@ -52,6 +53,10 @@ impl Source for CountingSource {
     async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
         self.commits.lock().unwrap().extend_from_slice(positions);
         Ok(())
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        vec![Gauge { name: "source_reads", labels: Vec::new(), value: self.reads.load(Ordering::SeqCst) as f64 }]
     }
 }
 
@@ -147,19 +152,28 @@ fn toml(consumer: &str, checkpoint: &std::path::Path) -> String {
 
 /// Builds both consumers on one share and runs them to the end.
 async fn run_both(w: &World, dir: &std::path::Path) -> Vec<Result<RunSummary, RuntimeError>> {
+    run_both_with_metrics(w, dir).await.0
+}
+
+/// [`run_both`], also returning each pipeline's metrics.
+async fn run_both_with_metrics(
+    w: &World,
+    dir: &std::path::Path,
+) -> (Vec<Result<RunSummary, RuntimeError>>, Vec<Arc<Metrics>>) {
     let mut shared = SharedSources::new(64);
     let mut pipelines = Vec::new();
     for consumer in ["a", "b"] {
         let config = config::from_toml_str(consumer, &toml(consumer, &dir.join(format!("{consumer}.json")))).unwrap();
         pipelines.push(Pipeline::build_shared(&config, &w.registry, &mut shared, consumer).await.unwrap());
     }
+    let metrics = pipelines.iter().map(Pipeline::metrics).collect();
     let shutdown = CancellationToken::new();
     let readers = shared.start(shutdown.clone());
     let results = futures::future::join_all(pipelines.into_iter().map(|p| p.run(shutdown.clone()))).await;
     for reader in readers {
         reader.await.unwrap();
     }
-    results
+    (results, metrics)
 }
 
 fn highest_commit(commits: &[Position], partition: &str) -> Option<u64> {
@@ -178,8 +192,14 @@ async fn two_pipelines_read_a_shared_source_once_and_each_gets_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let fast = || Model { delay: Duration::ZERO, fail_from: u64::MAX };
     let w = world(0, 1000, fast(), fast());
-    for result in run_both(&w, dir.path()).await {
+    let (results, metrics) = run_both_with_metrics(&w, dir.path()).await;
+    for result in results {
         result.unwrap();
+    }
+    for m in metrics {
+        let gauges = &m.gauges()["rides"];
+        assert!(gauges.iter().any(|g| g.name == "source_reads"), "the real source's gauges reach every consumer");
+        assert!(gauges.iter().any(|g| g.name == "shared_batches_queued"), "{gauges:?}");
     }
     for sink in &w.sinks {
         let mut ids = sink.ids.lock().unwrap().clone();
