@@ -47,6 +47,11 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The pauses between retries of a failed source read: from 200 ms up to 30 s.
+    pub(crate) fn source_reads() -> Self {
+        RetryPolicy { initial_backoff_ms: 200, max_backoff_ms: 30_000, ..RetryPolicy::default() }
+    }
+
     /// Whether a record that has had `attempts` attempts and arrived at `arrival` may be tried again.
     pub fn may_retry(&self, attempts: u32, arrival: SystemTime) -> bool {
         if attempts >= self.max_attempts {

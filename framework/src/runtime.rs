@@ -176,7 +176,7 @@ impl Driver {
         let mut reading = true;
         let mut failure: Option<RuntimeError> = None;
         let mut read_errors = 0u32;
-        let read_backoff = RetryPolicy { initial_backoff_ms: 200, max_backoff_ms: 30_000, ..RetryPolicy::default() };
+        let read_backoff = RetryPolicy::source_reads();
 
         loop {
             // Acknowledgements first: they free capacity and move the watermark.

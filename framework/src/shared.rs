@@ -28,6 +28,7 @@ use crate::error::{ComponentError, ConfigError};
 use crate::metrics::Gauge;
 use crate::record::{Offset, Position, Record};
 use crate::registry::Registry;
+use crate::retry::RetryPolicy;
 
 /// Batches a consumer may be behind the reader before the reader waits for it.
 pub const DEFAULT_BUFFER_BATCHES: usize = 64;
@@ -214,7 +215,7 @@ async fn read(name: String, mut source: Box<dyn Source>, share: Share, shutdown:
             Ok(None) => break,
             Err(error) if error.is_retryable() => {
                 errors += 1;
-                let pause = std::time::Duration::from_millis((200u64 << errors.min(7)).min(30_000));
+                let pause = RetryPolicy::source_reads().backoff(errors);
                 tracing::warn!(share = %name, %error, ?pause, "shared read failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
