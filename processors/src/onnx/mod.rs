@@ -60,6 +60,16 @@ impl Column {
         }
     }
 
+    /// Drops the values after the first `len` (a record whose later feature was rejected).
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Column::Float(v) => v.truncate(len),
+            Column::Double(v) => v.truncate(len),
+            Column::Int64(v) => v.truncate(len),
+            Column::String(v) => v.truncate(len),
+        }
+    }
+
     /// Appends one event value, or says why it does not fit.
     fn push(&mut self, value: &Value) -> Result<(), String> {
         match (self, value) {
@@ -334,9 +344,18 @@ impl OnnxProcessor {
     }
 
     /// Adds one event's features to `columns`, or says which field is wrong.
+    /// A rejected record leaves no values behind: the columns are cut back to where they were.
     fn features(&self, event: &Value, columns: &mut [Column]) -> Result<(), String> {
-        let mut staged: Vec<Column> = self.extract.iter().map(|(_, kind)| Column::new(*kind, 1)).collect();
-        for ((source, _), column) in self.extract.iter().zip(&mut staged) {
+        let before = columns.first().map_or(0, Column::len);
+        let pushed = self.push_features(event, columns);
+        if pushed.is_err() {
+            columns.iter_mut().for_each(|c| c.truncate(before));
+        }
+        pushed
+    }
+
+    fn push_features(&self, event: &Value, columns: &mut [Column]) -> Result<(), String> {
+        for ((source, _), column) in self.extract.iter().zip(columns) {
             match source {
                 Extract::Field(path) => {
                     let value = lookup(event, path).filter(|v| !v.is_null()).ok_or(format!("`{path}` is missing"))?;
@@ -346,17 +365,11 @@ impl OnnxProcessor {
                     let text = template
                         .render(event)
                         .ok_or_else(|| format!("`{}` is missing", template.missing_field(event).unwrap_or_default()))?;
-                    column.push(&Value::String(text))?;
+                    match column {
+                        Column::String(v) => v.push(text),
+                        other => other.push(&Value::String(text))?,
+                    }
                 }
-            }
-        }
-        for (column, one) in columns.iter_mut().zip(staged) {
-            match (column, one) {
-                (Column::Float(a), Column::Float(b)) => a.extend(b),
-                (Column::Double(a), Column::Double(b)) => a.extend(b),
-                (Column::Int64(a), Column::Int64(b)) => a.extend(b),
-                (Column::String(a), Column::String(b)) => a.extend(b),
-                _ => return Err("internal: column types differ".into()),
             }
         }
         Ok(())
