@@ -14,6 +14,8 @@ use tributary_framework::Source;
 use tributary_kafka::rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
 
+use crate::metric;
+
 const PARTITIONS: i32 = 3;
 
 async fn topic_with_rides(brokers: &str, topic: &str, count: usize) -> Result<()> {
@@ -40,20 +42,6 @@ async fn topic_with_rides(brokers: &str, topic: &str, count: usize) -> Result<()
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
-    if stream.write_all(b"GET / HTTP/1.1\r\n\r\n").is_err() {
-        return 0.0;
-    }
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Records/s of the worker over `count` rides and of the Python consumer over `py_count`.

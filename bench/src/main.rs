@@ -168,6 +168,21 @@ pub(crate) async fn run_batches(graph: &Graph, batches: &[Vec<Record>]) -> Resul
     Ok(())
 }
 
+/// A counter from `tributary run --metrics-addr 127.0.0.1:PORT` (0 while it does not answer).
+pub(crate) fn metric(port: u16, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
+    if stream.write_all(b"GET / HTTP/1.1\r\n\r\n").is_err() {
+        return 0.0;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]

@@ -13,6 +13,8 @@ use serde_json::Value;
 use tributary_framework::Source;
 use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
 
+use crate::metric;
+
 const SHARDS: i32 = 4;
 
 async fn stream_with_rides(client: &aws_sdk_kinesis::Client, name: &str, count: usize) -> Result<()> {
@@ -49,20 +51,6 @@ async fn empty_stream(client: &aws_sdk_kinesis::Client, name: &str) -> Result<()
     Ok(())
 }
 
-fn delivered(port: u16) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
-    if stream.write_all(b"GET / HTTP/1.1\r\n\r\n").is_err() {
-        return 0.0;
-    }
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix("tributary_outputs_delivered_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Records/s of the Rust worker and of the Python consumer over `count` rides.
 pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize) -> Result<()> {
     let client = tributary_aws::kinesis_client().await;
@@ -88,7 +76,7 @@ pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize) -> Re
         .env_remove("LEASE_TABLE")
         .stdout(Stdio::null())
         .spawn()?;
-    while delivered(port) < count as f64 {
+    while metric(port, "tributary_outputs_delivered_total") < count as f64 {
         if started.elapsed() > Duration::from_secs(300) {
             let _ = worker.kill();
             bail!("the worker did not deliver {count} records in 5 minutes");

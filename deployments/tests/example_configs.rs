@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use common::{create_stream, kinesis, put, read_stream, ride, root, unique};
+use common::{create_stream, kinesis, put, read_stream, ride, root, signal, unique};
 use serde_json::Value;
 
 fn run(config: &str, env: &[(&str, &str)], checkpoints: &std::path::Path) -> Child {
@@ -46,8 +46,21 @@ async fn wait_for(client: &Client, stream: &str, n: usize) -> Vec<Value> {
 }
 
 fn stop(mut child: Child) {
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    signal(&child, "-INT");
     assert!(child.wait().unwrap().success());
+}
+
+/// Both envelopes, duration and tip, for every ride 1..=n.
+fn assert_both_envelopes(values: &[Value], n: u64) {
+    for model in ["ride_duration_prediction_model", "tip_prediction_model"] {
+        let mut ids: Vec<u64> = values
+            .iter()
+            .filter(|v| v["model"] == model)
+            .map(|v| v["prediction"]["ride_id"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "{model}");
+    }
 }
 
 #[tokio::test]
@@ -65,15 +78,7 @@ async fn fan_out_reads_once_and_writes_both_envelopes() {
     );
     let values = wait_for(&client, &output, 200).await;
     stop(child);
-    for model in ["ride_duration_prediction_model", "tip_prediction_model"] {
-        let mut ids: Vec<u64> = values
-            .iter()
-            .filter(|v| v["model"] == model)
-            .map(|v| v["prediction"]["ride_id"].as_u64().unwrap())
-            .collect();
-        ids.sort_unstable();
-        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "{model}");
-    }
+    assert_both_envelopes(&values, 100);
     let checkpoint: Value = serde_json::from_slice(
         &std::fs::read(checkpoints.path().join(format!("fan-out-{input}.json"))).expect("one checkpoint file"),
     )
@@ -122,15 +127,7 @@ async fn independent_consumers_share_one_read_and_keep_their_own_checkpoints() {
     );
     let values = wait_for(&client, &output, 200).await;
     stop(child);
-    for model in ["ride_duration_prediction_model", "tip_prediction_model"] {
-        let mut ids: Vec<u64> = values
-            .iter()
-            .filter(|v| v["model"] == model)
-            .map(|v| v["prediction"]["ride_id"].as_u64().unwrap())
-            .collect();
-        ids.sort_unstable();
-        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "{model}");
-    }
+    assert_both_envelopes(&values, 100);
     // One stream checkpoint (the shared read) and one checkpoint per consumer, each at the end
     // of both shards.
     let read = |name: &str| -> Value {

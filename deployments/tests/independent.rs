@@ -3,25 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use common::{free_port, root, scrape};
 
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
-}
-
-fn metrics(port: u16) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
-    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
 }
 
 #[test]
@@ -74,7 +66,7 @@ fn a_slow_consumer_does_not_stall_an_independent_one() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .current_dir(root())
         .args(["run", "--no-status", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
@@ -94,7 +86,7 @@ fn a_slow_consumer_does_not_stall_an_independent_one() {
     let slow_done = lines(&slow_out);
     assert!(slow_done < 20, "the slow pipeline should still be working, but it has {slow_done} decisions");
     assert!(child.try_wait().unwrap().is_none(), "the process runs until both pipelines finish");
-    let text = metrics(port);
+    let text = scrape(port).unwrap_or_default();
     assert!(text.contains("tributary_records_in_total{pipeline=\"fast\"} 500"), "{text}");
     assert!(text.contains("tributary_records_in_total{pipeline=\"slow\"}"), "{text}");
 

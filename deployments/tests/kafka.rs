@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{required, ride, root, unique};
+use common::{free_port, metric, put_with, required, ride, root, signal, unique};
 use serde_json::Value;
 use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_kafka::rdkafka::{Message, Offset, TopicPartitionList};
@@ -39,18 +38,7 @@ async fn topics(partitions: i32) -> Topics {
 
 /// `tributary put --raw --brokers`: each line as it is.
 fn put_lines(topic: &str, lines: &[String]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["put", "--raw", "--brokers", &brokers(), "--topic", topic])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for line in lines {
-        writeln!(stdin, "{line}").unwrap();
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success(), "tributary put --brokers failed");
+    put_with(&["--raw", "--brokers", &brokers(), "--topic", topic], lines.iter().cloned());
 }
 
 fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<String> {
@@ -120,10 +108,6 @@ fn worker(config: &Path, t: &Topics, group: &str, brokers: &str, metrics_port: O
     Running(cmd.spawn().expect("start tributary run"), Some(log))
 }
 
-fn signal(child: &Running, name: &str) {
-    assert!(Command::new("kill").args([name, &child.0.id().to_string()]).status().unwrap().success());
-}
-
 /// Every message of `topic`, decoded, read from the beginning without a consumer group, until
 /// a second passes without one. (tansu reports high watermarks in batches, not records, so they
 /// cannot mark the end.)
@@ -176,18 +160,6 @@ fn assert_all_present(ids: &[u64], n: u64) -> usize {
     total - sorted.len()
 }
 
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut text).ok()?;
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn three_partitions_end_to_end_with_poison_messages() {
     let t = topics(3).await;
@@ -204,7 +176,7 @@ async fn three_partitions_end_to_end_with_poison_messages() {
     let group = unique("group");
     let mut w = worker(&config(dir.path()), &t, &group, &brokers(), None);
     let ids = wait_for(&t.output, 300);
-    signal(&w, "-INT");
+    signal(&w.0, "-INT");
     assert!(w.0.wait().unwrap().success());
     assert_eq!(assert_all_present(&ids, 300), 0, "one run, no duplicates");
 
@@ -222,7 +194,7 @@ async fn three_partitions_end_to_end_with_poison_messages() {
     put_lines(&t.input, &rides(301..=310));
     let mut again = worker(&config(dir.path()), &t, &group, &brokers(), None);
     let ids = wait_for(&t.output, 310);
-    signal(&again, "-INT");
+    signal(&again.0, "-INT");
     assert!(again.0.wait().unwrap().success());
     assert_eq!(assert_all_present(&ids, 310), 0, "nothing committed was read again");
 }
@@ -236,13 +208,13 @@ async fn a_killed_consumer_restarts_without_losing_records() {
     put_lines(&t.input, &rides(1..=1000));
     let mut first = worker(&config, &t, &group, &brokers(), None);
     wait_for(&t.output, 200);
-    signal(&first, "-KILL");
+    signal(&first.0, "-KILL");
     first.0.wait().unwrap();
 
     put_lines(&t.input, &rides(1001..=1200));
     let mut second = worker(&config, &t, &group, &brokers(), None);
     let ids = wait_for(&t.output, 1200);
-    signal(&second, "-INT");
+    signal(&second.0, "-INT");
     assert!(second.0.wait().unwrap().success());
     let duplicates = assert_all_present(&ids, 1200);
     assert!(duplicates <= 1000, "re-reads are bounded by what the killed consumer had not committed: {duplicates}");
@@ -275,8 +247,8 @@ async fn a_second_consumer_in_the_group_takes_partitions() {
     put_lines(&t.input, &rides(301..=900));
     let ids = wait_for(&t.output, 900);
     assert!(metric(port_b, "tributary_records_in_total").unwrap_or(0.0) > 0.0, "the second member read nothing");
-    signal(&a, "-INT");
-    signal(&b, "-INT");
+    signal(&a.0, "-INT");
+    signal(&b.0, "-INT");
     assert!(a.0.wait().unwrap().success());
     assert!(b.0.wait().unwrap().success());
     assert_all_present(&ids, 900);
@@ -330,6 +302,6 @@ async fn a_broker_down_at_start_is_retried_until_it_comes_up() {
         assert!(Instant::now() < deadline, "the worker never recovered once the broker came up");
         std::thread::sleep(Duration::from_millis(500));
     }
-    signal(&w, "-INT");
+    signal(&w.0, "-INT");
     assert!(w.0.wait().unwrap().success());
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use common::{create_stream, kinesis, put, read_stream, ride, root, unique};
+use common::{create_stream, kinesis, put, read_stream, ride, root, signal, unique};
 use serde_json::Value;
 
 /// `tributary run` with kinesis-worker.toml from `input` to `output`; callers add the rest.
@@ -55,10 +55,6 @@ fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start tributary run")
-}
-
-fn signal(child: &Child, name: &str) {
-    assert!(Command::new("kill").args([name, &child.id().to_string()]).status().unwrap().success());
 }
 
 /// Ride ids in the output stream, in stream order.

@@ -93,17 +93,50 @@ pub fn ride(id: u64, pu: u64) -> Value {
     json!({"ride": {"PULocationID": pu, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": id})
 }
 
+/// `tributary put --stream STREAM`, the values on stdin.
 pub fn put(stream: &str, values: &[Value]) {
+    put_with(&["--stream", stream], values.iter().map(Value::to_string));
+}
+
+/// `tributary put ARGS`, one line per item on stdin.
+pub fn put_with(args: &[&str], lines: impl IntoIterator<Item = String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["put", "--stream", stream])
+        .arg("put")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    for v in values {
-        writeln!(stdin, "{v}").unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
     }
     drop(stdin);
-    assert!(child.wait().unwrap().success(), "tributary put failed");
+    assert!(child.wait().unwrap().success(), "tributary put {args:?} failed");
+}
+
+/// Sends `name` (`-INT`, `-KILL`) to a child process.
+pub fn signal(child: &std::process::Child, name: &str) {
+    assert!(Command::new("kill").args([name, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The response of `tributary run --metrics-addr 127.0.0.1:PORT`, if it answers.
+pub fn scrape(port: u16) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// One series' value from [`scrape`]: the first line starting with `series` (a name, with its
+/// labels if it has any).
+pub fn metric(port: u16, series: &str) -> Option<f64> {
+    scrape(port)?.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
