@@ -63,22 +63,27 @@ fn assert_both_envelopes(values: &[Value], n: u64) {
     }
 }
 
-#[tokio::test]
-async fn fan_out_reads_once_and_writes_both_envelopes() {
+/// Rides 1..=100 on a fresh 2-shard stream through `configs` (one process) until both
+/// envelopes of every ride are on the output stream; returns the input stream and the
+/// checkpoint folder.
+async fn hundred_rides_through(configs: &[&str]) -> (String, tempfile::TempDir) {
     let client = kinesis().await;
     let (input, output) = (unique("rides"), unique("predictions"));
     create_stream(&client, &input, 2).await;
     create_stream(&client, &output, 1).await;
     put(&input, &(1..=100).map(|id| ride(id, 1 + id % 265)).collect::<Vec<_>>());
     let checkpoints = tempfile::tempdir().unwrap();
-    let child = run(
-        "deployments/config/fan-out.toml",
-        &[("INPUT_STREAM", &input), ("PREDICTIONS_STREAM_NAME", &output)],
-        checkpoints.path(),
-    );
+    let child =
+        run_many(configs, &[("INPUT_STREAM", &input), ("PREDICTIONS_STREAM_NAME", &output)], checkpoints.path());
     let values = wait_for(&client, &output, 200).await;
     stop(child);
     assert_both_envelopes(&values, 100);
+    (input, checkpoints)
+}
+
+#[tokio::test]
+async fn fan_out_reads_once_and_writes_both_envelopes() {
+    let (input, checkpoints) = hundred_rides_through(&["deployments/config/fan-out.toml"]).await;
     let checkpoint: Value = serde_json::from_slice(
         &std::fs::read(checkpoints.path().join(format!("fan-out-{input}.json"))).expect("one checkpoint file"),
     )
@@ -114,20 +119,11 @@ async fn moderation_decides_every_example_upload() {
 
 #[tokio::test]
 async fn independent_consumers_share_one_read_and_keep_their_own_checkpoints() {
-    let client = kinesis().await;
-    let (input, output) = (unique("rides"), unique("predictions"));
-    create_stream(&client, &input, 2).await;
-    create_stream(&client, &output, 1).await;
-    put(&input, &(1..=100).map(|id| ride(id, 1 + id % 265)).collect::<Vec<_>>());
-    let checkpoints = tempfile::tempdir().unwrap();
-    let child = run_many(
-        &["deployments/config/independent-duration.toml", "deployments/config/independent-tip.toml"],
-        &[("INPUT_STREAM", &input), ("PREDICTIONS_STREAM_NAME", &output)],
-        checkpoints.path(),
-    );
-    let values = wait_for(&client, &output, 200).await;
-    stop(child);
-    assert_both_envelopes(&values, 100);
+    let (input, checkpoints) = hundred_rides_through(&[
+        "deployments/config/independent-duration.toml",
+        "deployments/config/independent-tip.toml",
+    ])
+    .await;
     // One stream checkpoint (the shared read) and one checkpoint per consumer, each at the end
     // of both shards.
     let read = |name: &str| -> Value {

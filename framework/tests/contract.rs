@@ -3,10 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use common::TestSource;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tributary_framework::config::{self, ComponentSpec};
@@ -18,42 +21,6 @@ use tributary_framework::{
 };
 
 type Behaviour<T> = Arc<dyn Fn(&Value, u32) -> T + Send + Sync>;
-
-/// A source of `{"id": n}` records over `partitions` partitions; endless if `total` is None.
-struct TestSource {
-    next: u64,
-    total: Option<u64>,
-    partitions: u64,
-    commits: Arc<Mutex<Vec<Position>>>,
-}
-
-#[async_trait]
-impl Source for TestSource {
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ComponentError> {
-        let end = self.total.map_or(self.next + max as u64, |t| t.min(self.next + max as u64));
-        if self.next >= end {
-            return Ok(None);
-        }
-        if self.total.is_none() {
-            tokio::task::yield_now().await;
-        }
-        let records = (self.next..end)
-            .map(|id| {
-                let partition = format!("p{}", id % self.partitions);
-                let position =
-                    Position { source: "src".into(), partition: partition.into(), offset: Offset::Index(id) };
-                Record::new(serde_json::to_vec(&json!({"id": id})).unwrap(), position)
-            })
-            .collect();
-        self.next = end;
-        Ok(Some(records))
-    }
-
-    async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
-        self.commits.lock().unwrap().extend_from_slice(positions);
-        Ok(())
-    }
-}
 
 /// Calls `behaviour(value, attempt)` per record, counting attempts per record id.
 struct TestProcessor {
@@ -129,9 +96,10 @@ fn harness(
     let mut registry = Registry::new()
         .source("test", move |_spec: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
             let commits = c.clone();
-            Box::pin(
-                async move { Ok(Box::new(TestSource { next: 0, total, partitions: 3, commits }) as Box<dyn Source>) },
-            )
+            Box::pin(async move {
+                Ok(Box::new(TestSource { next: 0, total, partitions: 3, reads: Arc::default(), commits })
+                    as Box<dyn Source>)
+            })
         })
         .processor("tag", move |spec: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
             let behaviour = behaviour.clone();

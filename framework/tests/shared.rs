@@ -3,62 +3,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use common::TestSource;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tributary_framework::config::{self, ComponentSpec};
-use tributary_framework::metrics::{Gauge, Metrics};
+use tributary_framework::metrics::Metrics;
 use tributary_framework::registry::{BuildFuture, Registry};
 use tributary_framework::runtime::{Pipeline, RunSummary, RuntimeError};
 use tributary_framework::shared::SharedSources;
-use tributary_framework::{
-    ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Record, Sink, Source,
-};
-
-/// `{"id": n}` records from `start` to `total` (exclusive) over two partitions, counting reads
-/// and recording commits.
-struct CountingSource {
-    next: u64,
-    total: u64,
-    reads: Arc<AtomicU64>,
-    commits: Arc<Mutex<Vec<Position>>>,
-}
-
-#[async_trait]
-impl Source for CountingSource {
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ComponentError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        let end = self.total.min(self.next + max as u64);
-        if self.next >= end {
-            return Ok(None);
-        }
-        let records = (self.next..end)
-            .map(|id| {
-                let position = Position {
-                    source: "rides".into(),
-                    partition: format!("p{}", id % 2).into(),
-                    offset: Offset::Index(id),
-                };
-                Record::new(serde_json::to_vec(&json!({"id": id})).unwrap(), position)
-            })
-            .collect();
-        self.next = end;
-        Ok(Some(records))
-    }
-
-    async fn commit(&mut self, positions: &[Position]) -> Result<(), ComponentError> {
-        self.commits.lock().unwrap().extend_from_slice(positions);
-        Ok(())
-    }
-
-    fn gauges(&self) -> Vec<Gauge> {
-        vec![Gauge { name: "source_reads", labels: Vec::new(), value: self.reads.load(Ordering::SeqCst) as f64 }]
-    }
-}
+use tributary_framework::{ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Sink, Source};
 
 /// Sleeps `delay` per batch; fails (retryable) the records whose id is in `fail_from..`.
 struct Model {
@@ -117,7 +77,8 @@ fn world(start: u64, total: u64, a: Model, b: Model) -> World {
     let (sa, sb) = (sinks[0].clone(), sinks[1].clone());
     let registry = Registry::new()
         .source("counted", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let source = CountingSource { next: start, total, reads: r.clone(), commits: c.clone() };
+            let source =
+                TestSource { next: start, total: Some(total), partitions: 2, reads: r.clone(), commits: c.clone() };
             Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
         })
         .processor("model_a", move |_| -> BuildFuture<Arc<dyn Processor>> {
