@@ -76,6 +76,17 @@ pub struct KafkaSourceConfig {
     pub librdkafka: BTreeMap<String, String>,
 }
 
+/// Commits the offsets stored so far; nothing stored since the last commit is not an error.
+fn commit_stored<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    mode: CommitMode,
+) -> Result<(), rdkafka::error::KafkaError> {
+    match consumer.commit_consumer_state(mode) {
+        Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
+        other => other,
+    }
+}
+
 /// Consumer context: librdkafka error reporting, plus the synchronous commit on revoke.
 struct GroupContext {
     inner: tributary_kafka::Context,
@@ -97,10 +108,8 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             // Hand over exactly what is done: the offsets stored so far (the watermarks).
-            match consumer.commit_consumer_state(CommitMode::Sync) {
+            match commit_stored(consumer, CommitMode::Sync) {
                 Ok(()) => tracing::info!(partitions = partitions.count(), "partitions revoked; offsets committed"),
-                // Nothing stored since the last commit.
-                Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the last commit")
                 }
@@ -245,11 +254,8 @@ impl Source for KafkaSource {
                 tracing::debug!(source = %self.id, %position, error = %e, "offset not stored (partition not assigned)");
             }
         }
-        match self.consumer.commit_consumer_state(CommitMode::Async) {
-            Ok(()) => Ok(()),
-            Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => Ok(()),
-            Err(e) => Err(ComponentError::Retryable(format!("committing offsets: {e}"))),
-        }
+        commit_stored(&self.consumer, CommitMode::Async)
+            .map_err(|e| ComponentError::Retryable(format!("committing offsets: {e}")))
     }
 
     fn gauges(&self) -> Vec<Gauge> {
@@ -267,11 +273,8 @@ impl Source for KafkaSource {
 
     async fn close(&mut self) -> Result<(), ComponentError> {
         // The runtime has stored its final watermarks; make them durable before leaving.
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {}
-            Err(e) => return Err(ComponentError::Retryable(format!("final offset commit: {e}"))),
-        }
+        commit_stored(&self.consumer, CommitMode::Sync)
+            .map_err(|e| ComponentError::Retryable(format!("final offset commit: {e}")))?;
         // Dropping the consumer then leaves the group, so its partitions move at once.
         Ok(())
     }
