@@ -128,19 +128,19 @@ pub struct KafkaSource {
 /// Interned partition names (`topic/partition`), and back.
 #[derive(Default)]
 struct Partitions {
-    names: HashMap<(String, i32), Arc<str>>,
+    /// topic -> partition -> name; looked up by `&str`, so reading a message allocates nothing.
+    names: HashMap<String, HashMap<i32, Arc<str>>>,
     keys: HashMap<Arc<str>, (String, i32)>,
 }
 
 impl Partitions {
     fn name(&mut self, topic: &str, partition: i32) -> Arc<str> {
-        let key = (topic.to_string(), partition);
-        if let Some(name) = self.names.get(&key) {
+        if let Some(name) = self.names.get(topic).and_then(|p| p.get(&partition)) {
             return name.clone();
         }
         let name: Arc<str> = Arc::from(format!("{topic}/{partition}"));
-        self.keys.insert(name.clone(), key.clone());
-        self.names.insert(key, name.clone());
+        self.keys.insert(name.clone(), (topic.to_string(), partition));
+        self.names.entry(topic.to_string()).or_default().insert(partition, name.clone());
         name
     }
 }
