@@ -189,15 +189,12 @@ impl Processor for Merge {
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         // The keys this call holds, with the indices of its inputs for each, in arrival order.
-        let mut held: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut held: HashMap<String, Vec<usize>> = HashMap::new();
         {
             let mut table = self.table.lock().map_err(|_| ComponentError::Fatal("merge state poisoned".into()))?;
             for (i, input) in batch.iter().enumerate() {
                 match self.add(&mut table, input.value) {
-                    Ok(key) => match held.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, indices)) => indices.push(i),
-                        None => held.push((key, vec![i])),
-                    },
+                    Ok(key) => held.entry(key).or_default().push(i),
                     Err(outcome) => outcomes[i] = Some(outcome),
                 }
             }
@@ -212,10 +209,10 @@ impl Processor for Merge {
             {
                 let mut table = self.table.lock().map_err(|_| ComponentError::Fatal("merge state poisoned".into()))?;
                 let now = Instant::now();
-                held.retain(|(key, indices)| {
+                held.retain(|key, indices| {
                     let Some(pending) = table.get(key) else {
                         // Decided by the call that completed it: these inputs emit nothing.
-                        for &i in indices {
+                        for &i in indices.iter() {
                             outcomes[i] = Some(Outcome::Emit(Vec::new()));
                         }
                         return false;
