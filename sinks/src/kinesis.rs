@@ -12,7 +12,9 @@
 //! Outputs are sent as JSON in PutRecords calls within the API's limits (500 records and 5 MiB
 //! per call, 1 MiB per record including its key). A record the stream refuses in a call
 //! (`ProvisionedThroughputExceededException`, `InternalFailure`) is reported for retry, so the
-//! runtime resends only those, with backoff and jitter. A record over 1 MiB, or whose key cannot
+//! runtime resends only those, with backoff and jitter. A batch needing several calls sends them in
+//! order; when a later call fails as a whole, only its records and the unsent ones are retried, so
+//! the records of the accepted calls are not sent twice. A record over 1 MiB, or whose key cannot
 //! be made, is rejected (dead-lettered). Credentials and endpoint come from the AWS SDK's standard
 //! chain (`AWS_ENDPOINT_URL_KINESIS` or `AWS_ENDPOINT_URL` for a local stand-in).
 
@@ -133,6 +135,31 @@ impl KinesisSink {
         }
         Ok(())
     }
+
+    /// Sends the calls in order. A failed first call fails the whole delivery (the runtime retries
+    /// or stops, by the error's kind). A failed later call must not do that: the calls before it
+    /// were accepted, and resending them would duplicate their records. So its records, and those
+    /// of the calls not yet made, are reported for retry; the retry's first call then meets the
+    /// error again and reports it by its kind.
+    async fn send(&self, calls: Vec<Vec<Pending>>, results: &mut [Delivery]) -> Result<(), ComponentError> {
+        let mut calls = calls.into_iter();
+        let mut first = true;
+        while let Some(call) = calls.next() {
+            let indices: Vec<usize> = call.iter().map(|p| p.index).collect();
+            match self.put(call, results).await {
+                Ok(()) => first = false,
+                Err(error) if first => return Err(error),
+                Err(error) => {
+                    let reason = format!("{error} (after earlier PutRecords calls of this batch succeeded)");
+                    for index in indices.into_iter().chain(calls.flatten().map(|p| p.index)) {
+                        results[index] = Delivery::Retry(reason.clone());
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -152,8 +179,8 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 impl Sink for KinesisSink {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
         let mut results = vec![Delivery::Delivered; batch.len()];
-        let mut chunk: Vec<Pending> = Vec::new();
-        let mut chunk_bytes = 0;
+        let mut calls: Vec<Vec<Pending>> = Vec::new();
+        let mut call_bytes = 0;
         for (index, input) in batch.iter().enumerate() {
             let (data, key) = match self.encode(input) {
                 Ok(encoded) => encoded,
@@ -167,16 +194,148 @@ impl Sink for KinesisSink {
                 continue;
             }
             let size = data.len() + key.len();
-            if chunk.len() == MAX_RECORDS_PER_CALL || chunk_bytes + size > MAX_BYTES_PER_CALL {
-                self.put(std::mem::take(&mut chunk), &mut results).await?;
-                chunk_bytes = 0;
+            match calls.last_mut() {
+                Some(call) if call.len() < MAX_RECORDS_PER_CALL && call_bytes + size <= MAX_BYTES_PER_CALL => {
+                    call_bytes += size;
+                    call.push(Pending { index, data, key });
+                }
+                _ => {
+                    call_bytes = size;
+                    calls.push(vec![Pending { index, data, key }]);
+                }
             }
-            chunk_bytes += size;
-            chunk.push(Pending { index, data, key });
         }
-        if !chunk.is_empty() {
-            self.put(chunk, &mut results).await?;
-        }
+        self.send(calls, &mut results).await?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The call-splitting logic against an in-process HTTP double that answers PutRecords from a
+    //! script (the integration tests use kinesis-mock; it cannot fail one call of several).
+
+    use std::sync::Mutex;
+
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+    use tributary_framework::{Offset, Position, Record};
+
+    use super::*;
+
+    /// Answers each PutRecords call with the next scripted status (200 accepts every record) and
+    /// records how many records each call carried.
+    async fn double(script: Vec<u16>) -> (String, Arc<Mutex<Vec<usize>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        tokio::spawn(async move {
+            let mut script = script.into_iter();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let mut reader = BufReader::new(socket);
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            break;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap();
+                        }
+                    }
+                    if line != "\r\n" {
+                        break; // connection closed
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).await.unwrap();
+                    let request: Value = serde_json::from_slice(&body).unwrap();
+                    let records = request["Records"].as_array().map_or(0, Vec::len);
+                    seen.lock().unwrap().push(records);
+                    let (status, answer) = match script.next().unwrap_or(200) {
+                        200 => {
+                            let entries: Vec<Value> = (0..records)
+                                .map(|i| json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}))
+                                .collect();
+                            ("200 OK", json!({"FailedRecordCount": 0, "Records": entries}))
+                        }
+                        400 => ("400 Bad Request", json!({"__type": "ResourceNotFoundException", "message": "gone"})),
+                        _ => ("500 Internal Server Error", json!({"__type": "InternalFailure", "message": "boom"})),
+                    };
+                    let answer = answer.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    reader.get_mut().write_all(response.as_bytes()).await.unwrap();
+                }
+            }
+        });
+        (url, calls)
+    }
+
+    fn sink(url: &str) -> KinesisSink {
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .retry_config(RetryConfig::disabled())
+            .build();
+        KinesisSink {
+            client: Client::from_conf(config),
+            stream: "out".into(),
+            key: Template::parse("{ride_id}").unwrap(),
+            dry_run: false,
+        }
+    }
+
+    async fn deliver(sink: &KinesisSink, count: usize) -> Result<Vec<Delivery>, ComponentError> {
+        let values: Vec<Value> = (0..count).map(|i| json!({"ride_id": i})).collect();
+        let records: Vec<Record> = (0..count)
+            .map(|i| {
+                let position = Position { source: "s".into(), partition: "p".into(), offset: Offset::Index(i as u64) };
+                Record::new(Vec::new(), position)
+            })
+            .collect();
+        let inputs: Vec<Input<'_>> =
+            values.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
+        sink.deliver(&inputs).await
+    }
+
+    #[tokio::test]
+    async fn a_failed_later_call_retries_only_its_records_and_the_unsent_ones() {
+        let (url, calls) = double(vec![200, 500]).await;
+        let results = deliver(&sink(&url), 1_100).await.expect("the first call was accepted");
+        assert_eq!(*calls.lock().unwrap(), vec![500, 500], "the third call is not made");
+        assert!(results[..500].iter().all(|d| *d == Delivery::Delivered));
+        for result in &results[500..] {
+            let Delivery::Retry(reason) = result else { panic!("expected a retry, got {result:?}") };
+            assert!(reason.contains("InternalFailure"), "{reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_call_fails_the_delivery_by_its_kind() {
+        let (url, _) = double(vec![500]).await;
+        assert!(matches!(deliver(&sink(&url), 10).await, Err(ComponentError::Retryable(_))));
+        let (url, _) = double(vec![400]).await;
+        assert!(matches!(deliver(&sink(&url), 10).await, Err(ComponentError::Fatal(_))));
+    }
+
+    #[tokio::test]
+    async fn calls_hold_at_most_500_records() {
+        let (url, calls) = double(vec![]).await;
+        let results = deliver(&sink(&url), 1_001).await.unwrap();
+        assert_eq!(*calls.lock().unwrap(), vec![500, 500, 1]);
+        assert!(results.iter().all(|d| *d == Delivery::Delivered));
     }
 }
