@@ -71,6 +71,9 @@ pub fn environment() -> Result<Environment, OnnxError> {
         ort::init_from(path)
             .map_err(|e| format!("cannot load {}: {e}", path.display()))?
             .with_name("tributary")
+            // Microsoft's builds (the PyPI wheel's library among them) enable usage telemetry by
+            // default; a pipeline should not report on its users' models.
+            .with_telemetry(false)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))
     })
