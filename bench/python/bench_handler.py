@@ -1,13 +1,12 @@
 """Times the reference handler (lambda_function.py) the way tributary-bench times the Rust one.
 
-Usage: bench_handler.py EVENTS_JSON BATCHES
+Usage: bench_handler.py EVENTS_JSONL BATCHES
 Prints one JSON object: init_ms (interpreter start to handler ready), batch_ms (median handler
 time per event), peak_rss_kb, predictions (of the last batch).
 """
 
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -21,19 +20,31 @@ import lambda_function  # noqa: E402  (the init: boto3 client and model load)
 ready_ms = (time.perf_counter() - started) * 1000
 print(json.dumps({"ready": True}), flush=True)
 
-events = json.load(open(sys.argv[1]))
+# One event per line, parsed when it is invoked (as the Lambda runtime does).
+with open(sys.argv[1]) as f_in:
+    events = f_in.read().splitlines()
 batches = int(sys.argv[2])
 times = []
 result = None
 for i in range(batches):
-    event = events[i % len(events)]
+    event = json.loads(events[i % len(events)])
     t0 = time.perf_counter()
     result = lambda_function.lambda_handler(event, None)
     times.append((time.perf_counter() - t0) * 1000)
 
+def peak_rss_kb():
+    """VmHWM, as the Rust side reads it. (ru_maxrss is not used: on Linux it also counts the
+    parent's resident set at the fork that started this process.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
 print(json.dumps({
     "import_ms": ready_ms,
     "batch_ms": statistics.median(times),
-    "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "peak_rss_kb": peak_rss_kb(),
     "predictions": len(result["predictions"]),
 }), flush=True)

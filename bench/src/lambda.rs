@@ -20,12 +20,15 @@ pub async fn handler_process(args: &[String]) -> Result<()> {
     let [events, batches] = args else { bail!("usage: tributary-bench lambda-handler EVENTS BATCHES") };
     let function = tributary::lambda::Function::from_env().await?;
     println!("{}", json!({"ready": true}));
-    let events: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(events)?)?;
+    // One event per line, parsed when it is invoked (as the Lambda runtime does), so that only
+    // one event is in memory at a time.
+    let text = std::fs::read_to_string(events)?;
+    let events: Vec<&str> = text.lines().collect();
     let batches: usize = batches.parse()?;
     let mut times = Vec::new();
     let mut last = Value::Null;
     for i in 0..batches {
-        let event = events[i % events.len()].clone();
+        let event: Value = serde_json::from_str(events[i % events.len()])?;
         let started = Instant::now();
         last = function.handle(event).await?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
@@ -43,7 +46,7 @@ pub async fn handler_process(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Kinesis events of 100 generated rides each, in the Lambda event shape.
+/// Kinesis events of 100 generated rides each, in the Lambda event shape, one per line.
 async fn write_events(path: &Path, count: usize) -> Result<()> {
     let mut generator = GeneratorSource::new(
         "bench".into(),
@@ -68,9 +71,9 @@ async fn write_events(path: &Path, count: usize) -> Result<()> {
                 })
             })
             .collect();
-        events.push(json!({ "Records": records }));
+        events.push(json!({ "Records": records }).to_string());
     }
-    std::fs::write(path, serde_json::to_vec(&events)?)?;
+    std::fs::write(path, events.join("\n"))?;
     Ok(())
 }
 
@@ -115,56 +118,99 @@ pub fn reference_model(root: &Path) -> Result<std::path::PathBuf> {
     Ok(pickle)
 }
 
-/// Runs both handlers `runs` times over `batches` batches and prints the comparison.
+/// Where the handlers' predictions go in one row of the comparison.
+struct Target {
+    /// Row label.
+    what: &'static str,
+    /// The Kinesis endpoint, or `None` for a dry run (`TEST_RUN=True`).
+    endpoint: Option<String>,
+}
+
+/// The rows: a dry run, then each loopback Kinesis server the services provide.
+fn targets() -> Result<Vec<Target>> {
+    let endpoint =
+        |var: &str| std::env::var(var).with_context(|| format!("{var} is unset (run through `cargo xtask bench`)"));
+    Ok(vec![
+        Target { what: "per 100-record batch, TEST_RUN=True (decode, predict, encode; nothing sent)", endpoint: None },
+        Target {
+            what: "per 100-record batch, put to kinesis-mock on loopback (1 PutRecords vs 100 `put_record`)",
+            endpoint: Some(endpoint("AWS_ENDPOINT_URL_KINESIS")?),
+        },
+        Target {
+            what: "per 100-record batch, put to moto server on loopback (1 PutRecords vs 100 `put_record`)",
+            endpoint: Some(endpoint("AWS_ENDPOINT_URL")?),
+        },
+    ])
+}
+
+/// A new one-shard stream on `endpoint`, active. Every measured process writes to its own:
+/// kinesis-mock's PutRecords slows down as a stream grows.
+async fn fresh_stream(endpoint: &str, number: usize) -> Result<String> {
+    let config = aws_sdk_kinesis::config::Builder::from(&tributary_aws::config().await).endpoint_url(endpoint).build();
+    let kinesis = aws_sdk_kinesis::Client::from_conf(config);
+    let name = format!("bench-{}-{number}", std::process::id());
+    kinesis
+        .create_stream()
+        .stream_name(&name)
+        .shard_count(1)
+        .send()
+        .await
+        .with_context(|| format!("CreateStream on {endpoint} (are the services up?)"))?;
+    for _ in 0..100 {
+        let summary = kinesis.describe_stream_summary().stream_name(&name).send().await?;
+        if summary.stream_description_summary().map(|d| d.stream_status().as_str()) == Some("ACTIVE") {
+            return Ok(name);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    bail!("stream {name} on {endpoint} did not become active")
+}
+
+/// Runs both handlers `runs` times over `batches` batches per target and prints the comparison.
 pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Result<()> {
-    let events = dir.join("events.json");
+    let events = dir.join("events.jsonl");
     write_events(&events, 20).await?;
     let pickle = reference_model(root)?;
     let bench_bin = std::env::current_exe()?;
-    let kinesis = tributary_aws::kinesis_client().await;
-    // kinesis-mock's PutRecords slows down as a stream grows: every process writes to a new one.
-    let mut stream_number = 0;
-    let mut fresh_stream = async || -> Result<String> {
-        stream_number += 1;
-        let name = format!("bench-{}-{stream_number}", std::process::id());
-        kinesis
-            .create_stream()
-            .stream_name(&name)
-            .shard_count(1)
-            .send()
-            .await
-            .context("CreateStream (is kinesis-mock up?)")?;
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        Ok(name)
-    };
+    let mut streams = 0;
     let mut table = Vec::new();
-    for dry_run in [true, false] {
+    for target in targets()? {
         let (mut rust, mut python) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let stream = if dry_run { "unused".to_string() } else { fresh_stream().await? };
-            let mut cmd = Command::new(&bench_bin);
-            cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
-            cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env("RUN_ID", "bench");
-            cmd.env("PREDICTIONS_STREAM_NAME", &stream).env("TEST_RUN", if dry_run { "True" } else { "False" });
-            cmd.env_remove("TRIBUTARY_CONFIG");
-            rust.push(measure(cmd)?);
-            let stream = if dry_run { "unused".to_string() } else { fresh_stream().await? };
-            let mut cmd = Command::new(root.join(".venv/bin/python"));
-            cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
-            cmd.env("MODEL_PATH", &pickle).env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", &stream);
-            cmd.env("TEST_RUN", if dry_run { "True" } else { "False" });
-            python.push(measure(cmd)?);
+            for rust_side in [true, false] {
+                let stream = match &target.endpoint {
+                    Some(endpoint) => {
+                        streams += 1;
+                        fresh_stream(endpoint, streams).await?
+                    }
+                    None => "unused".to_string(),
+                };
+                let mut cmd = if rust_side {
+                    let mut cmd = Command::new(&bench_bin);
+                    cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
+                    cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx")
+                        .env_remove("TRIBUTARY_CONFIG");
+                    cmd
+                } else {
+                    let mut cmd = Command::new(root.join(".venv/bin/python"));
+                    cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
+                    cmd.env("MODEL_PATH", &pickle);
+                    cmd
+                };
+                cmd.env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", &stream);
+                cmd.env("TEST_RUN", if target.endpoint.is_some() { "False" } else { "True" });
+                if let Some(endpoint) = &target.endpoint {
+                    cmd.env("AWS_ENDPOINT_URL_KINESIS", endpoint);
+                }
+                let measured = measure(cmd)?;
+                if rust_side { rust.push(measured) } else { python.push(measured) }
+            }
         }
-        table.push((dry_run, summarize(&rust), summarize(&python)));
+        table.push((target.what, summarize(&rust), summarize(&python)));
     }
     println!("| | tributary (Rust) | seeds' Python handler | ratio |");
     println!("|---|---:|---:|---:|");
-    for (dry_run, r, p) in &table {
-        let what = if *dry_run {
-            "per 100-record batch, TEST_RUN=True (decode, predict, encode)"
-        } else {
-            "per 100-record batch, put to kinesis-mock (PutRecords vs 100 put_record)"
-        };
+    for (what, r, p) in &table {
         println!("| {what} | {:.2} ms | {:.1} ms | {:.0}x |", r.1, p.1, p.1 / r.1);
     }
     let (_, r, p) = &table[1];

@@ -276,6 +276,6 @@ fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>
 }
 
 #[cfg(not(feature = "kafka"))]
-fn tail_kafka(_: &str, _: &TailArgs) -> impl Future<Output = Result<()>> {
-    async { bail!("this build has no Kafka support (feature `kafka`)") }
+async fn tail_kafka(_: &str, _: &TailArgs) -> Result<()> {
+    bail!("this build has no Kafka support (feature `kafka`)")
 }
