@@ -4,6 +4,15 @@
 //! Adding a plugin: write its module (a typed config and a `build` function) in the sources,
 //! processors or sinks crate, then add one line to [`registry`].
 
+/// The process allocator of every binary built on this package (feature `mimalloc`, on by
+/// default). Decoding and encoding JSON allocate for every record: against glibc's malloc,
+/// mimalloc gives about 1.6x the records per CPU-second at batch 1,000 for about 3 MB more peak
+/// RSS (BENCHMARKS.md). It is built without transparent huge pages (`no_thp`), which otherwise
+/// added about 13 MB of RSS. ONNX Runtime keeps the C library's allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cli;
 #[cfg(feature = "kinesis")]
 pub mod esm;
