@@ -3,16 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, required, root, scrape, signal};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn tributary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
@@ -72,11 +71,7 @@ fn validate_accepts_the_demo_and_names_what_is_wrong_otherwise() {
 #[test]
 fn every_example_config_validates() {
     // kinesis-worker.toml checks its streams on kinesis-mock.
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_KINESIS").is_some(),
-        "AWS_ENDPOINT_URL_KINESIS is not set: start the local services with `cargo xtask services up` and export \
-         the variables it prints (`cargo xtask test` does both)"
-    );
+    required("AWS_ENDPOINT_URL_KINESIS");
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("deployments/config")).unwrap() {
         let path = entry.unwrap().path();
@@ -176,8 +171,7 @@ fn sigint_finishes_in_flight_records_and_exits_zero() {
         assert!(started.elapsed() < Duration::from_secs(20), "no output");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    signal(&child, "-INT");
     let stopping = Instant::now();
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit}");
@@ -196,8 +190,7 @@ fn sigint_finishes_in_flight_records_and_exits_zero() {
 
 #[test]
 fn metrics_endpoint_serves_prometheus_counters() {
-    use std::io::Read;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -215,10 +208,7 @@ fn metrics_endpoint_serves_prometheus_counters() {
     let started = Instant::now();
     let body = loop {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
+        if let Some(response) = scrape(port) {
             let records: f64 = response
                 .lines()
                 .find_map(|l| l.strip_prefix("tributary_records_in_total "))
@@ -234,6 +224,6 @@ fn metrics_endpoint_serves_prometheus_counters() {
     for name in ["outputs_delivered_total", "dead_lettered_total", "batches_total", "batch_seconds_total"] {
         assert!(body.contains(&format!("# TYPE tributary_{name} counter")), "{name}: {body}");
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    signal(&child, "-INT");
     assert!(child.wait().unwrap().success());
 }
