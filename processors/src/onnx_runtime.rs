@@ -111,18 +111,26 @@ impl SessionPool {
         Ok(SessionPool { sessions, next: AtomicUsize::new(0) })
     }
 
+    /// A free session, if there is one; never waits.
+    pub fn try_acquire(&self) -> Option<MutexGuard<'_, Session>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.sessions.len();
+        (0..n).find_map(|i| match self.sessions[(start + i) % n].try_lock() {
+            Ok(guard) => Some(guard),
+            // A panic while holding a session poisons only that mutex; the session itself is fine.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        })
+    }
+
     /// A session to run on: a free one if there is one, else waits for the next in turn.
     /// Call from a blocking thread.
     pub fn acquire(&self) -> MutexGuard<'_, Session> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.sessions.len();
-        for i in 0..n {
-            if let Ok(guard) = self.sessions[(start + i) % n].try_lock() {
-                return guard;
-            }
+        if let Some(guard) = self.try_acquire() {
+            return guard;
         }
-        // A panic while holding a session poisons only that mutex; the session itself is fine.
-        self.sessions[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.sessions[start % self.sessions.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Input names and types, and output names and types, as ONNX Runtime reports them.

@@ -5,7 +5,8 @@
 //! against the inputs the model declares: every input mapped, no unknown names, element types
 //! equal, shapes `[N]` or `[N, 1]`; and every configured output must be a numeric tensor. Each
 //! record's features are extracted (a missing or mistyped field rejects that record, naming the
-//! field), the batch runs as one inference on a blocking thread, and each record becomes
+//! field), the batch runs as one inference (on a blocking thread, unless the model is fast enough
+//! for it to take under 50 us: see [`OnnxModel::predict`]), and each record becomes
 //! `{"model": <model_name>, "version": <version>, "prediction": {<outputs>, <echo fields>}}`.
 //!
 //! [`OnnxModel`] is the shared inference half: the `ride_duration` processor prepares its
@@ -14,9 +15,11 @@
 pub mod config;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
-use ort::session::SessionInputValue;
+use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorElementType, ValueType};
 use serde_json::{Map, Value, json};
 use tributary_framework::config::ComponentSpec;
@@ -27,6 +30,16 @@ use tributary_framework::{ComponentError, Input, Outcome, Processor};
 pub use self::config::{Feature, FeatureType, OnnxConfig};
 use crate::model_store;
 use crate::onnx_runtime::{OnnxError, SessionPool};
+
+/// Model time under which a call runs on the async thread that makes it (see
+/// [`OnnxModel::predict`]): about what a hand-off to a blocking thread and back costs.
+pub const INLINE_BUDGET_NANOS: u64 = 50_000;
+
+/// Whether a call of `rows` rows runs inline, given the last call's model time per row (0: none
+/// measured yet, so the first call always goes to a blocking thread).
+fn runs_inline(nanos_per_row: u64, rows: u64) -> bool {
+    nanos_per_row > 0 && nanos_per_row.saturating_mul(rows) <= INLINE_BUDGET_NANOS
+}
 
 /// One model input's values for a batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +123,8 @@ pub struct OnnxModel {
     pool: Arc<SessionPool>,
     inputs: Vec<DeclaredInput>,
     outputs: Vec<String>,
+    /// The last call's model time per row, in nanoseconds (0 until the first call).
+    nanos_per_row: AtomicU64,
     /// Where the model came from, for messages.
     pub location: String,
     /// The envelope's version: configured, or derived from the model's location or bytes.
@@ -152,7 +167,14 @@ impl OnnxModel {
                 ));
             }
         }
-        Ok(OnnxModel { pool: Arc::new(pool), inputs, outputs: outputs.to_vec(), location, version })
+        Ok(OnnxModel {
+            pool: Arc::new(pool),
+            inputs,
+            outputs: outputs.to_vec(),
+            nanos_per_row: AtomicU64::new(0),
+            location,
+            version,
+        })
     }
 
     /// Runs one batch (call from a blocking thread): `columns` in the order of the `features`
@@ -161,14 +183,41 @@ impl OnnxModel {
     /// # Errors
     /// ONNX Runtime refused the inputs or failed.
     pub fn infer(&self, columns: Vec<Column>) -> Result<Vec<Vec<f64>>, OnnxError> {
+        self.run(&mut self.pool.acquire(), columns)
+    }
+
+    /// Runs the model on a batch's columns from async code. A call expected to take under
+    /// [`INLINE_BUDGET_NANOS`] (by the last call's time per row) runs right here when a session
+    /// is free: handing it to a blocking thread and back costs more than that. Any other call
+    /// runs on a blocking thread, so a slow model never stalls the async workers.
+    ///
+    /// # Errors
+    /// As [`OnnxModel::infer`], as a fatal component error.
+    pub async fn predict(self: &Arc<Self>, columns: Vec<Column>) -> Result<Vec<Vec<f64>>, ComponentError> {
+        let rows = columns.first().map_or(0, Column::len) as u64;
+        let inline = runs_inline(self.nanos_per_row.load(Ordering::Relaxed), rows);
+        let fatal = |e: OnnxError| ComponentError::Fatal(e.to_string());
+        if inline && let Some(mut session) = self.pool.try_acquire() {
+            return self.run(&mut session, columns).map_err(fatal);
+        }
+        let model = self.clone();
+        tokio::task::spawn_blocking(move || model.infer(columns))
+            .await
+            .map_err(|e| ComponentError::Fatal(format!("inference thread failed: {e}")))?
+            .map_err(fatal)
+    }
+
+    fn run(&self, session: &mut Session, columns: Vec<Column>) -> Result<Vec<Vec<f64>>, OnnxError> {
         let err = |e: ort::Error| OnnxError::Inference(e.to_string());
         let n = columns.first().map_or(0, Column::len);
         let mut inputs: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(columns.len());
         for (declared, column) in self.inputs.iter().zip(columns) {
             inputs.push((declared.name.clone(), column.into_input(declared.column).map_err(err)?));
         }
-        let mut session = self.pool.acquire();
+        let started = Instant::now();
         let results = session.run(inputs).map_err(err)?;
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos_per_row.store((nanos / n.max(1) as u64).max(1), Ordering::Relaxed);
         let mut out = Vec::with_capacity(self.outputs.len());
         for name in &self.outputs {
             let value = results.get(name).ok_or_else(|| OnnxError::Inference(format!("no output {name}")))?;
@@ -397,11 +446,7 @@ impl Processor for OnnxProcessor {
             }
         }
         if !rows.is_empty() {
-            let model = self.model.clone();
-            let predictions = tokio::task::spawn_blocking(move || model.infer(columns))
-                .await
-                .map_err(|e| ComponentError::Fatal(format!("inference thread failed: {e}")))?
-                .map_err(|e| ComponentError::Fatal(e.to_string()))?;
+            let predictions = self.model.predict(columns).await?;
             for (k, (row, echoed)) in rows.into_iter().enumerate() {
                 let mut prediction = Map::new();
                 for (field, values) in self.output_fields.iter().zip(&predictions) {
@@ -416,5 +461,20 @@ impl Processor for OnnxProcessor {
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_calls_measured_to_fit_the_budget_run_inline() {
+        assert!(!runs_inline(0, 1), "an unmeasured model goes to a blocking thread");
+        assert!(runs_inline(1_000, 1));
+        assert!(runs_inline(1_000, 50));
+        assert!(!runs_inline(1_000, 51));
+        assert!(!runs_inline(2_000_000, 1), "a 2 ms model never runs inline");
+        assert!(!runs_inline(u64::MAX, 2), "no overflow");
     }
 }

@@ -117,12 +117,8 @@ impl Processor for RideDuration {
             }
         }
         if !rows.is_empty() {
-            let model = self.model.clone();
             let columns = vec![Column::String(pu_do), Column::Float(distance)];
-            let mut outputs = tokio::task::spawn_blocking(move || model.infer(columns))
-                .await
-                .map_err(|e| ComponentError::Fatal(format!("inference thread failed: {e}")))?
-                .map_err(|e| ComponentError::Fatal(e.to_string()))?;
+            let mut outputs = self.model.predict(columns).await?;
             let predictions = outputs.pop().unwrap_or_default();
             for ((row, prediction), ride_id) in rows.into_iter().zip(predictions).zip(ids) {
                 outcomes[row] = Some(Outcome::one(self.envelope(prediction, ride_id)));
