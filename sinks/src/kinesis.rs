@@ -12,9 +12,9 @@
 //! Outputs are sent as JSON in PutRecords calls within the API's limits (500 records and 5 MiB
 //! per call, 1 MiB per record including its key). A record the stream refuses in a call
 //! (`ProvisionedThroughputExceededException`, `InternalFailure`) is reported for retry, so the
-//! runtime resends only those, with backoff and jitter. A batch needing several calls sends them in
-//! order; when a later call fails as a whole, only its records and the unsent ones are retried, so
-//! the records of the accepted calls are not sent twice. A record over 1 MiB, or whose key cannot
+//! runtime resends only those, with backoff and jitter. A batch needing several calls makes up to
+//! `concurrency` (default 4) at once; when some of them fail as a whole, only their records are
+//! retried, so the records of the accepted calls are not sent twice. A record over 1 MiB, or whose key cannot
 //! be made, is rejected (dead-lettered). Credentials and endpoint come from the AWS SDK's standard
 //! chain (`AWS_ENDPOINT_URL_KINESIS` or `AWS_ENDPOINT_URL` for a local stand-in).
 
@@ -25,6 +25,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 use tributary_framework::config::{ComponentSpec, flag};
 use tributary_framework::registry::BuildFuture;
@@ -54,10 +55,19 @@ pub struct KinesisSinkConfig {
     /// text such as `"True"`.
     #[serde(default, deserialize_with = "flag")]
     pub dry_run: bool,
+    /// PutRecords calls in flight at once when a batch needs several (over 500 records or
+    /// 5 MiB). PutRecords does not keep records in order anyway (AWS: "PutRecords doesn't
+    /// guarantee the ordering of records"), so this loses no guarantee. Default 4.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
 }
 
 fn default_partition_key() -> String {
     "{prediction.ride_id}".into()
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 /// Writes outputs to a Kinesis stream.
@@ -66,6 +76,7 @@ pub struct KinesisSink {
     stream: String,
     key: Template,
     dry_run: bool,
+    concurrency: usize,
 }
 
 /// Builds the sink; unless `dry_run`, checks that the stream exists and is reachable.
@@ -85,9 +96,22 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
                 spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, tributary_aws::describe(&e)))
             })?;
         }
-        Ok(Arc::new(KinesisSink { client, stream: config.stream, key, dry_run: config.dry_run }) as Arc<dyn Sink>)
+        if config.concurrency == 0 {
+            return Err(spec.error("concurrency", "must be at least 1"));
+        }
+        Ok(Arc::new(KinesisSink {
+            client,
+            stream: config.stream,
+            key,
+            dry_run: config.dry_run,
+            concurrency: config.concurrency,
+        }) as Arc<dyn Sink>)
     })
 }
+
+/// What one PutRecords call did: each record's delivery by its index in the batch, or why the
+/// call failed as a whole.
+type CallOutcome = Result<Vec<(usize, Delivery)>, ComponentError>;
 
 /// One encoded record waiting for a call.
 struct Pending {
@@ -113,9 +137,10 @@ impl KinesisSink {
         Ok((data, key))
     }
 
-    async fn put(&self, chunk: Vec<Pending>, results: &mut [Delivery]) -> Result<(), ComponentError> {
-        let indices: Vec<usize> = chunk.iter().map(|p| p.index).collect();
-        let entries = chunk
+    /// One PutRecords call: each record's delivery by its index in the batch.
+    async fn put(&self, call: Vec<Pending>) -> CallOutcome {
+        let indices: Vec<usize> = call.iter().map(|p| p.index).collect();
+        let entries = call
             .into_iter()
             .map(|p| PutRecordsRequestEntry::builder().data(Blob::new(p.data)).partition_key(p.key).build())
             .collect::<Result<Vec<_>, _>>()
@@ -127,34 +152,43 @@ impl KinesisSink {
             request.stream_name(&self.stream)
         };
         let output = request.send().await.map_err(|e| classify(&self.stream, e))?;
-        for (index, entry) in indices.into_iter().zip(output.records()) {
-            results[index] = match entry.error_code() {
-                None => Delivery::Delivered,
-                Some(code) => Delivery::Retry(format!("{code}: {}", entry.error_message().unwrap_or_default())),
-            };
-        }
-        Ok(())
+        Ok(indices
+            .into_iter()
+            .zip(output.records())
+            .map(|(index, entry)| match entry.error_code() {
+                None => (index, Delivery::Delivered),
+                Some(code) => {
+                    (index, Delivery::Retry(format!("{code}: {}", entry.error_message().unwrap_or_default())))
+                }
+            })
+            .collect())
     }
 
-    /// Sends the calls in order. A failed first call fails the whole delivery (the runtime retries
-    /// or stops, by the error's kind). A failed later call must not do that: the calls before it
-    /// were accepted, and resending them would duplicate their records. So its records, and those
-    /// of the calls not yet made, are reported for retry; the retry's first call then meets the
-    /// error again and reports it by its kind.
+    /// Makes the calls, up to `concurrency` at once. When every call fails, the delivery fails
+    /// with the first error (the runtime retries or stops, by its kind). When only some fail,
+    /// it must not: the others were accepted, and resending them would duplicate their records.
+    /// So only the failed calls' records are reported for retry; if the error lasts, the retry's
+    /// calls all fail and it is reported by its kind.
     async fn send(&self, calls: Vec<Vec<Pending>>, results: &mut [Delivery]) -> Result<(), ComponentError> {
-        let mut calls = calls.into_iter();
-        let mut first = true;
-        while let Some(call) = calls.next() {
-            let indices: Vec<usize> = call.iter().map(|p| p.index).collect();
-            match self.put(call, results).await {
-                Ok(()) => first = false,
-                Err(error) if first => return Err(error),
+        let outcomes: Vec<(Vec<usize>, CallOutcome)> = stream::iter(calls)
+            .map(|call| async move { (call.iter().map(|p| p.index).collect(), self.put(call).await) })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let any_accepted = outcomes.iter().any(|(_, outcome)| outcome.is_ok());
+        for (indices, outcome) in outcomes {
+            match outcome {
+                Ok(deliveries) => {
+                    for (index, delivery) in deliveries {
+                        results[index] = delivery;
+                    }
+                }
+                Err(error) if !any_accepted => return Err(error),
                 Err(error) => {
-                    let reason = format!("{error} (after earlier PutRecords calls of this batch succeeded)");
-                    for index in indices.into_iter().chain(calls.flatten().map(|p| p.index)) {
+                    let reason = format!("{error} (other PutRecords calls of this batch succeeded)");
+                    for index in indices {
                         results[index] = Delivery::Retry(reason.clone());
                     }
-                    break;
                 }
             }
         }
@@ -216,6 +250,7 @@ mod tests {
     //! script (the integration tests use kinesis-mock; it cannot fail one call of several).
 
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
     use serde_json::{Value, json};
@@ -225,61 +260,85 @@ mod tests {
 
     use super::*;
 
-    /// Answers each PutRecords call with the next scripted status (200 accepts every record) and
-    /// records how many records each call carried.
-    async fn double(script: Vec<u16>) -> (String, Arc<Mutex<Vec<usize>>>) {
+    /// A PutRecords double on loopback.
+    struct Double {
+        url: String,
+        /// How many records each call carried, in arrival order.
+        calls: Arc<Mutex<Vec<usize>>>,
+        /// The most calls in flight at once.
+        peak: Arc<AtomicUsize>,
+    }
+
+    /// Answers each PutRecords call, after 30 ms, with the next scripted status (200, the default
+    /// once the script runs out, accepts every record); one task per connection.
+    async fn double(script: Vec<u16>) -> Double {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let seen = calls.clone();
+        let peak = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (seen, most) = (calls.clone(), peak.clone());
         tokio::spawn(async move {
-            let mut script = script.into_iter();
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let mut reader = BufReader::new(socket);
-                loop {
-                    let mut length = 0;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            break;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = value.trim().parse().unwrap();
-                        }
+                let (seen, most, script, in_flight) = (seen.clone(), most.clone(), script.clone(), in_flight.clone());
+                tokio::spawn(async move {
+                    let mut reader = BufReader::new(socket);
+                    while let Some(body) = read_request(&mut reader).await {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let request: Value = serde_json::from_slice(&body).unwrap();
+                        let records = request["Records"].as_array().map_or(0, Vec::len);
+                        seen.lock().unwrap().push(records);
+                        let status = script.lock().unwrap().next().unwrap_or(200);
+                        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        reader.get_mut().write_all(response(status, records).as_bytes()).await.unwrap();
                     }
-                    if line != "\r\n" {
-                        break; // connection closed
-                    }
-                    let mut body = vec![0; length];
-                    reader.read_exact(&mut body).await.unwrap();
-                    let request: Value = serde_json::from_slice(&body).unwrap();
-                    let records = request["Records"].as_array().map_or(0, Vec::len);
-                    seen.lock().unwrap().push(records);
-                    let (status, answer) = match script.next().unwrap_or(200) {
-                        200 => {
-                            let entries: Vec<Value> = (0..records)
-                                .map(|i| json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}))
-                                .collect();
-                            ("200 OK", json!({"FailedRecordCount": 0, "Records": entries}))
-                        }
-                        400 => ("400 Bad Request", json!({"__type": "ResourceNotFoundException", "message": "gone"})),
-                        _ => ("500 Internal Server Error", json!({"__type": "InternalFailure", "message": "boom"})),
-                    };
-                    let answer = answer.to_string();
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    reader.get_mut().write_all(response.as_bytes()).await.unwrap();
-                }
+                });
             }
         });
-        (url, calls)
+        Double { url, calls, peak }
+    }
+
+    /// The next request's body on a keep-alive connection; `None` once the client closes it.
+    async fn read_request(reader: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<u8>> {
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return None;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    fn response(status: u16, records: usize) -> String {
+        let (status, answer) = match status {
+            200 => {
+                let entries: Vec<Value> = (0..records)
+                    .map(|i| json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}))
+                    .collect();
+                ("200 OK", json!({"FailedRecordCount": 0, "Records": entries}))
+            }
+            400 => ("400 Bad Request", json!({"__type": "ResourceNotFoundException", "message": "gone"})),
+            _ => ("500 Internal Server Error", json!({"__type": "InternalFailure", "message": "boom"})),
+        };
+        let answer = answer.to_string();
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
     }
 
     fn sink(url: &str) -> KinesisSink {
@@ -295,6 +354,7 @@ mod tests {
             stream: "out".into(),
             key: Template::parse("{ride_id}").unwrap(),
             dry_run: false,
+            concurrency: 1,
         }
     }
 
@@ -312,30 +372,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_later_call_retries_only_its_records_and_the_unsent_ones() {
-        let (url, calls) = double(vec![200, 500]).await;
-        let results = deliver(&sink(&url), 1_100).await.expect("the first call was accepted");
-        assert_eq!(*calls.lock().unwrap(), vec![500, 500], "the third call is not made");
+    async fn a_failed_call_among_accepted_ones_retries_only_its_records() {
+        let double = double(vec![200, 500, 200]).await;
+        let results = deliver(&sink(&double.url), 1_100).await.expect("two calls were accepted");
+        assert_eq!(*double.calls.lock().unwrap(), vec![500, 500, 100]);
         assert!(results[..500].iter().all(|d| *d == Delivery::Delivered));
-        for result in &results[500..] {
+        assert!(results[1_000..].iter().all(|d| *d == Delivery::Delivered));
+        for result in &results[500..1_000] {
             let Delivery::Retry(reason) = result else { panic!("expected a retry, got {result:?}") };
             assert!(reason.contains("InternalFailure"), "{reason}");
         }
     }
 
     #[tokio::test]
-    async fn a_failed_first_call_fails_the_delivery_by_its_kind() {
-        let (url, _) = double(vec![500]).await;
-        assert!(matches!(deliver(&sink(&url), 10).await, Err(ComponentError::Retryable(_))));
-        let (url, _) = double(vec![400]).await;
-        assert!(matches!(deliver(&sink(&url), 10).await, Err(ComponentError::Fatal(_))));
+    async fn calls_run_concurrently_up_to_the_limit() {
+        let double = double(vec![]).await;
+        let sink = KinesisSink { concurrency: 3, ..sink(&double.url) };
+        let results = deliver(&sink, 2_100).await.unwrap();
+        let mut sizes = double.calls.lock().unwrap().clone();
+        sizes.sort_unstable();
+        assert_eq!(sizes, vec![100, 500, 500, 500, 500]);
+        assert!(results.iter().all(|d| *d == Delivery::Delivered));
+        assert_eq!(double.peak.load(Ordering::SeqCst), 3, "calls in flight at once");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_whose_calls_all_fail_fails_by_the_error_kind() {
+        let failing = double(vec![500]).await;
+        assert!(matches!(deliver(&sink(&failing.url), 10).await, Err(ComponentError::Retryable(_))));
+        let missing = double(vec![400]).await;
+        assert!(matches!(deliver(&sink(&missing.url), 10).await, Err(ComponentError::Fatal(_))));
+        let both_failing = double(vec![500, 500]).await;
+        assert!(matches!(deliver(&sink(&both_failing.url), 600).await, Err(ComponentError::Retryable(_))));
     }
 
     #[tokio::test]
     async fn calls_hold_at_most_500_records() {
-        let (url, calls) = double(vec![]).await;
-        let results = deliver(&sink(&url), 1_001).await.unwrap();
-        assert_eq!(*calls.lock().unwrap(), vec![500, 500, 1]);
+        let double = double(vec![]).await;
+        let results = deliver(&sink(&double.url), 1_001).await.unwrap();
+        assert_eq!(*double.calls.lock().unwrap(), vec![500, 500, 1]);
         assert!(results.iter().all(|d| *d == Delivery::Delivered));
     }
 }
