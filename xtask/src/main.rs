@@ -109,7 +109,7 @@ fn package_lambda(root: &Path) -> Result<()> {
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
             // The function needs neither Kafka nor the CLI's extras.
             .args(["lambda", "build", "--release", "-p", "tributary", "--bin", "tributary-lambda"])
-            .args(["--no-default-features", "--features", "lambda,onnx,s3"]),
+            .args(["--no-default-features", "--features", "lambda,onnx,s3,mimalloc"]),
     )?;
     // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
     // ORT_DYLIB_PATH), and model.onnx (MODEL_LOCATION's default, relative to /var/task).
