@@ -21,7 +21,7 @@ pub async fn handler_process(args: &[String]) -> Result<()> {
     let function = tributary::lambda::Function::from_env().await?;
     println!("{}", json!({"ready": true}));
     // One event per line, parsed when it is invoked (as the Lambda runtime does), so that only
-    // one event is in memory at a time.
+    // one event is parsed at a time (the file's text stays in memory, as on the Python side).
     let text = std::fs::read_to_string(events)?;
     let events: Vec<&str> = text.lines().collect();
     let batches: usize = batches.parse()?;

@@ -7,8 +7,9 @@
 /// The process allocator of every binary built on this package (feature `mimalloc`, on by
 /// default). Decoding and encoding JSON allocate for every record: against glibc's malloc,
 /// mimalloc gives about 1.6x the records per CPU-second at batch 1,000 for about 3 MB more peak
-/// RSS (BENCHMARKS.md). It is built without transparent huge pages (`no_thp`), which otherwise
-/// added about 13 MB of RSS. ONNX Runtime keeps the C library's allocator.
+/// RSS (BENCHMARKS.md). It is built not to ask for transparent huge pages (`no_thp`), which
+/// otherwise added about 12 MB of RSS here (a kernel with THP set to `always` uses them anyway).
+/// ONNX Runtime keeps the C library's allocator.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

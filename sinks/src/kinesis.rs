@@ -14,7 +14,8 @@
 //! (`ProvisionedThroughputExceededException`, `InternalFailure`) is reported for retry, so the
 //! runtime resends only those, with backoff and jitter. A batch needing several calls makes up to
 //! `concurrency` (default 4) at once; when some of them fail as a whole, only their records are
-//! retried, so the records of the accepted calls are not sent twice. A record over 1 MiB, or whose key cannot
+//! retried, so the records of the accepted calls are not sent twice. The whole batch is encoded
+//! before the first call. A record over 1 MiB, or whose key cannot
 //! be made, is rejected (dead-lettered). Credentials and endpoint come from the AWS SDK's standard
 //! chain (`AWS_ENDPOINT_URL_KINESIS` or `AWS_ENDPOINT_URL` for a local stand-in).
 
@@ -56,8 +57,10 @@ pub struct KinesisSinkConfig {
     #[serde(default, deserialize_with = "flag")]
     pub dry_run: bool,
     /// PutRecords calls in flight at once when a batch needs several (over 500 records or
-    /// 5 MiB). PutRecords does not keep records in order anyway (AWS: "PutRecords doesn't
-    /// guarantee the ordering of records"), so this loses no guarantee. Default 4.
+    /// 5 MiB); at least 1. Above 1, records of one partition key in different calls of a batch
+    /// may land out of order. PutRecords promises no order even within one call ("PutRecords
+    /// doesn't guarantee the ordering of records"); 1 sends the calls one after another.
+    /// Default 4.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }
@@ -84,6 +87,9 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
     Box::pin(async move {
         let config: KinesisSinkConfig = spec.parse()?;
         let key = Template::parse(&config.partition_key).map_err(|e| spec.error("partition_key", e))?;
+        if config.concurrency == 0 {
+            return Err(spec.error("concurrency", "must be at least 1"));
+        }
         let client = tributary_aws::kinesis_client().await;
         if !config.dry_run {
             let request = client.describe_stream_summary();
@@ -95,9 +101,6 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             request.send().await.map_err(|e| {
                 spec.error("stream", format!("cannot use stream {:?}: {}", config.stream, tributary_aws::describe(&e)))
             })?;
-        }
-        if config.concurrency == 0 {
-            return Err(spec.error("concurrency", "must be at least 1"));
         }
         Ok(Arc::new(KinesisSink {
             client,
@@ -152,6 +155,14 @@ impl KinesisSink {
             request.stream_name(&self.stream)
         };
         let output = request.send().await.map_err(|e| classify(&self.stream, e))?;
+        if output.records().len() != indices.len() {
+            return Err(ComponentError::Retryable(format!(
+                "PutRecords to {} answered {} entries for {} records",
+                self.stream,
+                output.records().len(),
+                indices.len()
+            )));
+        }
         Ok(indices
             .into_iter()
             .zip(output.records())
@@ -165,14 +176,16 @@ impl KinesisSink {
     }
 
     /// Makes the calls, up to `concurrency` at once. When every call fails, the delivery fails
-    /// with the first error (the runtime retries or stops, by its kind). When only some fail,
-    /// it must not: the others were accepted, and resending them would duplicate their records.
-    /// So only the failed calls' records are reported for retry; if the error lasts, the retry's
-    /// calls all fail and it is reported by its kind.
+    /// with the first call's error (the runtime retries or stops, by its kind). When only some
+    /// fail, it must not: the others were accepted, and resending them would duplicate their
+    /// records. So only the failed calls' records are reported for retry; if the error lasts, the
+    /// retry's calls all fail and it is reported by its kind. (A fatal error met this way is
+    /// reported as a retry; should the retry policy be exhausted by then, its records take the
+    /// policy's `on_exhausted` path.)
     async fn send(&self, calls: Vec<Vec<Pending>>, results: &mut [Delivery]) -> Result<(), ComponentError> {
         let outcomes: Vec<(Vec<usize>, CallOutcome)> = stream::iter(calls)
             .map(|call| async move { (call.iter().map(|p| p.index).collect(), self.put(call).await) })
-            .buffer_unordered(self.concurrency)
+            .buffered(self.concurrency)
             .collect()
             .await;
         let any_accepted = outcomes.iter().any(|(_, outcome)| outcome.is_ok());
@@ -272,17 +285,25 @@ mod tests {
     /// Answers each PutRecords call, after 30 ms, with the next scripted status (200, the default
     /// once the script runs out, accepts every record); one task per connection.
     async fn double(script: Vec<u16>) -> Double {
+        double_holding(script, 0).await
+    }
+
+    /// As [`double`], but the first `hold` calls are answered only once `hold` calls have
+    /// arrived (or after a second), so that calls the client makes at once are in flight at once.
+    async fn double_holding(script: Vec<u16>, hold: usize) -> Double {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
         let peak = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new(script.into_iter()));
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
         let (seen, most) = (calls.clone(), peak.clone());
         tokio::spawn(async move {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let (seen, most, script, in_flight) = (seen.clone(), most.clone(), script.clone(), in_flight.clone());
+                let (seen, most, script) = (seen.clone(), most.clone(), script.clone());
+                let (in_flight, arrived) = (in_flight.clone(), arrived.clone());
                 tokio::spawn(async move {
                     let mut reader = BufReader::new(socket);
                     while let Some(body) = read_request(&mut reader).await {
@@ -292,6 +313,11 @@ mod tests {
                         let records = request["Records"].as_array().map_or(0, Vec::len);
                         seen.lock().unwrap().push(records);
                         let status = script.lock().unwrap().next().unwrap_or(200);
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        let started = tokio::time::Instant::now();
+                        while arrived.load(Ordering::SeqCst) < hold && started.elapsed().as_secs() < 1 {
+                            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                        }
                         tokio::time::sleep(std::time::Duration::from_millis(30)).await;
                         in_flight.fetch_sub(1, Ordering::SeqCst);
                         reader.get_mut().write_all(response(status, records).as_bytes()).await.unwrap();
@@ -323,10 +349,13 @@ mod tests {
         Some(body)
     }
 
+    /// The answer for a scripted status: 200 accepts every record, 206 answers 200 with one
+    /// entry too few, 400 is a missing stream, anything else an internal failure.
     fn response(status: u16, records: usize) -> String {
         let (status, answer) = match status {
-            200 => {
-                let entries: Vec<Value> = (0..records)
+            200 | 206 => {
+                let answered = if status == 206 { records - 1 } else { records };
+                let entries: Vec<Value> = (0..answered)
                     .map(|i| json!({"SequenceNumber": i.to_string(), "ShardId": "shardId-000000000000"}))
                     .collect();
                 ("200 OK", json!({"FailedRecordCount": 0, "Records": entries}))
@@ -385,8 +414,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_concurrent_calls_a_failed_one_retries_only_its_records() {
+        // Three calls at once; whichever the double answers second fails.
+        let double = double_holding(vec![200, 500, 200], 3).await;
+        let sink = KinesisSink { concurrency: 3, ..sink(&double.url) };
+        let results = deliver(&sink, 1_200).await.expect("two calls were accepted");
+        let retried: Vec<usize> = (0..results.len()).filter(|&i| results[i] != Delivery::Delivered).collect();
+        let delivered = results.len() - retried.len();
+        assert!(delivered == 700 || delivered == 1_000, "{delivered} delivered");
+        let (first, last) = (retried[0], retried[retried.len() - 1]);
+        assert_eq!(last - first + 1, retried.len(), "the retried records are one call's");
+        assert!(retried.iter().all(|&i| matches!(&results[i], Delivery::Retry(r) if r.contains("InternalFailure"))));
+    }
+
+    #[tokio::test]
     async fn calls_run_concurrently_up_to_the_limit() {
-        let double = double(vec![]).await;
+        let double = double_holding(vec![], 3).await;
         let sink = KinesisSink { concurrency: 3, ..sink(&double.url) };
         let results = deliver(&sink, 2_100).await.unwrap();
         let mut sizes = double.calls.lock().unwrap().clone();
@@ -404,6 +447,11 @@ mod tests {
         assert!(matches!(deliver(&sink(&missing.url), 10).await, Err(ComponentError::Fatal(_))));
         let both_failing = double(vec![500, 500]).await;
         assert!(matches!(deliver(&sink(&both_failing.url), 600).await, Err(ComponentError::Retryable(_))));
+        let short = double(vec![206]).await;
+        let Err(ComponentError::Retryable(reason)) = deliver(&sink(&short.url), 10).await else {
+            panic!("an answer with too few entries must not count as delivered")
+        };
+        assert!(reason.contains("answered 9 entries for 10 records"), "{reason}");
     }
 
     #[tokio::test]

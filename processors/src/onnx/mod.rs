@@ -6,7 +6,7 @@
 //! equal, shapes `[N]` or `[N, 1]`; and every configured output must be a numeric tensor. Each
 //! record's features are extracted (a missing or mistyped field rejects that record, naming the
 //! field), the batch runs as one inference (on a blocking thread, unless the model is fast enough
-//! for it to take under 50 us: see [`OnnxModel::predict`]), and each record becomes
+//! for it to take at most 50 us: see [`OnnxModel::predict`]), and each record becomes
 //! `{"model": <model_name>, "version": <version>, "prediction": {<outputs>, <echo fields>}}`.
 //!
 //! [`OnnxModel`] is the shared inference half: the `ride_duration` processor prepares its
@@ -31,8 +31,9 @@ pub use self::config::{Feature, FeatureType, OnnxConfig};
 use crate::model_store;
 use crate::onnx_runtime::{OnnxError, SessionPool};
 
-/// Model time under which a call runs on the async thread that makes it (see
-/// [`OnnxModel::predict`]): about what a hand-off to a blocking thread and back costs.
+/// Model time up to which a call runs on the async thread that makes it (see
+/// [`OnnxModel::predict`]): twice what a hand-off to a blocking thread and back costs here
+/// (about 25 us), and short enough not to hold up other tasks on that thread.
 pub const INLINE_BUDGET_NANOS: u64 = 50_000;
 
 /// Whether a call of `rows` rows runs inline, given the last call's model time per row (0: none
@@ -186,7 +187,7 @@ impl OnnxModel {
         self.run(&mut self.pool.acquire(), columns)
     }
 
-    /// Runs the model on a batch's columns from async code. A call expected to take under
+    /// Runs the model on a batch's columns from async code. A call expected to take at most
     /// [`INLINE_BUDGET_NANOS`] (by the last call's time per row) runs right here when a session
     /// is free: handing it to a blocking thread and back costs more than that. Any other call
     /// runs on a blocking thread, so a slow model never stalls the async workers.
