@@ -112,15 +112,25 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
     })
 }
 
-/// What one PutRecords call did: each record's delivery by its index in the batch, or why the
-/// call failed as a whole.
-type CallOutcome = Result<Vec<(usize, Delivery)>, ComponentError>;
+/// What one PutRecords call did: each entry's delivery, in order, or why the call failed as a
+/// whole.
+type CallOutcome = Result<Vec<Delivery>, ComponentError>;
 
-/// One encoded record waiting for a call.
-struct Pending {
-    index: usize,
-    data: Vec<u8>,
-    key: String,
+/// The records of one PutRecords call.
+#[derive(Default)]
+struct Call {
+    /// Each entry's index in the batch.
+    indices: Vec<usize>,
+    entries: Vec<PutRecordsRequestEntry>,
+    /// Data plus partition keys, as the API counts them.
+    bytes: usize,
+}
+
+impl Call {
+    /// Whether a record of `size` bytes still fits within the API's limits.
+    fn fits(&self, size: usize) -> bool {
+        self.entries.len() < MAX_RECORDS_PER_CALL && self.bytes + size <= MAX_BYTES_PER_CALL
+    }
 }
 
 impl KinesisSink {
@@ -140,14 +150,9 @@ impl KinesisSink {
         Ok((data, key))
     }
 
-    /// One PutRecords call: each record's delivery by its index in the batch.
-    async fn put(&self, call: Vec<Pending>) -> CallOutcome {
-        let indices: Vec<usize> = call.iter().map(|p| p.index).collect();
-        let entries = call
-            .into_iter()
-            .map(|p| PutRecordsRequestEntry::builder().data(Blob::new(p.data)).partition_key(p.key).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ComponentError::Fatal(format!("building PutRecords entries: {e}")))?;
+    /// One PutRecords call: each entry's delivery, in order.
+    async fn put(&self, entries: Vec<PutRecordsRequestEntry>) -> CallOutcome {
+        let sent = entries.len();
         let request = self.client.put_records().set_records(Some(entries));
         let request = if self.stream.starts_with("arn:") {
             request.stream_arn(&self.stream)
@@ -155,22 +160,19 @@ impl KinesisSink {
             request.stream_name(&self.stream)
         };
         let output = request.send().await.map_err(|e| classify(&self.stream, e))?;
-        if output.records().len() != indices.len() {
+        if output.records().len() != sent {
             return Err(ComponentError::Retryable(format!(
-                "PutRecords to {} answered {} entries for {} records",
+                "PutRecords to {} answered {} entries for {sent} records",
                 self.stream,
                 output.records().len(),
-                indices.len()
             )));
         }
-        Ok(indices
-            .into_iter()
-            .zip(output.records())
-            .map(|(index, entry)| match entry.error_code() {
-                None => (index, Delivery::Delivered),
-                Some(code) => {
-                    (index, Delivery::Retry(format!("{code}: {}", entry.error_message().unwrap_or_default())))
-                }
+        Ok(output
+            .records()
+            .iter()
+            .map(|entry| match entry.error_code() {
+                None => Delivery::Delivered,
+                Some(code) => Delivery::Retry(format!("{code}: {}", entry.error_message().unwrap_or_default())),
             })
             .collect())
     }
@@ -182,9 +184,9 @@ impl KinesisSink {
     /// retry's calls all fail and it is reported by its kind. (A fatal error met this way is
     /// reported as a retry; should the retry policy be exhausted by then, its records take the
     /// policy's `on_exhausted` path.)
-    async fn send(&self, calls: Vec<Vec<Pending>>, results: &mut [Delivery]) -> Result<(), ComponentError> {
+    async fn send(&self, calls: Vec<Call>, results: &mut [Delivery]) -> Result<(), ComponentError> {
         let outcomes: Vec<(Vec<usize>, CallOutcome)> = stream::iter(calls)
-            .map(|call| async move { (call.iter().map(|p| p.index).collect(), self.put(call).await) })
+            .map(|call| async move { (call.indices, self.put(call.entries).await) })
             .buffered(self.concurrency)
             .collect()
             .await;
@@ -192,7 +194,7 @@ impl KinesisSink {
         for (indices, outcome) in outcomes {
             match outcome {
                 Ok(deliveries) => {
-                    for (index, delivery) in deliveries {
+                    for (index, delivery) in indices.into_iter().zip(deliveries) {
                         results[index] = delivery;
                     }
                 }
@@ -226,8 +228,8 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 impl Sink for KinesisSink {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
         let mut results = vec![Delivery::Delivered; batch.len()];
-        let mut calls: Vec<Vec<Pending>> = Vec::new();
-        let mut call_bytes = 0;
+        let mut calls: Vec<Call> = Vec::new();
+        let mut call = Call::default();
         for (index, input) in batch.iter().enumerate() {
             let (data, key) = match self.encode(input) {
                 Ok(encoded) => encoded,
@@ -241,16 +243,20 @@ impl Sink for KinesisSink {
                 continue;
             }
             let size = data.len() + key.len();
-            match calls.last_mut() {
-                Some(call) if call.len() < MAX_RECORDS_PER_CALL && call_bytes + size <= MAX_BYTES_PER_CALL => {
-                    call_bytes += size;
-                    call.push(Pending { index, data, key });
-                }
-                _ => {
-                    call_bytes = size;
-                    calls.push(vec![Pending { index, data, key }]);
-                }
+            let entry = PutRecordsRequestEntry::builder()
+                .data(Blob::new(data))
+                .partition_key(key)
+                .build()
+                .map_err(|e| ComponentError::Fatal(format!("building a PutRecords entry: {e}")))?;
+            if !call.fits(size) {
+                calls.push(std::mem::take(&mut call));
             }
+            call.indices.push(index);
+            call.entries.push(entry);
+            call.bytes += size;
+        }
+        if !call.entries.is_empty() {
+            calls.push(call);
         }
         self.send(calls, &mut results).await?;
         Ok(results)
