@@ -189,7 +189,7 @@ impl OnnxModel {
 
     /// Runs the model on a batch's columns from async code. A call expected to take at most
     /// [`INLINE_BUDGET_NANOS`] (by the last call's time per row) runs right here when a session
-    /// is free: handing it to a blocking thread and back costs more than that. Any other call
+    /// is free: handing it to a blocking thread and back costs about half that. Any other call
     /// runs on a blocking thread, so a slow model never stalls the async workers.
     ///
     /// # Errors
