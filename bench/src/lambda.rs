@@ -143,11 +143,15 @@ fn targets() -> Result<Vec<Target>> {
     ])
 }
 
+/// A Kinesis client for `endpoint`.
+async fn kinesis_at(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let config = aws_sdk_kinesis::config::Builder::from(&tributary_aws::config().await).endpoint_url(endpoint).build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
 /// A new one-shard stream on `endpoint`, active. Every measured process writes to its own:
 /// kinesis-mock's PutRecords slows down as a stream grows.
-async fn fresh_stream(endpoint: &str, number: usize) -> Result<String> {
-    let config = aws_sdk_kinesis::config::Builder::from(&tributary_aws::config().await).endpoint_url(endpoint).build();
-    let kinesis = aws_sdk_kinesis::Client::from_conf(config);
+async fn fresh_stream(kinesis: &aws_sdk_kinesis::Client, endpoint: &str, number: usize) -> Result<String> {
     let name = format!("bench-{}-{number}", std::process::id());
     kinesis
         .create_stream()
@@ -175,15 +179,19 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
     let mut streams = 0;
     let mut table = Vec::new();
     for target in targets()? {
+        let kinesis = match &target.endpoint {
+            Some(endpoint) => Some(kinesis_at(endpoint).await),
+            None => None,
+        };
         let (mut rust, mut python) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             for rust_side in [true, false] {
-                let stream = match &target.endpoint {
-                    Some(endpoint) => {
+                let stream = match (&kinesis, &target.endpoint) {
+                    (Some(kinesis), Some(endpoint)) => {
                         streams += 1;
-                        fresh_stream(endpoint, streams).await?
+                        fresh_stream(kinesis, endpoint, streams).await?
                     }
-                    None => "unused".to_string(),
+                    _ => "unused".to_string(),
                 };
                 let mut cmd = if rust_side {
                     let mut cmd = Command::new(&bench_bin);
