@@ -20,6 +20,41 @@ pub async fn kinesis_client() -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::new(&config().await)
 }
 
+/// Every shard of `stream` (open and closed), following ListShards' pages.
+///
+/// # Errors
+/// The first failed ListShards call.
+#[cfg(feature = "kinesis")]
+pub async fn list_shards(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<
+    Vec<aws_sdk_kinesis::types::Shard>,
+    SdkError<aws_sdk_kinesis::operation::list_shards::ListShardsError, aws_smithy_runtime_api::http::Response>,
+> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        // A request with a token must not name the stream.
+        let request = match token {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
+        };
+        let page = request.send().await?;
+        token = page.next_token;
+        shards.extend(page.shards.unwrap_or_default());
+        if token.is_none() {
+            return Ok(shards);
+        }
+    }
+}
+
+/// A shard's parents: the shard it was split from, or the two it was merged from.
+#[cfg(feature = "kinesis")]
+pub fn shard_parents(shard: &aws_sdk_kinesis::types::Shard) -> Vec<String> {
+    shard.parent_shard_id().into_iter().chain(shard.adjacent_parent_shard_id()).map(str::to_owned).collect()
+}
+
 /// A DynamoDB client.
 #[cfg(feature = "dynamodb")]
 pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {

@@ -244,20 +244,10 @@ pub async fn tail(args: TailArgs) -> Result<()> {
 }
 
 async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
-    let mut shards = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let request = match &next {
-            Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(stream),
-        };
-        let output = request.send().await.map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
-        shards.extend(output.shards().iter().map(|s| s.shard_id().to_string()));
-        next = output.next_token;
-        if next.is_none() {
-            return Ok(shards);
-        }
-    }
+    let shards = tributary_aws::list_shards(client, stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
+    Ok(shards.iter().map(|s| s.shard_id().to_string()).collect())
 }
 
 #[cfg(feature = "kafka")]

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use common::{create_stream, kinesis, put, read_stream, ride, root, signal, unique};
+use common::{create_stream, kinesis, open_shards, put, read_stream, ride, root, signal, split, unique};
 use serde_json::Value;
 
 /// `tributary run` with kinesis-worker.toml from `input` to `output`; callers add the rest.
@@ -30,20 +30,8 @@ fn worker_command(input: &str, output: &str) -> Command {
 
 /// Splits the only shard of `stream` in two halves of its hash key range.
 async fn split_only_shard(client: &Client, stream: &str) {
-    let shards = client.list_shards().stream_name(stream).send().await.unwrap();
-    let parent = &shards.shards()[0];
-    let range = parent.hash_key_range().unwrap();
-    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
-        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
-        .to_string();
-    client
-        .split_shard()
-        .stream_name(stream)
-        .shard_to_split(parent.shard_id())
-        .new_starting_hash_key(middle)
-        .send()
-        .await
-        .expect("SplitShard on kinesis-mock");
+    let shards = open_shards(client, stream).await;
+    split(client, stream, &shards[0]).await;
 }
 
 fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_stream, invoke_url, kinesis, put, read_stream, required, ride, ride_ids, root, unique};
+use common::{
+    create_stream, invoke_url, kinesis, open_shards, put, read_stream, required, ride, ride_ids, root, split, unique,
+};
 use serde_json::{Value, json};
 use tributary::esm::invoke::Invoker;
 
@@ -58,9 +60,14 @@ async fn function_with_output_stream() -> (aws_sdk_kinesis::Client, String, Func
     (client, out, function, Invoker::new(&invoke_url(), true).unwrap())
 }
 
+/// `tributary esm` on `stream` feeding the function; it exits after 2 idle seconds unless
+/// `extra` says otherwise.
 fn esm(stream: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.args(["esm", "--stream", stream, "--function", &invoke_url(), "--exit-when-idle-s", "2"]).args(extra);
+    cmd.args(["esm", "--stream", stream, "--function", &invoke_url()]).args(extra);
+    if !extra.contains(&"--exit-when-idle-s") {
+        cmd.args(["--exit-when-idle-s", "2"]);
+    }
     cmd
 }
 
@@ -161,6 +168,69 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     assert!((21..=30).all(|id| unique_ids.contains(&id)), "{ids:?}");
     assert!(!ids.contains(&999));
     assert_eq!(std::fs::read_to_string(failures.path()).unwrap(), "", "nothing discarded");
+}
+
+fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+    ids.map(|id| ride(id, 130)).collect()
+}
+
+/// The ride ids on `stream` in the order they were written, once there are at least `count`
+/// (or after 20 s).
+async fn wait_for(client: &aws_sdk_kinesis::Client, stream: &str, count: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids: Vec<u64> = read_stream(client, stream)
+            .await
+            .iter()
+            .map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap())
+            .collect();
+        if ids.len() >= count || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn esm_reads_the_children_of_a_reshard_after_their_parent() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, 1).await;
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+
+    // Split before the mapping starts: the closed parent holds rides 1..=20, its children 21..=40.
+    put(&input, &rides(1..=20));
+    split(&client, &input, &open_shards(&client, &input).await[0]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    put(&input, &rides(21..=40));
+    let mapping = esm(&input, &["--batch-size", "5", "--discovery-interval-ms", "300", "--exit-when-idle-s", "6"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ids = wait_for(&client, &out, 40).await;
+    assert_eq!(ids.len(), 40, "{ids:?}");
+    let last_parent = ids.iter().rposition(|id| *id <= 20).unwrap();
+    let first_child = ids.iter().position(|id| *id > 20).unwrap();
+    assert!(last_parent < first_child, "a child's record came before the parent's last one: {ids:?}");
+
+    // Split a child while the mapping runs: its children are found by listing again.
+    let children = open_shards(&client, &input).await;
+    assert_eq!(children.len(), 2);
+    split(&client, &input, &children[0]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    put(&input, &rides(41..=80));
+    let ids = wait_for(&client, &out, 80).await;
+    common::signal(&mapping, "-INT");
+    let output = mapping.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=80).collect::<Vec<_>>(), "every ride once, none lost");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("esm: 3 shard(s)"), "{stderr}");
 }
 
 #[tokio::test]

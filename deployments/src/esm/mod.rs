@@ -4,12 +4,15 @@
 //! retries, bisect on function error, maximum record age, partial batch responses
 //! (`ReportBatchItemFailures`), one batch at a time per shard, in order.
 //!
-//! Checkpoints are kept in memory (a restarted emulator starts again from `--starting-position`);
-//! shards are listed once at start (no resharding).
+//! Shards are listed again every `--discovery-interval-ms` and whenever a shard is read to its
+//! end, and the children of a reshard are read only after their parents ([`shards`]).
+//! Positions are kept in memory (a restarted emulator starts again from `--starting-position`).
 
 pub mod batch;
 pub mod event;
 pub mod invoke;
+mod reader;
+pub mod shards;
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -18,16 +21,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::Mutex;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_aws::{describe, kinesis_client as client};
 
 use batch::{Answer, Next};
 use event::{ShardRecord, StreamInfo, kinesis_event};
 use invoke::Invoker;
+use reader::ShardEnd;
+use shards::{Listed, ShardTable, Start};
 
 /// Where a shard is first read.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -80,8 +85,13 @@ pub struct EsmArgs {
     /// Exit once every shard has been caught up and idle for this many seconds (for scripts and tests).
     #[arg(long)]
     pub exit_when_idle_s: Option<u64>,
+    /// How often shards are listed again to find the children of a reshard, in milliseconds
+    /// (they are also listed whenever a shard is read to its end).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub discovery_interval_ms: u64,
 }
 
+/// What every shard reader uses.
 struct Shared {
     args: EsmArgs,
     client: Client,
@@ -106,16 +116,6 @@ pub async fn run(args: EsmArgs) -> Result<()> {
     let summary = summary.stream_description_summary().context("no stream description")?;
     let arn = summary.stream_arn().to_string();
     let region = arn.split(':').nth(3).unwrap_or("us-east-1").to_string();
-    let shards = client
-        .list_shards()
-        .stream_name(&args.stream)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("ListShards {}: {}", args.stream, describe(&e)))?
-        .shards()
-        .iter()
-        .map(|s| s.shard_id().to_string())
-        .collect::<Vec<_>>();
     let on_failure = match &args.on_failure {
         Some(path) => Some(
             std::fs::OpenOptions::new()
@@ -136,93 +136,90 @@ pub async fn run(args: EsmArgs) -> Result<()> {
         on_failure: Mutex::new(on_failure),
         stop: stop.clone(),
     });
-    eprintln!("esm: {} shard(s) of {} -> {}", shards.len(), shared.args.stream, shared.args.function);
     let ctrl_c = stop.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         ctrl_c.cancel();
     });
-    let tasks: Vec<_> = shards.into_iter().map(|shard| tokio::spawn(poll_shard(shared.clone(), shard))).collect();
-    for task in tasks {
-        task.await.context("shard task")??;
-    }
-    Ok(())
+    read_shards(shared).await
 }
 
-async fn poll_shard(shared: Arc<Shared>, shard: String) -> Result<()> {
+/// Lists the shards, starts a reader for each shard that may start, and lists again every
+/// `--discovery-interval-ms` and whenever a shard is read to its end; returns once no shard is
+/// being read and the emulator is stopping (Ctrl-C or `--exit-when-idle-s`).
+async fn read_shards(shared: Arc<Shared>) -> Result<()> {
     let args = &shared.args;
-    let iterator_type = match args.starting_position {
-        StartingPosition::TrimHorizon => ShardIteratorType::TrimHorizon,
-        StartingPosition::Latest => ShardIteratorType::Latest,
+    let first_start = match args.starting_position {
+        StartingPosition::TrimHorizon => Start::TrimHorizon,
+        StartingPosition::Latest => Start::Latest,
     };
-    let mut iterator = shared
-        .client
-        .get_shard_iterator()
-        .stream_name(&args.stream)
-        .shard_id(&shard)
-        .shard_iterator_type(iterator_type)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("GetShardIterator {shard}: {}", describe(&e)))?
-        .shard_iterator;
-    let mut buffer: VecDeque<ShardRecord> = VecDeque::new();
-    let mut idle_since = Instant::now();
-    let batch_size = usize::from(args.batch_size);
+    let interval = Duration::from_millis(args.discovery_interval_ms);
+    let mut table = ShardTable::default();
+    let mut readers: JoinSet<(String, Result<ShardEnd>)> = JoinSet::new();
+    let mut next_listing = Instant::now();
     loop {
         if shared.stop.is_cancelled() {
+            while let Some(joined) = readers.join_next().await {
+                joined.context("shard reader")?.1?;
+            }
             return Ok(());
         }
-        // Gather up to a batch, within the batching window.
-        let window_started = Instant::now();
-        while buffer.len() < batch_size && iterator.is_some() {
-            let output =
-                match shared.client.get_records().shard_iterator(iterator.clone().unwrap_or_default()).send().await {
-                    Ok(output) => output,
-                    Err(e) => {
-                        tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+        if Instant::now() >= next_listing {
+            match list(&shared).await {
+                Ok(listed) => {
+                    let first = table.is_empty();
+                    let added = table.add(listed, first_start);
+                    if first {
+                        eprintln!("esm: {added} shard(s) of {} -> {}", args.stream, args.function);
+                    } else if added > 0 {
+                        tracing::info!(added, "new shards found (a reshard)");
                     }
-                };
-            for r in output.records() {
-                buffer.push_back(ShardRecord {
-                    shard_id: shard.clone(),
-                    sequence_number: r.sequence_number().to_string(),
-                    partition_key: r.partition_key().to_string(),
-                    data: r.data().as_ref().to_vec(),
-                    arrival_epoch_s: r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64()),
-                });
+                }
+                Err(e) if table.is_empty() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "listing shards failed; trying again later"),
             }
-            let caught_up = output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
-            iterator = output.next_shard_iterator;
-            if caught_up && window_started.elapsed() >= Duration::from_millis(args.batching_window_ms) {
-                break;
-            }
-            if caught_up {
-                // At most 5 GetRecords calls per second and shard.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            next_listing = Instant::now() + interval;
         }
-        if buffer.is_empty() {
-            if iterator.is_none() {
-                return Ok(()); // shard closed
-            }
-            if let Some(limit) = args.exit_when_idle_s
-                && idle_since.elapsed() >= Duration::from_secs(limit)
-            {
-                return Ok(());
-            }
-            tokio::select! {
-                () = shared.stop.cancelled() => return Ok(()),
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            continue;
+        for (shard, start) in table.start_ready() {
+            tracing::info!(%shard, ?start, "reading shard");
+            let shared = shared.clone();
+            readers.spawn(async move {
+                let end = reader::read_shard(&shared, &shard, start).await;
+                (shard, end)
+            });
         }
-        let n = buffer.len().min(batch_size);
-        let records: Vec<ShardRecord> = buffer.drain(..n).collect();
-        process(&shared, records).await;
-        idle_since = Instant::now();
+        if readers.is_empty() && args.exit_when_idle_s.is_some() {
+            return Ok(());
+        }
+        tokio::select! {
+            Some(joined) = readers.join_next() => {
+                let (shard, end) = joined.context("shard reader")?;
+                let closed = end? == ShardEnd::Closed;
+                table.ended(&shard, closed);
+                if closed {
+                    next_listing = Instant::now(); // its children are listed by now
+                }
+            }
+            () = tokio::time::sleep_until(next_listing.into()) => {}
+            () = shared.stop.cancelled() => {}
+        }
     }
+}
+
+/// Every shard of the stream, as the table takes them.
+async fn list(shared: &Shared) -> Result<Vec<Listed>> {
+    let stream = &shared.args.stream;
+    let shards = tributary_aws::list_shards(&shared.client, stream)
+        .await
+        .map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
+    Ok(shards
+        .iter()
+        .map(|s| Listed {
+            id: s.shard_id().to_string(),
+            parents: tributary_aws::shard_parents(s),
+            closed: s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some(),
+        })
+        .collect())
 }
 
 /// Delivers one batch: invoke, then retry, bisect or discard as the answers say.

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType, StreamStatus};
 use serde_json::{Value, json};
 
 pub fn root() -> PathBuf {
@@ -53,6 +53,33 @@ pub async fn create_stream(client: &Client, name: &str, shards: i32) {
         assert!(Instant::now() < deadline, "stream {name} never became ACTIVE");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The open shards of a stream (those without an ending sequence number).
+pub async fn open_shards(client: &Client, stream: &str) -> Vec<Shard> {
+    let listing = client.list_shards().stream_name(stream).send().await.unwrap();
+    listing
+        .shards()
+        .iter()
+        .filter(|s| s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none())
+        .cloned()
+        .collect()
+}
+
+/// Splits `shard` of `stream` into two halves of its hash key range.
+pub async fn split(client: &Client, stream: &str, shard: &Shard) {
+    let range = shard.hash_key_range().unwrap();
+    let middle = (range.starting_hash_key().parse::<u128>().unwrap() / 2
+        + range.ending_hash_key().parse::<u128>().unwrap() / 2)
+        .to_string();
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard.shard_id())
+        .new_starting_hash_key(middle)
+        .send()
+        .await
+        .expect("SplitShard on kinesis-mock");
 }
 
 /// Every record of a stream: (partition key, decoded JSON).

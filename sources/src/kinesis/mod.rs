@@ -221,54 +221,38 @@ fn unknown(shard: &str) -> ComponentError {
 impl KinesisSource {
     /// Lists the shards and adds the new ones.
     async fn discover(&mut self) -> Result<(), ComponentError> {
-        let mut token: Option<String> = None;
-        loop {
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_name(&self.config.stream),
+        let shards = tributary_aws::list_shards(&self.client, &self.config.stream).await.map_err(|e| {
+            let message = format!("ListShards {}: {}", self.config.stream, describe(&e));
+            match error_code(&e) {
+                Some("ResourceNotFoundException" | "AccessDeniedException") => ComponentError::Fatal(message),
+                _ => ComponentError::Retryable(message),
+            }
+        })?;
+        for shard in &shards {
+            let id = shard.shard_id().to_string();
+            if self.shards.contains_key(&id) {
+                continue;
+            }
+            let parents = tributary_aws::shard_parents(shard);
+            let finished = self.checkpoints.shards.get(&id).is_some_and(|c| c.finished);
+            let state = match (&self.store, finished) {
+                (_, true) => State::Finished,
+                (Store::Leases(_), false) => State::Unowned,
+                (Store::File(_), false) => State::Waiting,
             };
-            let page = request.send().await.map_err(|e| {
-                let message = format!("ListShards {}: {}", self.config.stream, describe(&e));
-                match error_code(&e) {
-                    Some("ResourceNotFoundException" | "AccessDeniedException") => ComponentError::Fatal(message),
-                    _ => ComponentError::Retryable(message),
-                }
-            })?;
-            for shard in page.shards() {
-                let id = shard.shard_id().to_string();
-                if self.shards.contains_key(&id) {
-                    continue;
-                }
-                let parents: Vec<String> = shard
-                    .parent_shard_id()
-                    .into_iter()
-                    .chain(shard.adjacent_parent_shard_id())
-                    .map(str::to_owned)
-                    .collect();
-                let finished = self.checkpoints.shards.get(&id).is_some_and(|c| c.finished);
-                let state = match (&self.store, finished) {
-                    (_, true) => State::Finished,
-                    (Store::Leases(_), false) => State::Unowned,
-                    (Store::File(_), false) => State::Waiting,
-                };
-                tracing::debug!(source = %self.id, shard = %id, ?parents, ?state, "shard found");
-                self.shards.insert(
-                    id,
-                    Shard {
-                        parents,
-                        state,
-                        iterator: None,
-                        last_read: None,
-                        next_poll: Instant::now(),
-                        failures: 0,
-                        millis_behind: 0,
-                    },
-                );
-            }
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
+            tracing::debug!(source = %self.id, shard = %id, ?parents, ?state, "shard found");
+            self.shards.insert(
+                id,
+                Shard {
+                    parents,
+                    state,
+                    iterator: None,
+                    last_read: None,
+                    next_poll: Instant::now(),
+                    failures: 0,
+                    millis_behind: 0,
+                },
+            );
         }
         self.next_discovery = Instant::now() + Duration::from_millis(self.config.discovery_interval_ms);
         Ok(())
