@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
@@ -65,7 +65,8 @@ pub struct TailArgs {
     /// Where to start in every shard.
     #[arg(long, value_enum, default_value_t = From::TrimHorizon)]
     pub from: From,
-    /// Keep polling for new records (Ctrl-C to stop); otherwise stop once every shard is caught up.
+    /// Keep polling for new records, and for the new shards of a reshard (Ctrl-C to stop);
+    /// otherwise stop once every shard is caught up.
     #[arg(long)]
     pub follow: bool,
     /// Print each record with its shard, sequence number and partition key (Kafka: partition,
@@ -187,22 +188,18 @@ pub async fn tail(args: TailArgs) -> Result<()> {
         return tail_kafka(brokers, &args).await;
     }
     let client = client().await;
+    let start = match args.from {
+        From::TrimHorizon => ShardIteratorType::TrimHorizon,
+        From::Latest => ShardIteratorType::Latest,
+    };
     let mut iterators: BTreeMap<String, Option<String>> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
-        let iterator = client
-            .get_shard_iterator()
-            .stream_name(&args.stream)
-            .shard_id(&shard)
-            .shard_iterator_type(match args.from {
-                From::TrimHorizon => ShardIteratorType::TrimHorizon,
-                From::Latest => ShardIteratorType::Latest,
-            })
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("GetShardIterator {}/{shard}: {}", args.stream, describe(&e)))?
-            .shard_iterator;
+        let iterator = shard_iterator(&client, &args.stream, &shard, start.clone()).await?;
         iterators.insert(shard, iterator);
     }
+    // While following, shards made by a reshard are found by listing again: every 10 s, and as
+    // soon as a shard is read to its end. They are read from their beginning.
+    let mut next_listing = Instant::now() + SHARD_LISTING_INTERVAL;
     loop {
         let mut caught_up = true;
         for (shard, iterator) in &mut iterators {
@@ -232,6 +229,20 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                 caught_up = false;
             }
             *iterator = output.next_shard_iterator;
+            if iterator.is_none() {
+                next_listing = Instant::now();
+            }
+        }
+        if args.follow && Instant::now() >= next_listing {
+            for shard in list_shards(&client, &args.stream).await? {
+                if !iterators.contains_key(&shard) {
+                    let iterator =
+                        shard_iterator(&client, &args.stream, &shard, ShardIteratorType::TrimHorizon).await?;
+                    iterators.insert(shard, iterator);
+                    caught_up = false;
+                }
+            }
+            next_listing = Instant::now() + SHARD_LISTING_INTERVAL;
         }
         if iterators.values().all(Option::is_none) || (caught_up && !args.follow) {
             return Ok(());
@@ -241,6 +252,26 @@ pub async fn tail(args: TailArgs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(1000)).await;
         }
     }
+}
+
+/// How often `tail --follow` lists the shards again.
+const SHARD_LISTING_INTERVAL: Duration = Duration::from_secs(10);
+
+async fn shard_iterator(
+    client: &Client,
+    stream: &str,
+    shard: &str,
+    start: ShardIteratorType,
+) -> Result<Option<String>> {
+    let output = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(start)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GetShardIterator {stream}/{shard}: {}", describe(&e)))?;
+    Ok(output.shard_iterator)
 }
 
 async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
