@@ -235,10 +235,10 @@ pub async fn tail(args: TailArgs) -> Result<()> {
         }
         if args.follow && Instant::now() >= next_listing {
             for shard in list_shards(&client, &args.stream).await? {
-                if !iterators.contains_key(&shard) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = iterators.entry(shard) {
                     let iterator =
-                        shard_iterator(&client, &args.stream, &shard, ShardIteratorType::TrimHorizon).await?;
-                    iterators.insert(shard, iterator);
+                        shard_iterator(&client, &args.stream, slot.key(), ShardIteratorType::TrimHorizon).await?;
+                    slot.insert(iterator);
                     caught_up = false;
                 }
             }
