@@ -233,6 +233,47 @@ async fn esm_reads_the_children_of_a_reshard_after_their_parent() {
     assert!(stderr.contains("esm: 3 shard(s)"), "{stderr}");
 }
 
+/// GetRecords calls 1 and 3 find their iterators expired (and the proxy keeps them expired).
+fn expire_the_first_and_third(n: usize) -> Option<&'static str> {
+    matches!(n, 1 | 3).then_some("ExpiredIteratorException")
+}
+
+#[tokio::test]
+async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let upstream = required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let (proxy, counts) = common::fault_proxy::start(upstream, expire_the_first_and_third).await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, 1).await;
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+
+    // The first iterator expires before anything is read, the third after rides 1..=10 were.
+    put(&input, &rides(1..=10));
+    let mapping = esm(&input, &["--batch-size", "4", "--exit-when-idle-s", "3"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    put(&input, &rides(11..=20));
+    // Waited for on a blocking thread: the proxy runs on this test's runtime.
+    let pid = mapping.id().to_string();
+    let waiting = tokio::task::spawn_blocking(move || mapping.wait_with_output());
+    let Ok(output) = tokio::time::timeout(Duration::from_secs(60), waiting).await else {
+        let _ = Command::new("kill").arg(&pid).status();
+        panic!("esm did not finish within 60 s (stuck on an expired iterator?)");
+    };
+    let output = output.unwrap().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(counts.injected.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    let ids: Vec<u64> =
+        read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "every ride once and in order");
+}
+
 #[tokio::test]
 async fn a_function_that_cannot_start_answers_with_the_reason_and_exits() {
     let _turn = TURN.lock().await;

@@ -1,8 +1,11 @@
 //! A loopback HTTP/1.1 proxy in front of kinesis-mock that injects Kinesis errors into chosen
-//! GetRecords calls (kinesis-mock itself never throttles and its iterators live 5 minutes).
+//! GetRecords calls (kinesis-mock itself never throttles and its iterators live 5 minutes). An
+//! iterator that got `ExpiredIteratorException` stays expired: every later call with it gets
+//! the same error, as from Kinesis.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +20,8 @@ pub struct Counts {
     pub get_records: AtomicUsize,
     /// Errors injected.
     pub injected: AtomicUsize,
+    /// The GetRecords request bodies (their iterators) answered with ExpiredIteratorException.
+    expired: Mutex<HashSet<Vec<u8>>>,
 }
 
 /// Starts the proxy; returns its address (`http://127.0.0.1:PORT`) and its counters.
@@ -64,8 +69,12 @@ async fn serve(conn: TcpStream, upstream: String, plan: Plan, counts: Arc<Counts
         let get_records = head.to_ascii_lowercase().contains("x-amz-target: kinesis_20131202.getrecords");
         if get_records {
             let n = counts.get_records.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Some(error) = plan(n) {
+            let expired = counts.expired.lock().unwrap().contains(&body);
+            if let Some(error) = plan(n).or(expired.then_some("ExpiredIteratorException")) {
                 counts.injected.fetch_add(1, Ordering::SeqCst);
+                if error == "ExpiredIteratorException" {
+                    counts.expired.lock().unwrap().insert(body.clone());
+                }
                 let payload = format!("{{\"__type\":\"{error}\",\"message\":\"injected by the test proxy\"}}");
                 let response = format!(
                     "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-requestid: injected-{n}\r\ncontent-length: {}\r\n\r\n{payload}",
