@@ -4,8 +4,8 @@
 //!   Runtime library linked at `.venv/lib/libonnxruntime.so`, and the moto server. Idempotent.
 //! - `demo`: setup, then runs `deployments/config/demo.toml`.
 //! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
-//! - `test`: setup, services up, every test, cfn-lint on the SAM template and hadolint on the
-//!   Dockerfiles, services down; non-zero on any failure.
+//! - `test`: setup, services up, every test, then the deployment files through linters (SAM
+//!   template, Dockerfiles, compose file), services down; non-zero on any failure.
 //! - `bench`: release build, then the benchmarks of BENCHMARKS.md.
 //! - `package-lambda`: `target/lambda/tributary-lambda/bootstrap.zip` with ONNX Runtime and the model.
 
@@ -92,13 +92,23 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
 }
 
 /// The deployment files the tests cannot run here (no AWS account, no Docker engine): the SAM
-/// template through cfn-lint, the Dockerfiles through hadolint (settings in `.hadolint.yaml`).
+/// template through cfn-lint, the Dockerfiles through hadolint (settings in `.hadolint.yaml`),
+/// the compose file against the compose specification's schema.
 fn lint_deployments(root: &Path) -> Result<()> {
     eprintln!("xtask: cfn-lint deployments/lambda/template.yaml");
     run(root, Command::new(root.join(".venv/bin/cfn-lint")).arg("deployments/lambda/template.yaml"))?;
     let dockerfiles = ["deployments/lambda/Dockerfile", "deployments/worker/Dockerfile"];
     eprintln!("xtask: hadolint {}", dockerfiles.join(" "));
-    run(root, Command::new(root.join(".venv/bin/hadolint")).args(["--no-color"]).args(dockerfiles))
+    run(root, Command::new(root.join(".venv/bin/hadolint")).args(["--no-color"]).args(dockerfiles))?;
+    eprintln!("xtask: check-jsonschema (compose spec) deployments/local/compose.yaml");
+    run(
+        root,
+        Command::new(root.join(".venv/bin/check-jsonschema")).args([
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "deployments/local/compose.yaml",
+        ]),
+    )
 }
 
 fn package_lambda(root: &Path) -> Result<()> {
