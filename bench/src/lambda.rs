@@ -124,6 +124,8 @@ struct Target {
     what: &'static str,
     /// The Kinesis endpoint, or `None` for a dry run (`TEST_RUN=True`).
     endpoint: Option<String>,
+    /// The server's name, for the table of its own time.
+    server: &'static str,
 }
 
 /// The rows: a dry run, then each loopback Kinesis server the services provide.
@@ -131,14 +133,20 @@ fn targets() -> Result<Vec<Target>> {
     let endpoint =
         |var: &str| std::env::var(var).with_context(|| format!("{var} is unset (run through `cargo xtask bench`)"));
     Ok(vec![
-        Target { what: "per 100-record batch, TEST_RUN=True (decode, predict, encode; nothing sent)", endpoint: None },
+        Target {
+            what: "per 100-record batch, TEST_RUN=True (decode, predict, encode; nothing sent)",
+            endpoint: None,
+            server: "",
+        },
         Target {
             what: "per 100-record batch, put to kinesis-mock on loopback (1 PutRecords vs 100 `put_record`)",
             endpoint: Some(endpoint("AWS_ENDPOINT_URL_KINESIS")?),
+            server: "kinesis-mock",
         },
         Target {
             what: "per 100-record batch, put to moto server on loopback (1 PutRecords vs 100 `put_record`)",
             endpoint: Some(endpoint("AWS_ENDPOINT_URL")?),
+            server: "moto",
         },
     ])
 }
@@ -214,18 +222,82 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
                 if rust_side { rust.push(measured) } else { python.push(measured) }
             }
         }
-        table.push((target.what, summarize(&rust), summarize(&python)));
+        let floor = match (&kinesis, &target.endpoint) {
+            (Some(kinesis), Some(endpoint)) => {
+                // Two streams, each written as much as a handler's (moto's puts slow down as a
+                // stream grows).
+                let batch_stream = fresh_stream(kinesis, endpoint, streams + 1).await?;
+                let single_stream = fresh_stream(kinesis, endpoint, streams + 2).await?;
+                streams += 2;
+                Some((target.server, server_time(kinesis, [&batch_stream, &single_stream], batches).await?))
+            }
+            _ => None,
+        };
+        table.push((target.what, summarize(&rust), summarize(&python), floor));
     }
     println!("| | tributary (Rust) | seeds' Python handler | ratio |");
     println!("|---|---:|---:|---:|");
-    for (what, r, p) in &table {
+    for (what, r, p, _) in &table {
         println!("| {what} | {:.2} ms | {:.1} ms | {:.0}x |", r.1, p.1, p.1 / r.1);
     }
-    let (_, r, p) = &table[1];
+    let (_, r, p, _) = &table[1];
     println!("| process start to ready | {:.1} ms | {:.0} ms | {:.0}x |", r.0, p.0, p.0 / r.0);
     println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1}x smaller |", r.2, p.2, p.2 / r.2);
     println!("\n({runs} process(es) per cell, {batches} batches per process, medians)\n");
+    println!("The servers' own time, from a bare SDK client in the benchmark process (no handler):\n");
+    println!("| server | one PutRecords of 100 records | 100 PutRecord calls | Python handler / one PutRecords |");
+    println!("|---|---:|---:|---:|");
+    for (_, _, p, floor) in &table {
+        if let Some((server, (put_records, put_record))) = floor {
+            println!("| {server} | {put_records:.2} ms | {put_record:.1} ms | {:.0}x |", p.1 / put_records);
+        }
+    }
+    println!(
+        "\n(medians of {batches} batches; the last column is the most any handler that makes one PutRecords call could reach)\n"
+    );
     Ok(())
+}
+
+/// The server's time for one batch's worth of output, from a bare SDK client: the median of
+/// `batches` PutRecords calls of 100 prediction-sized records, and of `batches` runs of 100
+/// PutRecord calls (the seeds' way, without boto3), each kind to its own stream.
+async fn server_time(kinesis: &aws_sdk_kinesis::Client, streams: [&str; 2], batches: usize) -> Result<(f64, f64)> {
+    let [batch_stream, single_stream] = streams;
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+    let payload = |id: usize| {
+        let prediction = json!({"model": "ride_duration_prediction_model", "version": "bench",
+                                "prediction": {"ride_duration": 21.3, "ride_id": id}});
+        Blob::new(prediction.to_string())
+    };
+    let (mut batch_ms, mut single_ms) = (Vec::new(), Vec::new());
+    for batch in 0..batches {
+        let entries = (0..RECORDS_PER_BATCH)
+            .map(|i| {
+                let id = batch * RECORDS_PER_BATCH + i;
+                PutRecordsRequestEntry::builder().data(payload(id)).partition_key(id.to_string()).build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let started = Instant::now();
+        let output = kinesis.put_records().stream_name(batch_stream).set_records(Some(entries)).send().await?;
+        batch_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        if output.failed_record_count().unwrap_or(0) > 0 {
+            bail!("PutRecords to {batch_stream} failed for some records");
+        }
+        let started = Instant::now();
+        for i in 0..RECORDS_PER_BATCH {
+            let id = batch * RECORDS_PER_BATCH + i;
+            kinesis
+                .put_record()
+                .stream_name(single_stream)
+                .data(payload(id))
+                .partition_key(id.to_string())
+                .send()
+                .await?;
+        }
+        single_ms.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(&mut batch_ms), median(&mut single_ms)))
 }
 
 fn summarize(runs: &[(f64, f64, u64)]) -> (f64, f64, f64) {
