@@ -204,12 +204,15 @@ pub async fn tail(args: TailArgs) -> Result<()> {
         let mut caught_up = true;
         for (shard, iterator) in &mut iterators {
             let Some(current) = iterator.clone() else { continue };
-            let output = client
-                .get_records()
-                .shard_iterator(current)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("GetRecords {}/{shard}: {}", args.stream, describe(&e)))?;
+            let output = match client.get_records().shard_iterator(current).send().await {
+                Ok(output) => output,
+                // While following, a failed call is tried again on the next round.
+                Err(e) if args.follow => {
+                    tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; trying again");
+                    continue;
+                }
+                Err(e) => bail!("GetRecords {}/{shard}: {}", args.stream, describe(&e)),
+            };
             for record in output.records() {
                 let data = record.data().as_ref();
                 let value = serde_json::from_slice::<Value>(data)
@@ -234,12 +237,20 @@ pub async fn tail(args: TailArgs) -> Result<()> {
             }
         }
         if args.follow && Instant::now() >= next_listing {
-            for shard in list_shards(&client, &args.stream).await? {
+            let shards = list_shards(&client, &args.stream).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "listing shards failed; trying again later");
+                Vec::new()
+            });
+            for shard in shards {
                 if let std::collections::btree_map::Entry::Vacant(slot) = iterators.entry(shard) {
-                    let iterator =
-                        shard_iterator(&client, &args.stream, slot.key(), ShardIteratorType::TrimHorizon).await?;
-                    slot.insert(iterator);
-                    caught_up = false;
+                    match shard_iterator(&client, &args.stream, slot.key(), ShardIteratorType::TrimHorizon).await {
+                        Ok(iterator) => {
+                            slot.insert(iterator);
+                            caught_up = false;
+                        }
+                        // Not added: tried again at the next listing.
+                        Err(e) => tracing::warn!(error = %e, "trying again later"),
+                    }
                 }
             }
             next_listing = Instant::now() + SHARD_LISTING_INTERVAL;

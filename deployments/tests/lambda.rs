@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    create_stream, invoke_url, kinesis, open_shards, put, read_stream, required, ride, ride_ids, root, split, unique,
+    create_stream, finish, invoke_url, kinesis, open_shards, put, read_stream, required, ride, ride_ids, root, split,
+    unique,
 };
 use serde_json::{Value, json};
 use tributary::esm::invoke::Invoker;
@@ -135,8 +136,8 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     let mut values: Vec<Value> = (1..=20).map(|id| ride(id, 130)).collect();
     values.insert(7, ride(999, 13000));
     put(&input, &values);
-    let status = esm(&input, &["--batch-size", "7"]).status().unwrap();
-    assert!(status.success());
+    let output = finish(esm(&input, &["--batch-size", "7"]).spawn().unwrap(), Duration::from_secs(60)).await;
+    assert!(output.status.success());
     assert_eq!(ride_ids(&read_stream(&client, &out).await), (1..=20).collect::<Vec<_>>());
 
     // The output stream disappears: the sink fails, the function reports the records in
@@ -156,7 +157,7 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     create_stream(&client, &out, 1).await;
-    let output = child.wait_with_output().unwrap();
+    let output = finish(child, Duration::from_secs(90)).await;
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("retrying from the first failed record"), "{stderr}");
@@ -224,13 +225,37 @@ async fn esm_reads_the_children_of_a_reshard_after_their_parent() {
     put(&input, &rides(41..=80));
     let ids = wait_for(&client, &out, 80).await;
     common::signal(&mapping, "-INT");
-    let output = mapping.wait_with_output().unwrap();
+    let output = finish(mapping, Duration::from_secs(60)).await;
     assert!(output.status.success());
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, (1..=80).collect::<Vec<_>>(), "every ride once, none lost");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("esm: 3 shard(s)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn esm_stops_with_a_clear_error_when_its_stream_is_deleted() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, 2).await;
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+    put(&input, &rides(1..=5));
+    // Idle for far longer than the test waits: only the deletion can end it.
+    let mapping = esm(&input, &["--exit-when-idle-s", "600", "--discovery-interval-ms", "500"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let delivered = wait_for(&client, &out, 5).await;
+    assert_eq!(delivered.len(), 5, "{delivered:?}");
+    client.delete_stream().stream_name(&input).send().await.unwrap();
+    let output = finish(mapping, Duration::from_secs(30)).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("stream {input} is gone")), "{stderr}");
 }
 
 /// GetRecords calls 1 and 3 find their iterators expired (and the proxy keeps them expired).
@@ -259,14 +284,7 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     put(&input, &rides(11..=20));
-    // Waited for on a blocking thread: the proxy runs on this test's runtime.
-    let pid = mapping.id().to_string();
-    let waiting = tokio::task::spawn_blocking(move || mapping.wait_with_output());
-    let Ok(output) = tokio::time::timeout(Duration::from_secs(60), waiting).await else {
-        let _ = Command::new("kill").arg(&pid).status();
-        panic!("esm did not finish within 60 s (stuck on an expired iterator?)");
-    };
-    let output = output.unwrap().unwrap();
+    let output = finish(mapping, Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(counts.injected.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     let ids: Vec<u64> =

@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tributary_aws::{describe, kinesis_client as client};
+use tributary_aws::{describe, error_code, kinesis_client as client};
 
 use batch::{Answer, Next};
 use event::{ShardRecord, StreamInfo, kinesis_event};
@@ -82,7 +82,8 @@ pub struct EsmArgs {
     /// Pause between retries of a failed batch, in milliseconds (doubles each retry, up to 10 s).
     #[arg(long, default_value_t = 500)]
     pub retry_backoff_ms: u64,
-    /// Exit once every shard has been caught up and idle for this many seconds (for scripts and tests).
+    /// Exit once every record read has been delivered and no shard has had new records for this
+    /// many seconds (for scripts and tests).
     #[arg(long)]
     pub exit_when_idle_s: Option<u64>,
     /// How often shards are listed again to find the children of a reshard, in milliseconds
@@ -99,6 +100,39 @@ struct Shared {
     stream: StreamInfo,
     on_failure: Mutex<Option<std::fs::File>>,
     stop: CancellationToken,
+    activity: Activity,
+}
+
+/// How many shard readers hold records not yet delivered, and when the last one finished
+/// delivering its records, across all shards (for `--exit-when-idle-s`).
+struct Activity(std::sync::Mutex<(usize, Instant)>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(std::sync::Mutex::new((0, Instant::now())))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A reader read records.
+    fn begin(&self) {
+        self.state().0 += 1;
+    }
+
+    /// A reader delivered every record it had read.
+    fn end(&self) {
+        let mut state = self.state();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = Instant::now();
+    }
+
+    /// How long no reader has held records.
+    fn idle_for(&self) -> Duration {
+        let state = self.state();
+        if state.0 > 0 { Duration::ZERO } else { state.1.elapsed() }
+    }
 }
 
 /// Runs the emulator until Ctrl-C (or idle, with `--exit-when-idle-s`).
@@ -135,6 +169,7 @@ pub async fn run(args: EsmArgs) -> Result<()> {
         stream: StreamInfo { arn, region },
         on_failure: Mutex::new(on_failure),
         stop: stop.clone(),
+        activity: Activity::new(),
     });
     let ctrl_c = stop.clone();
     tokio::spawn(async move {
@@ -145,8 +180,9 @@ pub async fn run(args: EsmArgs) -> Result<()> {
 }
 
 /// Lists the shards, starts a reader for each shard that may start, and lists again every
-/// `--discovery-interval-ms` and whenever a shard is read to its end; returns once no shard is
-/// being read and the emulator is stopping (Ctrl-C or `--exit-when-idle-s`).
+/// `--discovery-interval-ms` and whenever a shard is read to its end. Returns on Ctrl-C once the
+/// readers have stopped, or with `--exit-when-idle-s` once no reader has held records for that
+/// long (or no shard is left to read) and the shards have been listed since the last one ended.
 async fn read_shards(shared: Arc<Shared>) -> Result<()> {
     let args = &shared.args;
     let first_start = match args.starting_position {
@@ -154,13 +190,16 @@ async fn read_shards(shared: Arc<Shared>) -> Result<()> {
         StartingPosition::Latest => Start::Latest,
     };
     let interval = Duration::from_millis(args.discovery_interval_ms);
+    let idle_limit = args.exit_when_idle_s.map(Duration::from_secs);
     let mut table = ShardTable::default();
-    let mut readers: JoinSet<(String, Result<ShardEnd>)> = JoinSet::new();
+    let mut readers: JoinSet<(String, ShardEnd)> = JoinSet::new();
     let mut next_listing = Instant::now();
+    // A shard ended and its children may not have been listed yet.
+    let mut listing_stale = false;
     loop {
         if shared.stop.is_cancelled() {
             while let Some(joined) = readers.join_next().await {
-                joined.context("shard reader")?.1?;
+                joined.context("shard reader")?;
             }
             return Ok(());
         }
@@ -174,11 +213,21 @@ async fn read_shards(shared: Arc<Shared>) -> Result<()> {
                     } else if added > 0 {
                         tracing::info!(added, "new shards found (a reshard)");
                     }
+                    listing_stale = false;
+                    next_listing = Instant::now() + interval;
                 }
-                Err(e) if table.is_empty() => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "listing shards failed; trying again later"),
+                Err(ListError::Gone(e)) => {
+                    // The stream was deleted: stop the readers, then fail.
+                    shared.stop.cancel();
+                    while readers.join_next().await.is_some() {}
+                    return Err(e);
+                }
+                Err(ListError::Failed(e)) if table.is_empty() => return Err(e),
+                Err(ListError::Failed(e)) => {
+                    tracing::warn!(error = %e, "listing shards failed; trying again");
+                    next_listing = Instant::now() + interval.min(Duration::from_secs(1));
+                }
             }
-            next_listing = Instant::now() + interval;
         }
         for (shard, start) in table.start_ready() {
             tracing::info!(%shard, ?start, "reading shard");
@@ -188,30 +237,48 @@ async fn read_shards(shared: Arc<Shared>) -> Result<()> {
                 (shard, end)
             });
         }
-        if readers.is_empty() && args.exit_when_idle_s.is_some() {
-            return Ok(());
+        if let Some(limit) = idle_limit
+            && !listing_stale
+            && (readers.is_empty() || shared.activity.idle_for() >= limit)
+        {
+            shared.stop.cancel();
+            continue;
         }
         tokio::select! {
             Some(joined) = readers.join_next() => {
                 let (shard, end) = joined.context("shard reader")?;
-                let closed = end? == ShardEnd::Closed;
+                let closed = end == ShardEnd::Closed;
                 table.ended(&shard, closed);
                 if closed {
+                    listing_stale = true;
                     next_listing = Instant::now(); // its children are listed by now
                 }
             }
             () = tokio::time::sleep_until(next_listing.into()) => {}
+            () = tokio::time::sleep(Duration::from_millis(250)), if idle_limit.is_some() => {}
             () = shared.stop.cancelled() => {}
         }
     }
 }
 
+/// Why the shards could not be listed.
+enum ListError {
+    /// The stream does not exist (any more).
+    Gone(anyhow::Error),
+    /// Anything else: tried again later.
+    Failed(anyhow::Error),
+}
+
 /// Every shard of the stream, as the table takes them.
-async fn list(shared: &Shared) -> Result<Vec<Listed>> {
+async fn list(shared: &Shared) -> Result<Vec<Listed>, ListError> {
     let stream = &shared.args.stream;
-    let shards = tributary_aws::list_shards(&shared.client, stream)
-        .await
-        .map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
+    let shards = tributary_aws::list_shards(&shared.client, stream).await.map_err(|e| {
+        let error = anyhow::anyhow!("ListShards {stream}: {}", describe(&e));
+        match error_code(&e) {
+            Some("ResourceNotFoundException") => ListError::Gone(anyhow::anyhow!("stream {stream} is gone ({error})")),
+            _ => ListError::Failed(error),
+        }
+    })?;
     Ok(shards
         .iter()
         .map(|s| Listed {

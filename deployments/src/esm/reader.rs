@@ -1,11 +1,12 @@
 //! Reading one shard: gather a batch (batch size, batching window), deliver it, repeat; one batch
-//! at a time per shard, in order, until the shard is read to its end (closed by a reshard) or
-//! the emulator stops.
+//! at a time per shard, in order, until the shard is read to its end (closed by a reshard), is
+//! gone (deleted or past retention), or the emulator stops. Kinesis errors are retried, as the
+//! AWS event source mapping does; they never end the emulator.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use tributary_aws::{describe, error_code};
 
@@ -16,26 +17,48 @@ use super::shards::Start;
 /// How a shard's reading ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ShardEnd {
-    /// The shard is closed and every record in it was delivered (or discarded).
+    /// The shard is closed (or gone) and every record read from it was delivered or discarded.
     Closed,
     /// The emulator is stopping (Ctrl-C, or idle with `--exit-when-idle-s`).
     Stopped,
 }
 
+/// Where a new iterator must point.
+#[derive(Clone, Copy, Debug)]
+enum Position<'a> {
+    /// Where the shard's reading started.
+    Start(Start),
+    /// Just after this record (the last one read).
+    After(&'a str),
+    /// From this time: a `Latest` start renewed before any record was read.
+    Since(SystemTime),
+}
+
+/// What a GetShardIterator attempt gave.
+enum Opened {
+    Iterator(Option<String>),
+    /// The shard or the stream no longer exists.
+    Gone,
+    Stopped,
+}
+
 /// Reads `shard` from `start`, invoking the function with each batch.
-///
-/// # Errors
-/// GetShardIterator failed.
-pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Result<ShardEnd> {
+pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> ShardEnd {
     let args = &shared.args;
+    let opened_at = SystemTime::now();
     let mut last_read: Option<String> = None;
-    let mut iterator = open_iterator(shared, shard, start, None).await?;
+    let mut iterator = match open_iterator(shared, shard, Position::Start(start)).await {
+        Opened::Iterator(iterator) => iterator,
+        Opened::Gone => return ShardEnd::Closed,
+        Opened::Stopped => return ShardEnd::Stopped,
+    };
     let mut buffer: VecDeque<ShardRecord> = VecDeque::new();
-    let mut idle_since = Instant::now();
+    // Records read and not yet delivered keep the emulator busy (see `Activity`).
+    let mut holding = false;
     let batch_size = usize::from(args.batch_size);
     loop {
         if shared.stop.is_cancelled() {
-            return Ok(ShardEnd::Stopped);
+            return ShardEnd::Stopped;
         }
         // Gather up to a batch, within the batching window.
         let window_started = Instant::now();
@@ -44,20 +67,36 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Re
         {
             let output = match shared.client.get_records().shard_iterator(current).send().await {
                 Ok(output) => output,
-                // Iterators expire after five minutes (a long retry of the previous batch):
-                // carry on after the last record read.
-                Err(e) if error_code(&e) == Some("ExpiredIteratorException") => {
-                    tracing::info!(%shard, "shard iterator expired; getting a new one");
-                    iterator = open_iterator(shared, shard, start, last_read.as_deref()).await?;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
-                    tokio::select! {
-                        () = shared.stop.cancelled() => return Ok(ShardEnd::Stopped),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                Err(e) => match error_code(&e) {
+                    // Iterators expire after five minutes (a long retry of the previous batch):
+                    // carry on after the last record read.
+                    Some("ExpiredIteratorException") => {
+                        tracing::info!(%shard, "shard iterator expired; getting a new one");
+                        let position = match (&last_read, start) {
+                            (Some(sequence), _) => Position::After(sequence),
+                            (None, Start::Latest) => Position::Since(opened_at),
+                            (None, Start::TrimHorizon) => Position::Start(start),
+                        };
+                        match open_iterator(shared, shard, position).await {
+                            Opened::Iterator(renewed) => iterator = renewed,
+                            Opened::Gone => iterator = None,
+                            Opened::Stopped => return ShardEnd::Stopped,
+                        }
+                        continue;
                     }
-                }
+                    Some("ResourceNotFoundException") => {
+                        tracing::warn!(%shard, error = %describe(&e), "shard gone; delivering what was read");
+                        iterator = None;
+                        break;
+                    }
+                    _ => {
+                        tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
+                        if pause(shared, Duration::from_secs(1)).await.is_err() {
+                            return ShardEnd::Stopped;
+                        }
+                        continue;
+                    }
+                },
             };
             for r in output.records() {
                 buffer.push_back(ShardRecord {
@@ -70,6 +109,10 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Re
             }
             if let Some(last) = output.records().last() {
                 last_read = Some(last.sequence_number().to_string());
+                if !holding {
+                    shared.activity.begin();
+                    holding = true;
+                }
             }
             let caught_up = output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
             iterator = output.next_shard_iterator;
@@ -83,37 +126,59 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Re
         }
         if buffer.is_empty() {
             if iterator.is_none() {
-                tracing::info!(%shard, "shard read to its end (closed by a reshard)");
-                return Ok(ShardEnd::Closed);
+                tracing::info!(%shard, "shard read to its end");
+                return ShardEnd::Closed;
             }
-            if let Some(limit) = args.exit_when_idle_s
-                && idle_since.elapsed() >= Duration::from_secs(limit)
-            {
-                return Ok(ShardEnd::Stopped);
-            }
-            tokio::select! {
-                () = shared.stop.cancelled() => return Ok(ShardEnd::Stopped),
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            if pause(shared, Duration::from_millis(250)).await.is_err() {
+                return ShardEnd::Stopped;
             }
             continue;
         }
         let n = buffer.len().min(batch_size);
         let records: Vec<ShardRecord> = buffer.drain(..n).collect();
         super::process(shared, records).await;
-        idle_since = Instant::now();
+        if buffer.is_empty() && holding {
+            shared.activity.end();
+            holding = false;
+        }
     }
 }
 
-/// A shard iterator at `start`, or just after `after` once records have been read.
-async fn open_iterator(shared: &Shared, shard: &str, start: Start, after: Option<&str>) -> Result<Option<String>> {
-    let request = shared.client.get_shard_iterator().stream_name(&shared.args.stream).shard_id(shard);
-    let request = match (after, start) {
-        (Some(sequence), _) => {
-            request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+/// Sleeps for `duration`; `Err` when the emulator stops meanwhile.
+async fn pause(shared: &Shared, duration: Duration) -> Result<(), ()> {
+    tokio::select! {
+        () = shared.stop.cancelled() => Err(()),
+        () = tokio::time::sleep(duration) => Ok(()),
+    }
+}
+
+/// A shard iterator at `position`, retrying failed calls every second (a missing shard or stream
+/// is `Gone`).
+async fn open_iterator(shared: &Shared, shard: &str, position: Position<'_>) -> Opened {
+    loop {
+        let request = shared.client.get_shard_iterator().stream_name(&shared.args.stream).shard_id(shard);
+        let request = match position {
+            Position::Start(Start::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Position::Start(Start::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+            Position::After(sequence) => {
+                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+            }
+            Position::Since(time) => {
+                request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from(time))
+            }
+        };
+        match request.send().await {
+            Ok(output) => return Opened::Iterator(output.shard_iterator),
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                tracing::warn!(%shard, error = %describe(&e), "shard gone");
+                return Opened::Gone;
+            }
+            Err(e) => {
+                tracing::warn!(%shard, error = %describe(&e), "GetShardIterator failed; retrying");
+                if pause(shared, Duration::from_secs(1)).await.is_err() {
+                    return Opened::Stopped;
+                }
+            }
         }
-        (None, Start::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        (None, Start::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
-    };
-    let output = request.send().await.map_err(|e| anyhow::anyhow!("GetShardIterator {shard}: {}", describe(&e)))?;
-    Ok(output.shard_iterator)
+    }
 }

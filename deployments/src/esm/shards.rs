@@ -51,24 +51,36 @@ pub struct ShardTable {
 }
 
 impl ShardTable {
-    /// Adds the shards not seen before; returns how many were new.
+    /// Adds the shards not seen before from a full listing; returns how many were new. A
+    /// waiting shard missing from the listing is gone (past retention) and counts as finished.
     ///
-    /// In the first listing, shards start where `first_start` says, except that with
-    /// `Start::Latest` a closed shard counts as finished (nothing new arrives in it). A shard
-    /// first seen in a later listing was made by a reshard after the emulator started, and is
-    /// read from its beginning once its parents are finished.
+    /// In the first listing, shards start where `first_start` says, with two exceptions for
+    /// `Start::Latest`: a closed shard counts as finished (nothing new arrives in it), and a
+    /// shard whose parent is listed open (a reshard between ListShards pages) waits for that
+    /// parent and starts at its beginning. A shard first seen in a later listing was made by a
+    /// reshard after the emulator started, and is read from its beginning once its parents are
+    /// finished.
     pub fn add(&mut self, listed: Vec<Listed>, first_start: Start) -> usize {
         let first = !self.listed_before;
         self.listed_before = true;
+        let open: std::collections::HashSet<String> =
+            listed.iter().filter(|s| !s.closed).map(|s| s.id.clone()).collect();
+        let ids: std::collections::HashSet<String> = listed.iter().map(|s| s.id.clone()).collect();
+        for (id, entry) in &mut self.shards {
+            if entry.state == State::Waiting && !ids.contains(id) {
+                entry.state = State::Finished;
+            }
+        }
         let mut added = 0;
         for shard in listed {
             if self.shards.contains_key(&shard.id) {
                 continue;
             }
-            let (start, state) = match (first, first_start, shard.closed) {
-                (true, Start::Latest, true) => (Start::Latest, State::Finished),
-                (true, start, _) => (start, State::Waiting),
-                (false, _, _) => (Start::TrimHorizon, State::Waiting),
+            let parent_open = shard.parents.iter().any(|p| open.contains(p));
+            let (start, state) = match (first, first_start, shard.closed, parent_open) {
+                (true, Start::Latest, true, _) => (Start::Latest, State::Finished),
+                (true, Start::Latest, false, true) | (false, _, _, _) => (Start::TrimHorizon, State::Waiting),
+                (true, start, _, _) => (start, State::Waiting),
             };
             self.shards.insert(shard.id, Entry { parents: shard.parents, start, state });
             added += 1;
@@ -76,8 +88,8 @@ impl ShardTable {
         added
     }
 
-    /// The waiting shards whose parents are all finished (or no longer listed: past the
-    /// retention period), marked as reading, with where each starts.
+    /// The waiting shards whose parents are all finished (or were never listed: past the
+    /// retention period already), marked as reading, with where each starts.
     pub fn start_ready(&mut self) -> Vec<(String, Start)> {
         let ready: Vec<String> = self
             .shards
@@ -172,5 +184,30 @@ mod tests {
         table.ended("1", true);
         assert_eq!(table.start_ready(), vec![("3".into(), Start::TrimHorizon), ("4".into(), Start::TrimHorizon)]);
         assert_eq!(table.len(), 5);
+    }
+
+    #[test]
+    fn with_latest_a_child_of_an_open_parent_waits_and_starts_at_its_beginning() {
+        // The parent was split between two ListShards pages: listed open, its child listed too.
+        let mut table = ShardTable::default();
+        table.add(vec![shard("0", &[], false), shard("1", &["0"], false)], Start::Latest);
+        assert_eq!(table.start_ready(), vec![("0".into(), Start::Latest)]);
+        table.ended("0", true);
+        assert_eq!(table.start_ready(), vec![("1".into(), Start::TrimHorizon)]);
+    }
+
+    #[test]
+    fn a_waiting_shard_that_disappears_from_the_listing_releases_its_children() {
+        let mut table = ShardTable::default();
+        table.add(
+            vec![shard("0", &[], false), shard("1", &["0"], false), shard("2", &["1"], false)],
+            Start::TrimHorizon,
+        );
+        assert_eq!(ids(&table.start_ready()), ["0"]);
+        // 0 and 1 fall out of the listing (past retention). 1 was waiting: it can never be
+        // read, so it counts as finished and 2 starts. (0's reader ends when Kinesis answers
+        // that its shard is gone.)
+        assert_eq!(table.add(vec![shard("2", &["1"], false)], Start::TrimHorizon), 0);
+        assert_eq!(table.start_ready(), vec![("2".into(), Start::TrimHorizon)]);
     }
 }

@@ -55,6 +55,20 @@ pub async fn create_stream(client: &Client, name: &str, shards: i32) {
     }
 }
 
+/// Waits for `child` (collecting its piped output) for at most `limit` without blocking the
+/// test's runtime (a proxy may run on it); kills it and fails after that.
+pub async fn finish(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let pid = child.id().to_string();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(limit, waiting).await {
+        Ok(output) => output.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(&pid).status();
+            panic!("process {pid} did not finish within {limit:?}");
+        }
+    }
+}
+
 /// The open shards of a stream (those without an ending sequence number).
 pub async fn open_shards(client: &Client, stream: &str) -> Vec<Shard> {
     let listing = client.list_shards().stream_name(stream).send().await.unwrap();
