@@ -258,6 +258,38 @@ async fn esm_stops_with_a_clear_error_when_its_stream_is_deleted() {
     assert!(stderr.contains(&format!("stream {input} is gone")), "{stderr}");
 }
 
+#[tokio::test]
+async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_failure_file() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &rides(1..=3));
+    // A "function" that accepts invocations and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/2015-03-31/functions/silent/invocations", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let failures = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.args(["esm", "--stream", &input, "--function", &url, "--function-timeout-s", "1"])
+        .args(["--maximum-retry-attempts", "1", "--retry-backoff-ms", "100", "--exit-when-idle-s", "1"])
+        .arg("--on-failure")
+        .arg(failures.path())
+        .stderr(Stdio::piped());
+    let output = finish(cmd.spawn().unwrap(), Duration::from_secs(30)).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
+    let discarded: Value = serde_json::from_str(std::fs::read_to_string(failures.path()).unwrap().trim()).unwrap();
+    assert_eq!(discarded["condition"], "RetryAttemptsExhausted");
+    assert_eq!(discarded["retryAttempts"], 1);
+    assert_eq!(discarded["KinesisBatchInfo"]["batchSize"], 3);
+}
+
 /// GetRecords calls 1 and 3 find their iterators expired (and the proxy keeps them expired).
 fn expire_the_first_and_third(n: usize) -> Option<&'static str> {
     matches!(n, 1 | 3).then_some("ExpiredIteratorException")

@@ -1,6 +1,8 @@
 //! Invoking a function through the Lambda invoke API of a local runtime emulator
 //! (`cargo lambda watch`: `http://127.0.0.1:9000/2015-03-31/functions/<name>/invocations`).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -27,6 +29,7 @@ pub struct Invoker {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
     report_batch_item_failures: bool,
+    timeout: Option<Duration>,
 }
 
 impl Invoker {
@@ -40,12 +43,26 @@ impl Invoker {
             anyhow::bail!("--function must be an http:// invoke URL of a local runtime emulator, got {url:?}");
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(Invoker { client, url: uri, report_batch_item_failures })
+        Ok(Invoker { client, url: uri, report_batch_item_failures, timeout: None })
+    }
+
+    /// Gives up on an invocation after `timeout`, as Lambda ends a function that runs past its
+    /// timeout: the batch gets a function error.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// Sends one event and interprets the answer.
     pub async fn invoke(&self, event: &Value) -> Answer {
-        match self.invoke_raw(event).await {
+        let answer = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.invoke_raw(event)).await.unwrap_or_else(|_| {
+                Err(format!("the function did not answer within {} s (timed out)", limit.as_secs_f64()))
+            }),
+            None => self.invoke_raw(event).await,
+        };
+        match answer {
             Ok(Invocation { body, function_error: false, .. }) => {
                 answer_from_response(&body, self.report_batch_item_failures)
             }

@@ -86,6 +86,10 @@ pub struct EsmArgs {
     /// many seconds (for scripts and tests).
     #[arg(long)]
     pub exit_when_idle_s: Option<u64>,
+    /// How long an invocation may take before it counts as a function error, in seconds (the
+    /// function's Timeout; the default is Lambda's maximum).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
+    pub function_timeout_s: u64,
     /// How often shards are listed again to find the children of a reshard, in milliseconds
     /// (they are also listed whenever a shard is read to its end).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
@@ -160,7 +164,8 @@ pub async fn run(args: EsmArgs) -> Result<()> {
         ),
         None => None,
     };
-    let invoker = Invoker::new(&args.function, !args.no_report_batch_item_failures)?;
+    let invoker = Invoker::new(&args.function, !args.no_report_batch_item_failures)?
+        .with_timeout(Duration::from_secs(args.function_timeout_s));
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
         args,
