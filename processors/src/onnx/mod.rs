@@ -199,7 +199,9 @@ impl OnnxModel {
         let inline = runs_inline(self.nanos_per_row.load(Ordering::Relaxed), rows);
         let fatal = |e: OnnxError| ComponentError::Fatal(e.to_string());
         if inline && let Some(mut session) = self.pool.try_acquire() {
-            return self.run(&mut session, columns).map_err(fatal);
+            // As on a blocking thread, a panic in inference is a fatal error, not a lost task.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&mut session, columns)));
+            return run.map_err(|_| ComponentError::Fatal("inference panicked".into()))?.map_err(fatal);
         }
         let model = self.clone();
         tokio::task::spawn_blocking(move || model.infer(columns))
