@@ -18,7 +18,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
-use tributary_aws::{describe, kinesis_client as client};
+use tributary_aws::{describe, error_code, kinesis_client as client};
 use tributary_framework::template::Template;
 use tributary_sinks::kinesis::MAX_RECORDS_PER_CALL;
 
@@ -192,33 +192,49 @@ pub async fn tail(args: TailArgs) -> Result<()> {
         From::TrimHorizon => ShardIteratorType::TrimHorizon,
         From::Latest => ShardIteratorType::Latest,
     };
-    let mut iterators: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut shards: BTreeMap<String, TailShard> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
-        let iterator = shard_iterator(&client, &args.stream, &shard, start.clone()).await?;
-        iterators.insert(shard, iterator);
+        let iterator = shard_iterator(&client, &args.stream, &shard, &start, None).await?;
+        shards.insert(shard, TailShard { iterator, start: start.clone(), last: None });
     }
     // While following, shards made by a reshard are found by listing again: every 10 s, and as
     // soon as a shard is read to its end. They are read from their beginning.
     let mut next_listing = Instant::now() + SHARD_LISTING_INTERVAL;
     loop {
         let mut caught_up = true;
-        for (shard, iterator) in &mut iterators {
-            let Some(current) = iterator.clone() else { continue };
+        for (id, shard) in &mut shards {
+            let Some(current) = shard.iterator.clone() else { continue };
             let output = match client.get_records().shard_iterator(current).send().await {
                 Ok(output) => output,
-                // While following, a failed call is tried again on the next round.
-                Err(e) if args.follow => {
-                    tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; trying again");
+                Err(e) => {
+                    let message = format!("GetRecords {}/{id}: {}", args.stream, describe(&e));
+                    match error_code(&e) {
+                        // Expired (output blocked for minutes, e.g. in a pager): carry on after
+                        // the last record printed.
+                        Some("ExpiredIteratorException") => {
+                            match shard_iterator(&client, &args.stream, id, &shard.start, shard.last.as_deref()).await {
+                                Ok(renewed) => shard.iterator = renewed,
+                                Err(e) if args.follow => tracing::warn!(error = %e, "trying again"),
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Some("ResourceNotFoundException") => {
+                            tracing::warn!("{message}; the shard is gone");
+                            shard.iterator = None;
+                        }
+                        // While following, a failed call is tried again on the next round.
+                        _ if args.follow => tracing::warn!("{message}; trying again"),
+                        _ => bail!(message),
+                    }
                     continue;
                 }
-                Err(e) => bail!("GetRecords {}/{shard}: {}", args.stream, describe(&e)),
             };
             for record in output.records() {
                 let data = record.data().as_ref();
                 let value = serde_json::from_slice::<Value>(data)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
                 let line = if args.metadata {
-                    json!({"shard": shard, "sequence_number": record.sequence_number(),
+                    json!({"shard": id, "sequence_number": record.sequence_number(),
                            "partition_key": record.partition_key(), "data": value})
                 } else {
                     value
@@ -227,35 +243,41 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                     // The reader went away (`| head`): stop quietly.
                     return Ok(());
                 }
+                shard.last = Some(record.sequence_number().to_string());
             }
             if !output.records().is_empty() || output.millis_behind_latest().unwrap_or(0) > 0 {
                 caught_up = false;
             }
-            *iterator = output.next_shard_iterator;
-            if iterator.is_none() {
+            shard.iterator = output.next_shard_iterator;
+            if shard.iterator.is_none() {
                 next_listing = Instant::now();
             }
         }
         if args.follow && Instant::now() >= next_listing {
-            let shards = list_shards(&client, &args.stream).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "listing shards failed; trying again later");
-                Vec::new()
-            });
-            for shard in shards {
-                if let std::collections::btree_map::Entry::Vacant(slot) = iterators.entry(shard) {
-                    match shard_iterator(&client, &args.stream, slot.key(), ShardIteratorType::TrimHorizon).await {
-                        Ok(iterator) => {
-                            slot.insert(iterator);
-                            caught_up = false;
+            match tributary_aws::list_shards(&client, &args.stream).await {
+                Ok(listed) => {
+                    for id in listed.iter().map(|s| s.shard_id().to_string()) {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(id) {
+                            let start = ShardIteratorType::TrimHorizon;
+                            match shard_iterator(&client, &args.stream, slot.key(), &start, None).await {
+                                Ok(iterator) => {
+                                    slot.insert(TailShard { iterator, start, last: None });
+                                    caught_up = false;
+                                }
+                                // Not added: tried again at the next listing.
+                                Err(e) => tracing::warn!(error = %e, "trying again later"),
+                            }
                         }
-                        // Not added: tried again at the next listing.
-                        Err(e) => tracing::warn!(error = %e, "trying again later"),
                     }
                 }
+                Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
+                    bail!("stream {} is gone ({})", args.stream, describe(&e))
+                }
+                Err(e) => tracing::warn!(error = %describe(&e), "listing shards failed; trying again later"),
             }
             next_listing = Instant::now() + SHARD_LISTING_INTERVAL;
         }
-        if iterators.values().all(Option::is_none) || (caught_up && !args.follow) {
+        if shards.values().all(|s| s.iterator.is_none()) || (caught_up && !args.follow) {
             return Ok(());
         }
         if caught_up {
@@ -265,23 +287,34 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     }
 }
 
+/// One shard `tail` reads: its iterator (`None` once read to its end), where it started, and
+/// the last record printed.
+struct TailShard {
+    iterator: Option<String>,
+    start: ShardIteratorType,
+    last: Option<String>,
+}
+
 /// How often `tail --follow` lists the shards again.
 const SHARD_LISTING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// An iterator at `start`, or just after `after` once records have been read.
 async fn shard_iterator(
     client: &Client,
     stream: &str,
     shard: &str,
-    start: ShardIteratorType,
+    start: &ShardIteratorType,
+    after: Option<&str>,
 ) -> Result<Option<String>> {
-    let output = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(start)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("GetShardIterator {stream}/{shard}: {}", describe(&e)))?;
+    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard);
+    let request = match after {
+        Some(sequence) => {
+            request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+        }
+        None => request.shard_iterator_type(start.clone()),
+    };
+    let output =
+        request.send().await.map_err(|e| anyhow::anyhow!("GetShardIterator {stream}/{shard}: {}", describe(&e)))?;
     Ok(output.shard_iterator)
 }
 

@@ -10,6 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -258,13 +259,8 @@ async fn esm_stops_with_a_clear_error_when_its_stream_is_deleted() {
     assert!(stderr.contains(&format!("stream {input} is gone")), "{stderr}");
 }
 
-#[tokio::test]
-async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_failure_file() {
-    let client = kinesis().await;
-    let input = unique("rides");
-    create_stream(&client, &input, 1).await;
-    put(&input, &rides(1..=3));
-    // A "function" that accepts invocations and never answers.
+/// The invoke URL of a "function" that accepts invocations and never answers.
+async fn silent_function() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/2015-03-31/functions/silent/invocations", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -273,6 +269,16 @@ async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_fa
             held.push(socket);
         }
     });
+    url
+}
+
+#[tokio::test]
+async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_failure_file() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &rides(1..=3));
+    let url = silent_function().await;
     let failures = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
     cmd.args(["esm", "--stream", &input, "--function", &url, "--function-timeout-s", "1"])
@@ -290,9 +296,35 @@ async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_fa
     assert_eq!(discarded["KinesisBatchInfo"]["batchSize"], 3);
 }
 
-/// GetRecords calls 1 and 3 find their iterators expired (and the proxy keeps them expired).
-fn expire_the_first_and_third(n: usize) -> Option<&'static str> {
-    matches!(n, 1 | 3).then_some("ExpiredIteratorException")
+#[tokio::test]
+async fn ctrl_c_abandons_an_invocation_in_flight() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &rides(1..=3));
+    let url = silent_function().await;
+    let mapping = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["esm", "--stream", &input, "--function", &url])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    common::signal(&mapping, "-INT");
+    // The invocation would wait 900 s for the function.
+    let output = finish(mapping, Duration::from_secs(10)).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Set once rides 11..=20 are in the stream.
+static MORE_RIDES_PUT: AtomicBool = AtomicBool::new(false);
+/// Set once the second iterator has been expired.
+static SECOND_EXPIRED: AtomicBool = AtomicBool::new(false);
+
+/// The first GetRecords call finds its iterator expired (before anything is read), and so does
+/// the first call after rides 11..=20 were put; the proxy keeps expired iterators expired.
+fn expire_first_and_after_more_rides(n: usize) -> Option<&'static str> {
+    let expire = n == 1 || (MORE_RIDES_PUT.load(Ordering::SeqCst) && !SECOND_EXPIRED.swap(true, Ordering::SeqCst));
+    expire.then_some("ExpiredIteratorException")
 }
 
 #[tokio::test]
@@ -300,25 +332,38 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
     let _turn = TURN.lock().await;
     let client = kinesis().await;
     let upstream = required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
-    let (proxy, counts) = common::fault_proxy::start(upstream, expire_the_first_and_third).await;
+    let (proxy, counts) = common::fault_proxy::start(upstream, expire_first_and_after_more_rides).await;
     let input = unique("rides");
     let out = unique("predictions");
     create_stream(&client, &input, 1).await;
     create_stream(&client, &out, 1).await;
     let _function = start_function(&out);
 
-    // The first iterator expires before anything is read, the third after rides 1..=10 were.
     put(&input, &rides(1..=10));
-    let mapping = esm(&input, &["--batch-size", "4", "--exit-when-idle-s", "3"])
+    let mapping = esm(&input, &["--batch-size", "4", "--exit-when-idle-s", "5"])
         .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    put(&input, &rides(11..=20));
+    assert_eq!(wait_for(&client, &out, 10).await.len(), 10);
+    // Rides 11..=20 go in unread; the iterator (just after ride 10) then expires: a renewal at
+    // LATEST would skip them, one at TRIM_HORIZON would repeat 1..=10. Put from here (not with
+    // `tributary put`) so that the mapping has no time to read them before the flag is set.
+    let entries = rides(11..=20)
+        .iter()
+        .map(|r| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .data(aws_sdk_kinesis::primitives::Blob::new(r.to_string()))
+                .partition_key(r["ride_id"].to_string())
+                .build()
+                .unwrap()
+        })
+        .collect::<Vec<_>>();
+    client.put_records().stream_name(&input).set_records(Some(entries)).send().await.unwrap();
+    MORE_RIDES_PUT.store(true, Ordering::SeqCst);
     let output = finish(mapping, Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(counts.injected.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(counts.injected.load(Ordering::SeqCst), 2);
     let ids: Vec<u64> =
         read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "every ride once and in order");

@@ -82,12 +82,13 @@ pub struct EsmArgs {
     /// Pause between retries of a failed batch, in milliseconds (doubles each retry, up to 10 s).
     #[arg(long, default_value_t = 500)]
     pub retry_backoff_ms: u64,
-    /// Exit once every record read has been delivered and no shard has had new records for this
-    /// many seconds (for scripts and tests).
+    /// Exit once every shard has been caught up, with everything read delivered, for this many
+    /// seconds (for scripts and tests).
     #[arg(long)]
     pub exit_when_idle_s: Option<u64>,
     /// How long an invocation may take before it counts as a function error, in seconds (the
-    /// function's Timeout; the default is Lambda's maximum).
+    /// function's Timeout; the default is Lambda's maximum). The emulator does not stop the
+    /// function: what a timed-out invocation still writes lands, and its retry queues behind it.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pub function_timeout_s: u64,
     /// How often shards are listed again to find the children of a reshard, in milliseconds
@@ -107,8 +108,8 @@ struct Shared {
     activity: Activity,
 }
 
-/// How many shard readers hold records not yet delivered, and when the last one finished
-/// delivering its records, across all shards (for `--exit-when-idle-s`).
+/// How many shard readers are busy (starting, reading a backlog, delivering or retrying), and
+/// when the last one became idle (caught up, everything delivered), for `--exit-when-idle-s`.
 struct Activity(std::sync::Mutex<(usize, Instant)>);
 
 impl Activity {
@@ -120,19 +121,19 @@ impl Activity {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A reader read records.
+    /// A reader became busy.
     fn begin(&self) {
         self.state().0 += 1;
     }
 
-    /// A reader delivered every record it had read.
+    /// A reader became idle.
     fn end(&self) {
         let mut state = self.state();
         state.0 = state.0.saturating_sub(1);
         state.1 = Instant::now();
     }
 
-    /// How long no reader has held records.
+    /// How long no reader has been busy.
     fn idle_for(&self) -> Duration {
         let state = self.state();
         if state.0 > 0 { Duration::ZERO } else { state.1.elapsed() }
@@ -178,15 +179,20 @@ pub async fn run(args: EsmArgs) -> Result<()> {
     });
     let ctrl_c = stop.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        ctrl_c.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("esm: second Ctrl-C, exiting now");
+            std::process::exit(130);
+        }
     });
     read_shards(shared).await
 }
 
 /// Lists the shards, starts a reader for each shard that may start, and lists again every
 /// `--discovery-interval-ms` and whenever a shard is read to its end. Returns on Ctrl-C once the
-/// readers have stopped, or with `--exit-when-idle-s` once no reader has held records for that
+/// readers have stopped, or with `--exit-when-idle-s` once every reader has been caught up for that
 /// long (or no shard is left to read) and the shards have been listed since the last one ended.
 async fn read_shards(shared: Arc<Shared>) -> Result<()> {
     let args = &shared.args;
@@ -236,6 +242,8 @@ async fn read_shards(shared: Arc<Shared>) -> Result<()> {
         }
         for (shard, start) in table.start_ready() {
             tracing::info!(%shard, ?start, "reading shard");
+            // Busy from now until the reader is caught up (it takes this over).
+            shared.activity.begin();
             let shared = shared.clone();
             readers.spawn(async move {
                 let end = reader::read_shard(&shared, &shard, start).await;
@@ -311,7 +319,12 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
                 continue;
             }
         }
-        let answer = shared.invoker.invoke(&kinesis_event(&shared.stream, &batch)).await;
+        // On Ctrl-C the invocation is abandoned: positions are only kept in memory anyway.
+        let event = kinesis_event(&shared.stream, &batch);
+        let answer = tokio::select! {
+            answer = shared.invoker.invoke(&event) => answer,
+            () = shared.stop.cancelled() => return,
+        };
         let sequences: Vec<String> = batch.iter().map(|r| r.sequence_number.clone()).collect();
         let from = match batch::next(&sequences, &answer, args.bisect_batch_on_function_error) {
             Next::Done => continue,

@@ -1,7 +1,7 @@
 //! Reading one shard: gather a batch (batch size, batching window), deliver it, repeat; one batch
 //! at a time per shard, in order, until the shard is read to its end (closed by a reshard), is
 //! gone (deleted or past retention), or the emulator stops. Kinesis errors are retried, as the
-//! AWS event source mapping does; they never end the emulator.
+//! AWS event source mapping does; they never end the reader.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,9 +10,9 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use tributary_aws::{describe, error_code};
 
-use super::Shared;
 use super::event::ShardRecord;
 use super::shards::Start;
+use super::{Activity, Shared};
 
 /// How a shard's reading ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +42,42 @@ enum Opened {
     Stopped,
 }
 
-/// Reads `shard` from `start`, invoking the function with each batch.
+/// Whether a reader counts as busy for `--exit-when-idle-s`: from its start until it is caught
+/// up with nothing left to deliver, and again while it reads, delivers or retries a failed call.
+struct Busy<'a> {
+    activity: &'a Activity,
+    busy: bool,
+}
+
+impl<'a> Busy<'a> {
+    /// Takes over the `begin` the caller made when it started the reader.
+    fn adopt(activity: &'a Activity) -> Self {
+        Busy { activity, busy: true }
+    }
+
+    fn set(&mut self, busy: bool) {
+        if busy != self.busy {
+            if busy {
+                self.activity.begin();
+            } else {
+                self.activity.end();
+            }
+            self.busy = busy;
+        }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+/// Reads `shard` from `start`, invoking the function with each batch. The caller counted the
+/// reader as busy (`Activity::begin`) when it started it.
 pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> ShardEnd {
     let args = &shared.args;
+    let mut busy = Busy::adopt(&shared.activity);
     let opened_at = SystemTime::now();
     let mut last_read: Option<String> = None;
     let mut iterator = match open_iterator(shared, shard, Position::Start(start)).await {
@@ -53,8 +86,6 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Sh
         Opened::Stopped => return ShardEnd::Stopped,
     };
     let mut buffer: VecDeque<ShardRecord> = VecDeque::new();
-    // Records read and not yet delivered keep the emulator busy (see `Activity`).
-    let mut holding = false;
     let batch_size = usize::from(args.batch_size);
     loop {
         if shared.stop.is_cancelled() {
@@ -67,7 +98,7 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Sh
         {
             let output = match shared.client.get_records().shard_iterator(current).send().await {
                 Ok(output) => output,
-                Err(e) => match error_code(&e) {
+                Err(e) => match (busy.set(true), error_code(&e)).1 {
                     // Iterators expire after five minutes (a long retry of the previous batch):
                     // carry on after the last record read.
                     Some("ExpiredIteratorException") => {
@@ -109,12 +140,9 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Sh
             }
             if let Some(last) = output.records().last() {
                 last_read = Some(last.sequence_number().to_string());
-                if !holding {
-                    shared.activity.begin();
-                    holding = true;
-                }
             }
             let caught_up = output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
+            busy.set(!(caught_up && buffer.is_empty()));
             iterator = output.next_shard_iterator;
             if caught_up && window_started.elapsed() >= Duration::from_millis(args.batching_window_ms) {
                 break;
@@ -137,10 +165,6 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Sh
         let n = buffer.len().min(batch_size);
         let records: Vec<ShardRecord> = buffer.drain(..n).collect();
         super::process(shared, records).await;
-        if buffer.is_empty() && holding {
-            shared.activity.end();
-            holding = false;
-        }
     }
 }
 
