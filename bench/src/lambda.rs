@@ -128,7 +128,8 @@ struct Target {
     server: &'static str,
 }
 
-/// The rows: a dry run, then each loopback Kinesis server the services provide.
+/// The rows: a dry run, then each loopback Kinesis server the services provide (kinesis-mock,
+/// moto, ferrokinesis).
 fn targets() -> Result<Vec<Target>> {
     let endpoint =
         |var: &str| std::env::var(var).with_context(|| format!("{var} is unset (run through `cargo xtask bench`)"));
@@ -147,6 +148,11 @@ fn targets() -> Result<Vec<Target>> {
             what: "per 100-record batch, put to moto server on loopback (1 PutRecords vs 100 `put_record`)",
             endpoint: Some(endpoint("AWS_ENDPOINT_URL")?),
             server: "moto",
+        },
+        Target {
+            what: "per 100-record batch, put to ferrokinesis on loopback (1 PutRecords vs 100 `put_record`)",
+            endpoint: Some(endpoint("TRIBUTARY_FERROKINESIS")?),
+            server: "ferrokinesis",
         },
     ])
 }

@@ -8,8 +8,8 @@
 //! 2. Start to first prediction: `tributary run` spawned until its first output line.
 //! 3. Peak RSS of `tributary run` over a long generator stream.
 //! 4. The Lambda handler against the seeds' Python handler (`bench/python/`), side by side: time
-//!    per 100-record Kinesis batch (decode, predict, put to kinesis-mock on loopback), process
-//!    start to ready, peak RSS. Needs the local services (`cargo xtask bench` starts them).
+//!    per 100-record Kinesis batch (decode, predict, put to each loopback Kinesis server:
+//!    kinesis-mock, moto, ferrokinesis), process start to ready, peak RSS. Needs the local services (`cargo xtask bench` starts them).
 //!
 //! 5. One Kinesis worker end to end against a Python consumer written the seeds' way.
 //! 6. Kafka consume -> predict -> produce on the local broker against a Python consumer
@@ -95,7 +95,7 @@ fn main() -> Result<()> {
 
     if wants(4) {
         println!(
-            "### 4. Lambda handler: tributary vs the seeds' Python handler (100-record Kinesis batches, kinesis-mock on loopback)\n"
+            "### 4. Lambda handler: tributary vs the seeds' Python handler (100-record Kinesis batches, loopback Kinesis servers)\n"
         );
         runtime.block_on(lambda::compare(&root, dir.path(), if quick { 5 } else { 20 }, if quick { 1 } else { 3 }))?;
     }

@@ -7,6 +7,7 @@
 //! | kinesis | Kinesis Data Streams | 4568 (`KINESIS_PORT`) | kinesis-mock: `node .tools/node_modules/kinesis-local/main.js` |
 //! | lambda | the Lambda runtime and invoke APIs | 9000 (`LAMBDA_PORT`) | `cargo lambda watch --only-lambda-apis` |
 //! | kafka | an Apache Kafka broker | 9092 (`KAFKA_PORT`) | tansu: `tansu broker --storage-engine memory://tansu/` |
+//! | ferrokinesis | Kinesis Data Streams (the benchmarks' third loopback Kinesis) | 4570 (`FERROKINESIS_PORT`) | `ferrokinesis --port 4570` |
 //!
 //! Process ids and logs live in `.services/`.
 
@@ -41,6 +42,7 @@ fn services(root: &Path) -> Vec<Service> {
     let kinesis = port("KINESIS_PORT", 4568);
     let lambda = port("LAMBDA_PORT", 9000);
     let kafka = port("KAFKA_PORT", 9092);
+    let ferrokinesis = port("FERROKINESIS_PORT", 4570);
     let kinesis_dir = root.join(".tools/node_modules").join(crate::setup::KINESIS_MOCK.0);
     vec![
         Service {
@@ -102,7 +104,7 @@ fn services(root: &Path) -> Vec<Service> {
             name: "kafka",
             port: kafka,
             command: vec![
-                crate::setup::tansu_binary().display().to_string(),
+                crate::setup::TANSU.binary().display().to_string(),
                 "broker".into(),
                 "--listener-url".into(),
                 format!("tcp://127.0.0.1:{kafka}"),
@@ -116,20 +118,38 @@ fn services(root: &Path) -> Vec<Service> {
             env: vec![
                 ("KAFKA_BROKERS", format!("127.0.0.1:{kafka}")),
                 // For tests that start a broker of their own (one that is down at first).
-                ("TRIBUTARY_TANSU", crate::setup::tansu_binary().display().to_string()),
+                ("TRIBUTARY_TANSU", crate::setup::TANSU.binary().display().to_string()),
             ],
             // kafka-local.toml's topics, for trying things by hand; tests make their own.
             init: [("ride_events", "3"), ("ride_predictions", "1"), ("ride_events_dead_letter", "1")]
                 .into_iter()
                 .map(|(topic, partitions)| {
                     let broker = format!("tcp://127.0.0.1:{kafka}");
-                    [&crate::setup::tansu_binary().display().to_string(), "topic", "create", topic, "--broker", &broker]
+                    [&crate::setup::TANSU.binary().display().to_string(), "topic", "create", topic, "--broker", &broker]
                         .into_iter()
                         .chain(["--partitions", partitions])
                         .map(str::to_string)
                         .collect()
                 })
                 .collect(),
+        },
+        Service {
+            name: "ferrokinesis",
+            port: ferrokinesis,
+            command: vec![
+                crate::setup::FERROKINESIS.binary().display().to_string(),
+                "--port".into(),
+                ferrokinesis.to_string(),
+                "--create-stream-ms".into(),
+                "100".into(),
+                "--delete-stream-ms".into(),
+                "100".into(),
+            ],
+            cwd: state_dir(root),
+            process_env: vec![("RUST_LOG", "warn".into())],
+            // Not the SDK's variable: kinesis-mock answers there. The Lambda benchmark reads this.
+            env: vec![("TRIBUTARY_FERROKINESIS", format!("http://127.0.0.1:{ferrokinesis}"))],
+            init: vec![],
         },
     ]
 }

@@ -6,9 +6,10 @@
 //!   `onnxruntime` wheel, where tributary looks for it.
 //! - `.tools/node_modules/kinesis-local`: kinesis-mock (npm), the local Kinesis; Node.js itself
 //!   is installed with apt when missing.
-//! - tansu (crates.io), the local Kafka broker: `cargo install`ed once into a cache outside the
-//!   clone (`$TRIBUTARY_TOOLS_CACHE`, default `~/.cache/tributary/tools`), because it takes about
-//!   ten minutes to build on two cores.
+//! - tansu (crates.io), the local Kafka broker, and ferrokinesis (crates.io), a Kinesis emulator
+//!   for the benchmarks: `cargo install`ed once into a cache outside the clone
+//!   (`$TRIBUTARY_TOOLS_CACHE`, default `~/.cache/tributary/tools`), because they take about ten
+//!   and three minutes to build on two cores.
 //! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
 //!   `rdkafka` compiles librdkafka from source with TLS and zlib.
 
@@ -26,12 +27,43 @@ pub fn all(root: &Path) -> Result<()> {
     onnxruntime(root)?;
     kinesis_mock(root)?;
     build_packages(root)?;
-    tansu(root)?;
+    TANSU.install(root)?;
+    FERROKINESIS.install(root)?;
     Ok(())
 }
 
-/// The Kafka broker used by tests and `services up`, and its pinned version.
-pub const TANSU: (&str, &str) = ("tansu", "0.6.0");
+/// A server built from crates.io with `cargo install`, cached outside any clone.
+pub struct CargoTool {
+    /// The crate (and binary) name.
+    pub name: &'static str,
+    /// The pinned version.
+    pub version: &'static str,
+    /// Cargo features to build with.
+    features: &'static [&'static str],
+    /// What it is, for the build message.
+    what: &'static str,
+    /// About how long the build takes on two cores.
+    build_minutes: u32,
+}
+
+/// The Kafka broker used by tests and `services up`.
+pub const TANSU: CargoTool = CargoTool {
+    name: "tansu",
+    version: "0.6.0",
+    features: &["dynostore"],
+    what: "the local Kafka broker",
+    build_minutes: 10,
+};
+
+/// A Kinesis emulator written in Rust, one of the loopback Kinesis servers of the Lambda
+/// benchmark (`services up` starts it beside kinesis-mock).
+pub const FERROKINESIS: CargoTool = CargoTool {
+    name: "ferrokinesis",
+    version: "0.7.0",
+    features: &[],
+    what: "a local Kinesis for the benchmarks",
+    build_minutes: 3,
+};
 
 /// Where tools built from source are cached, outside any clone.
 fn tools_cache() -> PathBuf {
@@ -41,34 +73,44 @@ fn tools_cache() -> PathBuf {
     )
 }
 
-/// The tansu binary.
-pub fn tansu_binary() -> PathBuf {
-    let (name, version) = TANSU;
-    tools_cache().join(format!("{name}-{version}")).join("bin").join(name)
-}
-
-fn tansu(root: &Path) -> Result<()> {
-    let binary = tansu_binary();
-    if binary.is_file() {
-        return Ok(());
+impl CargoTool {
+    /// The installed binary.
+    pub fn binary(&self) -> PathBuf {
+        tools_cache().join(format!("{}-{}", self.name, self.version)).join("bin").join(self.name)
     }
-    let (name, version) = TANSU;
-    let install_root = binary.parent().and_then(Path::parent).context("tansu cache path")?.to_path_buf();
-    eprintln!(
-        "xtask: building {name} {version} (the local Kafka broker) into {}; about 10 minutes, once",
-        install_root.display()
-    );
-    run_cmd(
-        root,
-        crate::cargo()
-            .args(["install", name, "--version", version, "--locked", "--features", "dynostore", "--root"])
+
+    /// Builds and installs it unless it is already installed.
+    fn install(&self, root: &Path) -> Result<()> {
+        let binary = self.binary();
+        if binary.is_file() {
+            return Ok(());
+        }
+        let install_root = binary.parent().and_then(Path::parent).context("tool cache path")?.to_path_buf();
+        eprintln!(
+            "xtask: building {} {} ({}) into {}; about {} minutes, once",
+            self.name,
+            self.version,
+            self.what,
+            install_root.display(),
+            self.build_minutes
+        );
+        let mut cargo = crate::cargo();
+        cargo.args(["install", self.name, "--version", self.version, "--locked"]);
+        if !self.features.is_empty() {
+            cargo.args(["--features", &self.features.join(",")]);
+        }
+        cargo
+            .arg("--root")
             .arg(&install_root)
             .arg("--target-dir")
             .arg(tools_cache().join("build"))
-            // The project's CARGO_TARGET_DIR must not receive tansu's build.
-            .env_remove("CARGO_TARGET_DIR"),
-    )
-    .context("building tansu with cargo install")
+            // The project's CARGO_TARGET_DIR must not receive the tool's build.
+            .env_remove("CARGO_TARGET_DIR");
+        run_cmd(root, &mut cargo).with_context(|| format!("building {} with cargo install", self.name))?;
+        // Only the binary is kept: the build folder runs to hundreds of MB.
+        let _ = fs::remove_dir_all(tools_cache().join("build"));
+        Ok(())
+    }
 }
 
 /// Debian packages needed to build librdkafka (rdkafka-sys) from source.
