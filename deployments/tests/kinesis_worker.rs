@@ -237,10 +237,10 @@ async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_is_kille
 
 /// GetRecords calls 3 to 6 are throttled (more than the SDK's own three attempts), call 10 finds
 /// its iterator expired.
-fn throttle_then_expire(n: usize) -> Option<&'static str> {
-    match n {
-        3..=6 => Some("ProvisionedThroughputExceededException"),
-        10 => Some("ExpiredIteratorException"),
+fn throttle_then_expire(call: common::fault_proxy::Call, n: usize) -> Option<&'static str> {
+    match (call, n) {
+        (common::fault_proxy::Call::GetRecords, 3..=6) => Some("ProvisionedThroughputExceededException"),
+        (common::fault_proxy::Call::GetRecords, 10) => Some("ExpiredIteratorException"),
         _ => None,
     }
 }

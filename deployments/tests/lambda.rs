@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::Call;
 use common::{
     create_stream, finish, invoke_url, kinesis, open_shards, put, read_stream, required, ride, ride_ids, root, split,
     unique,
@@ -322,8 +323,9 @@ static SECOND_EXPIRED: AtomicBool = AtomicBool::new(false);
 
 /// The first GetRecords call finds its iterator expired (before anything is read), and so does
 /// the first call after rides 11..=20 were put; the proxy keeps expired iterators expired.
-fn expire_first_and_after_more_rides(n: usize) -> Option<&'static str> {
-    let expire = n == 1 || (MORE_RIDES_PUT.load(Ordering::SeqCst) && !SECOND_EXPIRED.swap(true, Ordering::SeqCst));
+fn expire_first_and_after_more_rides(call: Call, n: usize) -> Option<&'static str> {
+    let expire = call == Call::GetRecords
+        && (n == 1 || (MORE_RIDES_PUT.load(Ordering::SeqCst) && !SECOND_EXPIRED.swap(true, Ordering::SeqCst)));
     expire.then_some("ExpiredIteratorException")
 }
 
@@ -367,6 +369,65 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
     let ids: Vec<u64> =
         read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "every ride once and in order");
+}
+
+/// What the proxy does to GetRecords calls in the `latest` test: 0 nothing, 1 throttle, 2 expire
+/// the next iterator (then 3: nothing again).
+static LATEST_PHASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The first GetShardIterator call fails; GetRecords calls go as `LATEST_PHASE` says.
+fn fail_first_iterator_then_expire(call: Call, n: usize) -> Option<&'static str> {
+    match call {
+        Call::GetShardIterator => (n == 1).then_some("InvalidArgumentException"),
+        Call::GetRecords => match LATEST_PHASE.load(Ordering::SeqCst) {
+            1 => Some("ProvisionedThroughputExceededException"),
+            2 if LATEST_PHASE.compare_exchange(2, 3, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+                Some("ExpiredIteratorException")
+            }
+            _ => None,
+        },
+    }
+}
+
+#[tokio::test]
+async fn esm_from_latest_retries_a_failed_iterator_and_renews_an_expired_one_from_when_it_started() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let upstream = required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let (proxy, counts) = common::fault_proxy::start(upstream, fail_first_iterator_then_expire).await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, 1).await;
+    create_stream(&client, &out, 1).await;
+    let _function = start_function(&out);
+
+    put(&input, &rides(1..=5)); // before the mapping starts: not for `latest`
+    let mapping = esm(&input, &["--starting-position", "latest", "--exit-when-idle-s", "5"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Polling: the second GetShardIterator call gave an iterator at LATEST.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counts.get_records.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "esm never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reads are throttled while rides 6..=10 go in, and for two seconds after; then the
+    // iterator expires before anything was read. A renewal at LATEST would skip them.
+    LATEST_PHASE.store(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await; // calls already past the proxy finish
+    put(&input, &rides(6..=10));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    LATEST_PHASE.store(2, Ordering::SeqCst);
+    let output = finish(mapping, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("GetShardIterator failed; retrying"), "{stderr}");
+    assert_eq!(LATEST_PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
+    let ids: Vec<u64> =
+        read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (6..=10).collect::<Vec<_>>());
 }
 
 #[tokio::test]

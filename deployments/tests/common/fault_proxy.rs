@@ -1,5 +1,6 @@
 //! A loopback HTTP/1.1 proxy in front of kinesis-mock that injects Kinesis errors into chosen
-//! GetRecords calls (kinesis-mock itself never throttles and its iterators live 5 minutes). An
+//! GetRecords and GetShardIterator calls (kinesis-mock itself never throttles and its iterators
+//! live 5 minutes). An
 //! iterator that got `ExpiredIteratorException` stays expired: every later call with it gets
 //! the same error, as from Kinesis.
 
@@ -10,14 +11,23 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Which error, if any, the n-th GetRecords call (1-based) gets.
-pub type Plan = fn(usize) -> Option<&'static str>;
+/// A call the proxy can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    GetRecords,
+    GetShardIterator,
+}
+
+/// Which error, if any, the n-th call (1-based, counted per kind) of a kind gets.
+pub type Plan = fn(Call, usize) -> Option<&'static str>;
 
 /// Counts of what went through.
 #[derive(Default)]
 pub struct Counts {
     /// GetRecords calls seen.
     pub get_records: AtomicUsize,
+    /// GetShardIterator calls seen.
+    pub get_shard_iterator: AtomicUsize,
     /// Errors injected.
     pub injected: AtomicUsize,
     /// The GetRecords request bodies (their iterators) answered with ExpiredIteratorException.
@@ -66,11 +76,18 @@ async fn serve(conn: TcpStream, upstream: String, plan: Plan, counts: Arc<Counts
     let mut client = BufReader::new(client_read);
     let mut up: Option<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> = None;
     while let Some((head, body)) = read_message(&mut client).await {
-        let get_records = head.to_ascii_lowercase().contains("x-amz-target: kinesis_20131202.getrecords");
-        if get_records {
-            let n = counts.get_records.fetch_add(1, Ordering::SeqCst) + 1;
-            let expired = counts.expired.lock().unwrap().contains(&body);
-            if let Some(error) = plan(n).or(expired.then_some("ExpiredIteratorException")) {
+        let target = head.to_ascii_lowercase();
+        let call = if target.contains("x-amz-target: kinesis_20131202.getrecords") {
+            Some((Call::GetRecords, &counts.get_records))
+        } else if target.contains("x-amz-target: kinesis_20131202.getsharditerator") {
+            Some((Call::GetShardIterator, &counts.get_shard_iterator))
+        } else {
+            None
+        };
+        if let Some((call, seen)) = call {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            let expired = call == Call::GetRecords && counts.expired.lock().unwrap().contains(&body);
+            if let Some(error) = plan(call, n).or(expired.then_some("ExpiredIteratorException")) {
                 counts.injected.fetch_add(1, Ordering::SeqCst);
                 if error == "ExpiredIteratorException" {
                     counts.expired.lock().unwrap().insert(body.clone());
