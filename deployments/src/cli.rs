@@ -88,9 +88,10 @@ pub enum Command {
 /// Sets up `tracing` on stderr. Quiet by default (warnings and errors only).
 pub fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        // What a dry run would have sent is the point of a dry run: shown at every verbosity.
+        0 => format!("warn,{}=info", tributary_framework::DRY_RUN_LOG_TARGET),
+        1 => "info".into(),
+        _ => "debug".into(),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

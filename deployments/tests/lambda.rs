@@ -35,6 +35,11 @@ impl Drop for Function {
 }
 
 fn start_function(output_stream: &str) -> Function {
+    start_function_with(output_stream, &[], Stdio::null())
+}
+
+/// The function with extra environment variables and its log (stderr) going to `log`.
+fn start_function_with(output_stream: &str, env: &[(&str, &str)], log: Stdio) -> Function {
     let emulator = required("TRIBUTARY_LAMBDA_EMULATOR");
     let child = Command::new(env!("CARGO_BIN_EXE_tributary-lambda"))
         .current_dir(root())
@@ -47,8 +52,10 @@ fn start_function(output_stream: &str) -> Function {
         .env("PREDICTIONS_STREAM_NAME", output_stream)
         .env_remove("TRIBUTARY_CONFIG")
         .env_remove("TEST_RUN")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start tributary-lambda");
     Function(child)
@@ -108,6 +115,32 @@ async fn every_seed_sample_event_through_the_function() {
     let records = read_stream(&client, &out).await;
     assert_eq!(ride_ids(&records), vec![156, 156, 256]);
     assert!(records.iter().all(|(key, v)| key == &v["prediction"]["ride_id"].to_string()));
+}
+
+#[tokio::test]
+async fn test_run_sends_nothing_and_logs_what_it_would_have_sent() {
+    let _turn = TURN.lock().await;
+    let client = kinesis().await;
+    let out = unique("predictions");
+    create_stream(&client, &out, 1).await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let function = start_function_with(&out, &[("TEST_RUN", "True")], Stdio::from(log.reopen().unwrap()));
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let event: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/seeds/seed002_2.json")).unwrap())
+            .unwrap();
+    let answer = invoker.invoke_raw(&event).await.unwrap();
+    assert_eq!(answer.body, json!({"batchItemFailures": []}));
+    drop(function);
+    assert!(read_stream(&client, &out).await.is_empty(), "a test run puts nothing");
+    // The log (JSON lines, as in CloudWatch) has the envelope that would have been put.
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    let line = log.lines().find(|l| l.contains("dry run: not sent")).unwrap_or_else(|| panic!("{log}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["fields"]["stream"], out.as_str());
+    assert_eq!(line["fields"]["partition_key"], "156");
+    let data: Value = serde_json::from_str(line["fields"]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["prediction"]["ride_id"], 156);
 }
 
 #[tokio::test]

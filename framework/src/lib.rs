@@ -28,5 +28,9 @@ pub mod template;
 pub mod watermark;
 
 pub use component::{Delivery, Input, Outcome, Processor, Sink, Source};
+
+/// The log target of what a sink in dry-run mode would have sent. Logged at INFO, and shown at
+/// the default verbosity (a dry run is asked for to see this).
+pub const DRY_RUN_LOG_TARGET: &str = "tributary::dry_run";
 pub use error::{ComponentError, ConfigError};
 pub use record::{Offset, Payload, Position, Record};

@@ -239,7 +239,11 @@ impl Sink for KinesisSink {
                 }
             };
             if self.dry_run {
-                tracing::info!(stream = %self.stream, partition_key = %key, data = %String::from_utf8_lossy(&data), "dry run: not sent");
+                tracing::info!(
+                    target: tributary_framework::DRY_RUN_LOG_TARGET,
+                    stream = %self.stream, partition_key = %key, data = %String::from_utf8_lossy(&data),
+                    "dry run: not sent"
+                );
                 continue;
             }
             let size = data.len() + key.len();
