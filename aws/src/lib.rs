@@ -55,6 +55,57 @@ pub fn shard_parents(shard: &aws_sdk_kinesis::types::Shard) -> Vec<String> {
     shard.parent_shard_id().into_iter().chain(shard.adjacent_parent_shard_id()).map(str::to_owned).collect()
 }
 
+/// Whether a shard is closed (resharded: it has an ending sequence number).
+#[cfg(feature = "kinesis")]
+pub fn shard_is_closed(shard: &aws_sdk_kinesis::types::Shard) -> bool {
+    shard.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some()
+}
+
+/// Where a shard iterator points.
+#[cfg(feature = "kinesis")]
+#[derive(Clone, Copy, Debug)]
+pub enum IteratorAt<'a> {
+    /// The oldest record in the shard.
+    TrimHorizon,
+    /// Records put from now on.
+    Latest,
+    /// Just after this sequence number.
+    After(&'a str),
+    /// The first record put at or after this time.
+    Timestamp(aws_sdk_kinesis::primitives::DateTime),
+}
+
+/// One GetShardIterator call: an iterator on `shard` of `stream` at `at` (`None` for a closed
+/// shard read to its end).
+///
+/// # Errors
+/// The failed call.
+#[cfg(feature = "kinesis")]
+pub async fn shard_iterator(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    at: IteratorAt<'_>,
+) -> Result<
+    Option<String>,
+    SdkError<
+        aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError,
+        aws_smithy_runtime_api::http::Response,
+    >,
+> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard);
+    let request = match at {
+        IteratorAt::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        IteratorAt::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+        IteratorAt::After(sequence) => {
+            request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
+        }
+        IteratorAt::Timestamp(time) => request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(time),
+    };
+    Ok(request.send().await?.shard_iterator)
+}
+
 /// A DynamoDB client.
 #[cfg(feature = "dynamodb")]
 pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
-use tributary_aws::{describe, error_code, kinesis_client as client};
+use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
 use tributary_framework::template::Template;
 use tributary_sinks::kinesis::MAX_RECORDS_PER_CALL;
 
@@ -189,13 +189,13 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     }
     let client = client().await;
     let start = match args.from {
-        From::TrimHorizon => ShardIteratorType::TrimHorizon,
-        From::Latest => ShardIteratorType::Latest,
+        From::TrimHorizon => IteratorAt::TrimHorizon,
+        From::Latest => IteratorAt::Latest,
     };
     let mut shards: BTreeMap<String, TailShard> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
-        let iterator = shard_iterator(&client, &args.stream, &shard, &start, None).await?;
-        shards.insert(shard, TailShard { iterator, start: start.clone(), last: None });
+        let iterator = shard_iterator(&client, &args.stream, &shard, start).await?;
+        shards.insert(shard, TailShard { iterator, start, last: None });
     }
     // While following, shards made by a reshard are found by listing again: every 10 s, and as
     // soon as a shard is read to its end. They are read from their beginning.
@@ -212,7 +212,8 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                         // Expired (output blocked for minutes, e.g. in a pager): carry on after
                         // the last record printed.
                         Some("ExpiredIteratorException") => {
-                            match shard_iterator(&client, &args.stream, id, &shard.start, shard.last.as_deref()).await {
+                            let at = shard.last.as_deref().map_or(shard.start, IteratorAt::After);
+                            match shard_iterator(&client, &args.stream, id, at).await {
                                 Ok(renewed) => shard.iterator = renewed,
                                 Err(e) if args.follow => tracing::warn!(error = %e, "trying again"),
                                 Err(e) => return Err(e),
@@ -258,8 +259,8 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                 Ok(listed) => {
                     for id in listed.iter().map(|s| s.shard_id().to_string()) {
                         if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(id) {
-                            let start = ShardIteratorType::TrimHorizon;
-                            match shard_iterator(&client, &args.stream, slot.key(), &start, None).await {
+                            let start = IteratorAt::TrimHorizon;
+                            match shard_iterator(&client, &args.stream, slot.key(), start).await {
                                 Ok(iterator) => {
                                     slot.insert(TailShard { iterator, start, last: None });
                                     caught_up = false;
@@ -291,31 +292,17 @@ pub async fn tail(args: TailArgs) -> Result<()> {
 /// the last record printed.
 struct TailShard {
     iterator: Option<String>,
-    start: ShardIteratorType,
+    start: IteratorAt<'static>,
     last: Option<String>,
 }
 
 /// How often `tail --follow` lists the shards again.
 const SHARD_LISTING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// An iterator at `start`, or just after `after` once records have been read.
-async fn shard_iterator(
-    client: &Client,
-    stream: &str,
-    shard: &str,
-    start: &ShardIteratorType,
-    after: Option<&str>,
-) -> Result<Option<String>> {
-    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard);
-    let request = match after {
-        Some(sequence) => {
-            request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
-        }
-        None => request.shard_iterator_type(start.clone()),
-    };
-    let output =
-        request.send().await.map_err(|e| anyhow::anyhow!("GetShardIterator {stream}/{shard}: {}", describe(&e)))?;
-    Ok(output.shard_iterator)
+async fn shard_iterator(client: &Client, stream: &str, shard: &str, at: IteratorAt<'_>) -> Result<Option<String>> {
+    tributary_aws::shard_iterator(client, stream, shard, at)
+        .await
+        .map_err(|e| anyhow::anyhow!("GetShardIterator {stream}/{shard}: {}", describe(&e)))
 }
 
 async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {

@@ -32,10 +32,10 @@ use batch::{Answer, Next};
 use event::{ShardRecord, StreamInfo, kinesis_event};
 use invoke::Invoker;
 use reader::ShardEnd;
-use shards::{Listed, ShardTable, Start};
+use shards::{Listed, ShardTable};
 
 /// Where a shard is first read.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StartingPosition {
     /// The oldest record in the shard.
     TrimHorizon,
@@ -196,10 +196,6 @@ pub async fn run(args: EsmArgs) -> Result<()> {
 /// long (or no shard is left to read) and the shards have been listed since the last one ended.
 async fn read_shards(shared: Arc<Shared>) -> Result<()> {
     let args = &shared.args;
-    let first_start = match args.starting_position {
-        StartingPosition::TrimHorizon => Start::TrimHorizon,
-        StartingPosition::Latest => Start::Latest,
-    };
     let interval = Duration::from_millis(args.discovery_interval_ms);
     let idle_limit = args.exit_when_idle_s.map(Duration::from_secs);
     let mut table = ShardTable::default();
@@ -218,7 +214,7 @@ async fn read_shards(shared: Arc<Shared>) -> Result<()> {
             match list(&shared).await {
                 Ok(listed) => {
                     let first = table.is_empty();
-                    let added = table.add(listed, first_start);
+                    let added = table.add(listed, args.starting_position);
                     if first {
                         eprintln!("esm: {added} shard(s) of {} -> {}", args.stream, args.function);
                     } else if added > 0 {
@@ -297,7 +293,7 @@ async fn list(shared: &Shared) -> Result<Vec<Listed>, ListError> {
         .map(|s| Listed {
             id: s.shard_id().to_string(),
             parents: tributary_aws::shard_parents(s),
-            closed: s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some(),
+            closed: tributary_aws::shard_is_closed(s),
         })
         .collect())
 }

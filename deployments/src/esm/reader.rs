@@ -7,12 +7,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
-use tributary_aws::{describe, error_code};
+use tributary_aws::{IteratorAt, describe, error_code};
 
 use super::event::ShardRecord;
-use super::shards::Start;
-use super::{Activity, Shared};
+use super::{Activity, Shared, StartingPosition};
 
 /// How a shard's reading ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,17 +19,6 @@ pub(super) enum ShardEnd {
     Closed,
     /// The emulator is stopping (Ctrl-C, or idle with `--exit-when-idle-s`).
     Stopped,
-}
-
-/// Where a new iterator must point.
-#[derive(Clone, Copy, Debug)]
-enum Position<'a> {
-    /// Where the shard's reading started.
-    Start(Start),
-    /// Just after this record (the last one read).
-    After(&'a str),
-    /// From this time: a `Latest` start renewed before any record was read.
-    Since(SystemTime),
 }
 
 /// What a GetShardIterator attempt gave.
@@ -75,12 +62,16 @@ impl Drop for Busy<'_> {
 
 /// Reads `shard` from `start`, invoking the function with each batch. The caller counted the
 /// reader as busy (`Activity::begin`) when it started it.
-pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> ShardEnd {
+pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosition) -> ShardEnd {
     let args = &shared.args;
     let mut busy = Busy::adopt(&shared.activity);
     let opened_at = SystemTime::now();
     let mut last_read: Option<String> = None;
-    let mut iterator = match open_iterator(shared, shard, Position::Start(start)).await {
+    let first = match start {
+        StartingPosition::TrimHorizon => IteratorAt::TrimHorizon,
+        StartingPosition::Latest => IteratorAt::Latest,
+    };
+    let mut iterator = match open_iterator(shared, shard, first).await {
         Opened::Iterator(iterator) => iterator,
         Opened::Gone => return ShardEnd::Closed,
         Opened::Stopped => return ShardEnd::Stopped,
@@ -98,36 +89,39 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: Start) -> Sh
         {
             let output = match shared.client.get_records().shard_iterator(current).send().await {
                 Ok(output) => output,
-                Err(e) => match (busy.set(true), error_code(&e)).1 {
-                    // Iterators expire after five minutes (a long retry of the previous batch):
-                    // carry on after the last record read.
-                    Some("ExpiredIteratorException") => {
-                        tracing::info!(%shard, "shard iterator expired; getting a new one");
-                        let position = match (&last_read, start) {
-                            (Some(sequence), _) => Position::After(sequence),
-                            (None, Start::Latest) => Position::Since(opened_at),
-                            (None, Start::TrimHorizon) => Position::Start(start),
-                        };
-                        match open_iterator(shared, shard, position).await {
-                            Opened::Iterator(renewed) => iterator = renewed,
-                            Opened::Gone => iterator = None,
-                            Opened::Stopped => return ShardEnd::Stopped,
+                Err(e) => {
+                    busy.set(true);
+                    match error_code(&e) {
+                        // Iterators expire after five minutes (a long retry of the previous batch):
+                        // carry on after the last record read.
+                        Some("ExpiredIteratorException") => {
+                            tracing::info!(%shard, "shard iterator expired; getting a new one");
+                            let position = match (&last_read, start) {
+                                (Some(sequence), _) => IteratorAt::After(sequence),
+                                (None, StartingPosition::Latest) => IteratorAt::Timestamp(DateTime::from(opened_at)),
+                                (None, StartingPosition::TrimHorizon) => IteratorAt::TrimHorizon,
+                            };
+                            match open_iterator(shared, shard, position).await {
+                                Opened::Iterator(renewed) => iterator = renewed,
+                                Opened::Gone => iterator = None,
+                                Opened::Stopped => return ShardEnd::Stopped,
+                            }
+                            continue;
                         }
-                        continue;
-                    }
-                    Some("ResourceNotFoundException") => {
-                        tracing::warn!(%shard, error = %describe(&e), "shard gone; delivering what was read");
-                        iterator = None;
-                        break;
-                    }
-                    _ => {
-                        tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
-                        if pause(shared, Duration::from_secs(1)).await.is_err() {
-                            return ShardEnd::Stopped;
+                        Some("ResourceNotFoundException") => {
+                            tracing::warn!(%shard, error = %describe(&e), "shard gone; delivering what was read");
+                            iterator = None;
+                            break;
                         }
-                        continue;
+                        _ => {
+                            tracing::warn!(%shard, error = %describe(&e), "GetRecords failed; retrying");
+                            if pause(shared, Duration::from_secs(1)).await.is_err() {
+                                return ShardEnd::Stopped;
+                            }
+                            continue;
+                        }
                     }
-                },
+                }
             };
             for r in output.records() {
                 buffer.push_back(ShardRecord {
@@ -178,21 +172,10 @@ async fn pause(shared: &Shared, duration: Duration) -> Result<(), ()> {
 
 /// A shard iterator at `position`, retrying failed calls every second (a missing shard or stream
 /// is `Gone`).
-async fn open_iterator(shared: &Shared, shard: &str, position: Position<'_>) -> Opened {
+async fn open_iterator(shared: &Shared, shard: &str, at: IteratorAt<'_>) -> Opened {
     loop {
-        let request = shared.client.get_shard_iterator().stream_name(&shared.args.stream).shard_id(shard);
-        let request = match position {
-            Position::Start(Start::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            Position::Start(Start::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
-            Position::After(sequence) => {
-                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(sequence)
-            }
-            Position::Since(time) => {
-                request.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(DateTime::from(time))
-            }
-        };
-        match request.send().await {
-            Ok(output) => return Opened::Iterator(output.shard_iterator),
+        match tributary_aws::shard_iterator(&shared.client, &shared.args.stream, shard, at).await {
+            Ok(iterator) => return Opened::Iterator(iterator),
             Err(e) if error_code(&e) == Some("ResourceNotFoundException") => {
                 tracing::warn!(%shard, error = %describe(&e), "shard gone");
                 return Opened::Gone;

@@ -5,14 +5,7 @@
 
 use std::collections::BTreeMap;
 
-/// Where a shard's reading starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// The oldest record in the shard.
-    TrimHorizon,
-    /// Records put from now on.
-    Latest,
-}
+use super::StartingPosition;
 
 /// One shard as ListShards describes it.
 #[derive(Clone, Debug)]
@@ -39,7 +32,7 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     parents: Vec<String>,
-    start: Start,
+    start: StartingPosition,
     state: State,
 }
 
@@ -55,12 +48,12 @@ impl ShardTable {
     /// waiting shard missing from the listing is gone (past retention) and counts as finished.
     ///
     /// In the first listing, shards start where `first_start` says, with two exceptions for
-    /// `Start::Latest`: a closed shard counts as finished (nothing new arrives in it), and a
+    /// `StartingPosition::Latest`: a closed shard counts as finished (nothing new arrives in it), and a
     /// shard whose parent is listed open (a reshard between ListShards pages) waits for that
     /// parent and starts at its beginning. A shard first seen in a later listing was made by a
     /// reshard after the emulator started, and is read from its beginning once its parents are
     /// finished.
-    pub fn add(&mut self, listed: Vec<Listed>, first_start: Start) -> usize {
+    pub fn add(&mut self, listed: Vec<Listed>, first_start: StartingPosition) -> usize {
         let first = !self.listed_before;
         self.listed_before = true;
         let open: std::collections::HashSet<String> =
@@ -78,8 +71,10 @@ impl ShardTable {
             }
             let parent_open = shard.parents.iter().any(|p| open.contains(p));
             let (start, state) = match (first, first_start, shard.closed, parent_open) {
-                (true, Start::Latest, true, _) => (Start::Latest, State::Finished),
-                (true, Start::Latest, false, true) | (false, _, _, _) => (Start::TrimHorizon, State::Waiting),
+                (true, StartingPosition::Latest, true, _) => (StartingPosition::Latest, State::Finished),
+                (true, StartingPosition::Latest, false, true) | (false, _, _, _) => {
+                    (StartingPosition::TrimHorizon, State::Waiting)
+                }
                 (true, start, _, _) => (start, State::Waiting),
             };
             self.shards.insert(shard.id, Entry { parents: shard.parents, start, state });
@@ -90,7 +85,7 @@ impl ShardTable {
 
     /// The waiting shards whose parents are all finished (or were never listed: past the
     /// retention period already), marked as reading, with where each starts.
-    pub fn start_ready(&mut self) -> Vec<(String, Start)> {
+    pub fn start_ready(&mut self) -> Vec<(String, StartingPosition)> {
         let ready: Vec<String> = self
             .shards
             .iter()
@@ -136,7 +131,7 @@ mod tests {
         Listed { id: id.into(), parents: parents.iter().map(|p| (*p).to_string()).collect(), closed }
     }
 
-    fn ids(started: &[(String, Start)]) -> Vec<&str> {
+    fn ids(started: &[(String, StartingPosition)]) -> Vec<&str> {
         started.iter().map(|(id, _)| id.as_str()).collect()
     }
 
@@ -151,9 +146,12 @@ mod tests {
             shard("3", &[], true),
             shard("4", &["2", "3"], false),
         ];
-        assert_eq!(table.add(listing.clone(), Start::TrimHorizon), 5);
-        assert_eq!(table.add(listing, Start::TrimHorizon), 0, "known shards are not added again");
-        assert_eq!(table.start_ready(), vec![("0".into(), Start::TrimHorizon), ("3".into(), Start::TrimHorizon)]);
+        assert_eq!(table.add(listing.clone(), StartingPosition::TrimHorizon), 5);
+        assert_eq!(table.add(listing, StartingPosition::TrimHorizon), 0, "known shards are not added again");
+        assert_eq!(
+            table.start_ready(),
+            vec![("0".into(), StartingPosition::TrimHorizon), ("3".into(), StartingPosition::TrimHorizon)]
+        );
         assert!(table.start_ready().is_empty(), "a started shard is not started again");
         table.ended("0", true);
         assert_eq!(ids(&table.start_ready()), ["1", "2"]);
@@ -166,9 +164,15 @@ mod tests {
     #[test]
     fn a_stopped_parent_holds_its_children_and_a_parent_past_retention_does_not() {
         let mut table = ShardTable::default();
-        table.add(vec![shard("1", &["0"], false), shard("3", &["2"], false), shard("2", &[], false)], Start::Latest);
+        table.add(
+            vec![shard("1", &["0"], false), shard("3", &["2"], false), shard("2", &[], false)],
+            StartingPosition::Latest,
+        );
         // 0 is no longer listed (trimmed): 1 may start. 2 is open: 3 waits for it.
-        assert_eq!(table.start_ready(), vec![("1".into(), Start::Latest), ("2".into(), Start::Latest)]);
+        assert_eq!(
+            table.start_ready(),
+            vec![("1".into(), StartingPosition::Latest), ("2".into(), StartingPosition::Latest)]
+        );
         table.ended("2", false);
         assert!(table.start_ready().is_empty());
     }
@@ -176,13 +180,22 @@ mod tests {
     #[test]
     fn latest_skips_closed_shards_and_later_shards_start_at_their_beginning() {
         let mut table = ShardTable::default();
-        table.add(vec![shard("0", &[], true), shard("1", &["0"], false), shard("2", &["0"], false)], Start::Latest);
-        assert_eq!(table.start_ready(), vec![("1".into(), Start::Latest), ("2".into(), Start::Latest)]);
+        table.add(
+            vec![shard("0", &[], true), shard("1", &["0"], false), shard("2", &["0"], false)],
+            StartingPosition::Latest,
+        );
+        assert_eq!(
+            table.start_ready(),
+            vec![("1".into(), StartingPosition::Latest), ("2".into(), StartingPosition::Latest)]
+        );
         // Shard 1 is split after the emulator started: its children start at TRIM_HORIZON.
-        assert_eq!(table.add(vec![shard("3", &["1"], false), shard("4", &["1"], false)], Start::Latest), 2);
+        assert_eq!(table.add(vec![shard("3", &["1"], false), shard("4", &["1"], false)], StartingPosition::Latest), 2);
         assert!(table.start_ready().is_empty());
         table.ended("1", true);
-        assert_eq!(table.start_ready(), vec![("3".into(), Start::TrimHorizon), ("4".into(), Start::TrimHorizon)]);
+        assert_eq!(
+            table.start_ready(),
+            vec![("3".into(), StartingPosition::TrimHorizon), ("4".into(), StartingPosition::TrimHorizon)]
+        );
         assert_eq!(table.len(), 5);
     }
 
@@ -190,10 +203,10 @@ mod tests {
     fn with_latest_a_child_of_an_open_parent_waits_and_starts_at_its_beginning() {
         // The parent was split between two ListShards pages: listed open, its child listed too.
         let mut table = ShardTable::default();
-        table.add(vec![shard("0", &[], false), shard("1", &["0"], false)], Start::Latest);
-        assert_eq!(table.start_ready(), vec![("0".into(), Start::Latest)]);
+        table.add(vec![shard("0", &[], false), shard("1", &["0"], false)], StartingPosition::Latest);
+        assert_eq!(table.start_ready(), vec![("0".into(), StartingPosition::Latest)]);
         table.ended("0", true);
-        assert_eq!(table.start_ready(), vec![("1".into(), Start::TrimHorizon)]);
+        assert_eq!(table.start_ready(), vec![("1".into(), StartingPosition::TrimHorizon)]);
     }
 
     #[test]
@@ -201,13 +214,13 @@ mod tests {
         let mut table = ShardTable::default();
         table.add(
             vec![shard("0", &[], false), shard("1", &["0"], false), shard("2", &["1"], false)],
-            Start::TrimHorizon,
+            StartingPosition::TrimHorizon,
         );
         assert_eq!(ids(&table.start_ready()), ["0"]);
         // 0 and 1 fall out of the listing (past retention). 1 was waiting: it can never be
         // read, so it counts as finished and 2 starts. (0's reader ends when Kinesis answers
         // that its shard is gone.)
-        assert_eq!(table.add(vec![shard("2", &["1"], false)], Start::TrimHorizon), 0);
-        assert_eq!(table.start_ready(), vec![("2".into(), Start::TrimHorizon)]);
+        assert_eq!(table.add(vec![shard("2", &["1"], false)], StartingPosition::TrimHorizon), 0);
+        assert_eq!(table.start_ready(), vec![("2".into(), StartingPosition::TrimHorizon)]);
     }
 }

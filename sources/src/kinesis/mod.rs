@@ -30,11 +30,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
 pub use checkpoint::{Checkpoints, FileStore, ShardCheckpoint};
 pub use lease::{Lease, LeaseTable};
 use serde::Deserialize;
-use tributary_aws::{describe, error_code};
+use tributary_aws::{IteratorAt, describe, error_code};
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::metrics::Gauge;
 use tributary_framework::registry::BuildFuture;
@@ -289,24 +288,17 @@ impl KinesisSource {
         after: Option<&str>,
         has_parents: bool,
     ) -> Result<Option<String>, ComponentError> {
-        let request = self.client.get_shard_iterator().stream_name(&self.config.stream).shard_id(shard);
-        let request = match (after, has_parents, self.config.starting_position) {
-            (Some(seq), _, _) => {
-                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
+        let at = match (after, has_parents, self.config.starting_position) {
+            (Some(seq), _, _) => IteratorAt::After(seq),
+            (None, true, _) | (None, false, StartingPosition::TrimHorizon) => IteratorAt::TrimHorizon,
+            (None, false, StartingPosition::Latest) => IteratorAt::Latest,
+            (None, false, StartingPosition::AtTimestamp) => {
+                IteratorAt::Timestamp(DateTime::from_secs_f64(self.config.at_timestamp.unwrap_or(0.0)))
             }
-            (None, true, _) | (None, false, StartingPosition::TrimHorizon) => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            (None, false, StartingPosition::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
-            (None, false, StartingPosition::AtTimestamp) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from_secs_f64(self.config.at_timestamp.unwrap_or(0.0))),
         };
-        let output = request
-            .send()
+        tributary_aws::shard_iterator(&self.client, &self.config.stream, shard, at)
             .await
-            .map_err(|e| ComponentError::Retryable(format!("GetShardIterator {shard}: {}", describe(&e))))?;
-        Ok(output.shard_iterator)
+            .map_err(|e| ComponentError::Retryable(format!("GetShardIterator {shard}: {}", describe(&e))))
     }
 
     /// One GetRecords call on one shard; records go to `self.ready`.
