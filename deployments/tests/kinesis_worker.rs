@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use common::{create_stream, kinesis, open_shards, put, read_stream, ride, root, signal, split, unique};
+use common::{create_stream, kinesis, open_shards, put, ride, root, signal, split, unique, written_ride_ids};
 use serde_json::Value;
 
 /// `tributary run` with kinesis-worker.toml from `input` to `output`; callers add the rest.
@@ -46,15 +46,11 @@ fn worker(input: &str, output: &str, checkpoints: &Path) -> Child {
 }
 
 /// Ride ids in the output stream, in stream order.
-async fn output_ids(client: &Client, stream: &str) -> Vec<u64> {
-    read_stream(client, stream).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect()
-}
-
 /// Waits until the output holds at least `n` distinct ride ids.
 async fn wait_for(client: &Client, stream: &str, n: usize) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let ids = output_ids(client, stream).await;
+        let ids = written_ride_ids(client, stream).await;
         let mut distinct = ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
@@ -248,9 +244,7 @@ fn throttle_then_expire(call: common::fault_proxy::Call, n: usize) -> Option<&'s
 #[tokio::test]
 async fn throttling_and_an_expired_iterator_are_survived_without_loss_or_repeats() {
     let client = kinesis().await;
-    let upstream =
-        common::required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
-    let (proxy, counts) = common::fault_proxy::start(upstream, throttle_then_expire).await;
+    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(throttle_then_expire).await;
     let (input, output) = (unique("rides"), unique("predictions"));
     create_stream(&client, &input, 2).await;
     create_stream(&client, &output, 1).await;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::fault_proxy::Call;
 use common::{
-    create_stream, finish, invoke_url, kinesis, open_shards, put, read_stream, required, ride, ride_ids, root, split,
-    unique,
+    create_stream, finish, invoke_url, kinesis, open_shards, put, put_now, read_stream, required, ride, ride_ids, root,
+    split, unique, written_ride_ids,
 };
 use serde_json::{Value, json};
 use tributary::esm::invoke::Invoker;
@@ -68,6 +68,18 @@ async fn function_with_output_stream() -> (aws_sdk_kinesis::Client, String, Func
     create_stream(&client, &out, 1).await;
     let function = start_function(&out);
     (client, out, function, Invoker::new(&invoke_url(), true).unwrap())
+}
+
+/// For a mapping: an input stream of `shards` shards, an output stream and the function writing
+/// to it. Returns the client, the input and output streams' names and the function.
+async fn input_output_and_function(shards: i32) -> (aws_sdk_kinesis::Client, String, String, Function) {
+    let client = kinesis().await;
+    let input = unique("rides");
+    let out = unique("predictions");
+    create_stream(&client, &input, shards).await;
+    create_stream(&client, &out, 1).await;
+    let function = start_function(&out);
+    (client, input, out, function)
 }
 
 /// `tributary esm` on `stream` feeding the function; it exits after 2 idle seconds unless
@@ -160,12 +172,7 @@ async fn direct_invocations_that_are_not_ride_events_get_a_clear_error() {
 #[tokio::test]
 async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let input = unique("rides");
-    let out = unique("predictions");
-    create_stream(&client, &input, 2).await;
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
+    let (client, input, out, _function) = input_output_and_function(2).await;
 
     // 20 good rides and a poison one, put with `tributary put`.
     let mut values: Vec<Value> = (1..=20).map(|id| ride(id, 130)).collect();
@@ -215,11 +222,7 @@ fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
 async fn wait_for(client: &aws_sdk_kinesis::Client, stream: &str, count: usize) -> Vec<u64> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ids: Vec<u64> = read_stream(client, stream)
-            .await
-            .iter()
-            .map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap())
-            .collect();
+        let ids = written_ride_ids(client, stream).await;
         if ids.len() >= count || Instant::now() > deadline {
             return ids;
         }
@@ -230,12 +233,7 @@ async fn wait_for(client: &aws_sdk_kinesis::Client, stream: &str, count: usize) 
 #[tokio::test]
 async fn esm_reads_the_children_of_a_reshard_after_their_parent() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let input = unique("rides");
-    let out = unique("predictions");
-    create_stream(&client, &input, 1).await;
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
+    let (client, input, out, _function) = input_output_and_function(1).await;
 
     // Split before the mapping starts: the closed parent holds rides 1..=20, its children 21..=40.
     put(&input, &rides(1..=20));
@@ -272,12 +270,7 @@ async fn esm_reads_the_children_of_a_reshard_after_their_parent() {
 #[tokio::test]
 async fn esm_stops_with_a_clear_error_when_its_stream_is_deleted() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let input = unique("rides");
-    let out = unique("predictions");
-    create_stream(&client, &input, 2).await;
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
+    let (client, input, out, _function) = input_output_and_function(2).await;
     put(&input, &rides(1..=5));
     // Idle for far longer than the test waits: only the deletion can end it.
     let mapping = esm(&input, &["--exit-when-idle-s", "600", "--discovery-interval-ms", "500"])
@@ -365,14 +358,8 @@ fn expire_first_and_after_more_rides(call: Call, n: usize) -> Option<&'static st
 #[tokio::test]
 async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let upstream = required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
-    let (proxy, counts) = common::fault_proxy::start(upstream, expire_first_and_after_more_rides).await;
-    let input = unique("rides");
-    let out = unique("predictions");
-    create_stream(&client, &input, 1).await;
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
+    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(expire_first_and_after_more_rides).await;
+    let (client, input, out, _function) = input_output_and_function(1).await;
 
     put(&input, &rides(1..=10));
     let mapping = esm(&input, &["--batch-size", "4", "--exit-when-idle-s", "5"])
@@ -384,23 +371,12 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
     // Rides 11..=20 go in unread; the iterator (just after ride 10) then expires: a renewal at
     // LATEST would skip them, one at TRIM_HORIZON would repeat 1..=10. Put from here (not with
     // `tributary put`) so that the mapping has no time to read them before the flag is set.
-    let entries = rides(11..=20)
-        .iter()
-        .map(|r| {
-            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                .data(aws_sdk_kinesis::primitives::Blob::new(r.to_string()))
-                .partition_key(r["ride_id"].to_string())
-                .build()
-                .unwrap()
-        })
-        .collect::<Vec<_>>();
-    client.put_records().stream_name(&input).set_records(Some(entries)).send().await.unwrap();
+    put_now(&client, &input, &rides(11..=20)).await;
     MORE_RIDES_PUT.store(true, Ordering::SeqCst);
     let output = finish(mapping, Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(counts.injected.load(Ordering::SeqCst), 2);
-    let ids: Vec<u64> =
-        read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    let ids = written_ride_ids(&client, &out).await;
     assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "every ride once and in order");
 }
 
@@ -425,14 +401,8 @@ fn fail_first_iterator_then_expire(call: Call, n: usize) -> Option<&'static str>
 #[tokio::test]
 async fn esm_from_latest_retries_a_failed_iterator_and_renews_an_expired_one_from_when_it_started() {
     let _turn = TURN.lock().await;
-    let client = kinesis().await;
-    let upstream = required("AWS_ENDPOINT_URL_KINESIS").trim_start_matches("http://").trim_end_matches('/').to_string();
-    let (proxy, counts) = common::fault_proxy::start(upstream, fail_first_iterator_then_expire).await;
-    let input = unique("rides");
-    let out = unique("predictions");
-    create_stream(&client, &input, 1).await;
-    create_stream(&client, &out, 1).await;
-    let _function = start_function(&out);
+    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(fail_first_iterator_then_expire).await;
+    let (client, input, out, _function) = input_output_and_function(1).await;
 
     put(&input, &rides(1..=5)); // before the mapping starts: not for `latest`
     let mapping = esm(&input, &["--starting-position", "latest", "--exit-when-idle-s", "5"])
@@ -458,8 +428,7 @@ async fn esm_from_latest_retries_a_failed_iterator_and_renews_an_expired_one_fro
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("GetShardIterator failed; retrying"), "{stderr}");
     assert_eq!(LATEST_PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
-    let ids: Vec<u64> =
-        read_stream(&client, &out).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect();
+    let ids = written_ride_ids(&client, &out).await;
     assert_eq!(ids, (6..=10).collect::<Vec<_>>());
 }
 

@@ -34,6 +34,12 @@ pub struct Counts {
     expired: Mutex<HashSet<Vec<u8>>>,
 }
 
+/// Starts the proxy in front of kinesis-mock (`AWS_ENDPOINT_URL_KINESIS`).
+pub async fn in_front_of_kinesis(plan: Plan) -> (String, Arc<Counts>) {
+    let upstream = super::required("AWS_ENDPOINT_URL_KINESIS");
+    start(upstream.trim_start_matches("http://").trim_end_matches('/').to_string(), plan).await
+}
+
 /// Starts the proxy; returns its address (`http://127.0.0.1:PORT`) and its counters.
 pub async fn start(upstream: String, plan: Plan) -> (String, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

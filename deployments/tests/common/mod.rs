@@ -72,12 +72,7 @@ pub async fn finish(child: std::process::Child, limit: Duration) -> std::process
 /// The open shards of a stream (those without an ending sequence number).
 pub async fn open_shards(client: &Client, stream: &str) -> Vec<Shard> {
     let listing = client.list_shards().stream_name(stream).send().await.unwrap();
-    listing
-        .shards()
-        .iter()
-        .filter(|s| s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_none())
-        .cloned()
-        .collect()
+    listing.shards().iter().filter(|s| !tributary_aws::shard_is_closed(s)).cloned().collect()
 }
 
 /// Splits `shard` of `stream` into two halves of its hash key range.
@@ -122,6 +117,27 @@ pub async fn read_stream(client: &Client, name: &str) -> Vec<(String, Value)> {
         }
     }
     out
+}
+
+/// The ride ids of the predictions on `stream`, in the order they were written.
+pub async fn written_ride_ids(client: &Client, stream: &str) -> Vec<u64> {
+    read_stream(client, stream).await.iter().map(|(_, v)| v["prediction"]["ride_id"].as_u64().unwrap()).collect()
+}
+
+/// Puts `values` with one PutRecords call from this process, keyed by `ride_id` (faster than
+/// `put`, for tests that must act right after the records are in).
+pub async fn put_now(client: &Client, stream: &str, values: &[Value]) {
+    let entries = values
+        .iter()
+        .map(|v| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .data(aws_sdk_kinesis::primitives::Blob::new(v.to_string()))
+                .partition_key(v["ride_id"].to_string())
+                .build()
+                .unwrap()
+        })
+        .collect::<Vec<_>>();
+    client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
 }
 
 pub fn ride_ids(records: &[(String, Value)]) -> Vec<u64> {
