@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
@@ -194,8 +194,15 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     };
     let mut shards: BTreeMap<String, TailShard> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
+        // An iterator that expires before anything was printed is renewed where this one
+        // starts: for LATEST, at the time it was asked for (a renewal at LATEST would skip
+        // what was put meanwhile).
+        let reopen = match start {
+            IteratorAt::Latest => IteratorAt::Timestamp(SystemTime::now().into()),
+            other => other,
+        };
         let iterator = shard_iterator(&client, &args.stream, &shard, start).await?;
-        shards.insert(shard, TailShard { iterator, start, last: None });
+        shards.insert(shard, TailShard { iterator, reopen, last: None });
     }
     // While following, shards made by a reshard are found by listing again: every 10 s, and as
     // soon as a shard is read to its end. They are read from their beginning.
@@ -212,7 +219,7 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                         // Expired (output blocked for minutes, e.g. in a pager): carry on after
                         // the last record printed.
                         Some("ExpiredIteratorException") => {
-                            let at = shard.last.as_deref().map_or(shard.start, IteratorAt::After);
+                            let at = shard.last.as_deref().map_or(shard.reopen, IteratorAt::After);
                             match shard_iterator(&client, &args.stream, id, at).await {
                                 Ok(renewed) => shard.iterator = renewed,
                                 Err(e) if args.follow => tracing::warn!(error = %e, "trying again"),
@@ -259,10 +266,10 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                 Ok(listed) => {
                     for id in listed.iter().map(|s| s.shard_id().to_string()) {
                         if let std::collections::btree_map::Entry::Vacant(slot) = shards.entry(id) {
-                            let start = IteratorAt::TrimHorizon;
-                            match shard_iterator(&client, &args.stream, slot.key(), start).await {
+                            let reopen = IteratorAt::TrimHorizon;
+                            match shard_iterator(&client, &args.stream, slot.key(), reopen).await {
                                 Ok(iterator) => {
-                                    slot.insert(TailShard { iterator, start, last: None });
+                                    slot.insert(TailShard { iterator, reopen, last: None });
                                     caught_up = false;
                                 }
                                 // Not added: tried again at the next listing.
@@ -288,11 +295,13 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     }
 }
 
-/// One shard `tail` reads: its iterator (`None` once read to its end), where it started, and
-/// the last record printed.
+/// One shard `tail` reads.
 struct TailShard {
+    /// `None` once the shard is read to its end.
     iterator: Option<String>,
-    start: IteratorAt<'static>,
+    /// Where an expired iterator is renewed when nothing has been printed from the shard yet.
+    reopen: IteratorAt<'static>,
+    /// The sequence number of the last record printed.
     last: Option<String>,
 }
 

@@ -7,9 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::fault_proxy::Call;
 use common::{create_stream, kinesis, open_shards, put, ride, split, unique};
 use serde_json::Value;
 
@@ -21,6 +23,33 @@ fn tail(stream: &str, extra: &[&str]) -> Command {
 
 fn ride_id(line: &Value) -> u64 {
     line["ride_id"].as_u64().unwrap_or_else(|| panic!("no ride_id in {line}"))
+}
+
+/// The lines a child prints on stdout, parsed as JSON, as they come.
+fn lines_of(child: &mut std::process::Child) -> mpsc::Receiver<Value> {
+    let (lines, received) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(serde_json::from_str::<Value>(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// The ride ids of the next `count` lines, or of those that came within `wait`.
+fn ride_ids(received: &mpsc::Receiver<Value>, count: usize, wait: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + wait;
+    let mut ids = Vec::new();
+    while ids.len() < count && Instant::now() < deadline {
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+            ids.push(ride_id(&line));
+        }
+    }
+    ids
 }
 
 #[tokio::test]
@@ -54,16 +83,7 @@ async fn tail_follow_reads_new_records_and_the_children_of_a_split() {
     put(&stream, &[ride(1, 130)]);
 
     let mut child = tail(&stream, &["--follow"]).stdout(Stdio::piped()).spawn().unwrap();
-    let (lines, received) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines.send(serde_json::from_str::<Value>(&line).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
+    let received = lines_of(&mut child);
     // Ride 1 printed: tail has listed the shards, so it must find the split's children by
     // listing again.
     let first = received.recv_timeout(Duration::from_secs(20)).expect("tail printed nothing");
@@ -73,14 +93,58 @@ async fn tail_follow_reads_new_records_and_the_children_of_a_split() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     put(&stream, &(6..=25).map(|id| ride(id, 130)).collect::<Vec<_>>());
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ids.len() < 25 && Instant::now() < deadline {
-        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
-            ids.push(ride_id(&line));
-        }
-    }
+    ids.extend(ride_ids(&received, 24, Duration::from_secs(20)));
     let _ = child.kill();
     let _ = child.wait();
     ids.sort_unstable();
     assert_eq!(ids, (1..=25).collect::<Vec<_>>(), "rides 6..=25 are in the children of the split");
+}
+
+/// What the proxy does to GetRecords calls in the `latest` test: 0 nothing, 1 throttle, 2 expire
+/// the next iterator (then 3: nothing again).
+static LATEST_PHASE: AtomicUsize = AtomicUsize::new(0);
+
+fn throttle_or_expire_as_the_phase_says(call: Call, _: usize) -> Option<&'static str> {
+    match (call, LATEST_PHASE.load(Ordering::SeqCst)) {
+        (Call::GetRecords, 1) => Some("ProvisionedThroughputExceededException"),
+        (Call::GetRecords, 2) if LATEST_PHASE.compare_exchange(2, 3, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+            Some("ExpiredIteratorException")
+        }
+        _ => None,
+    }
+}
+
+// Multi-threaded: the fault proxy runs on this runtime while the test blocks on `put` and on
+// tail's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_from_latest_renews_an_expired_iterator_from_when_it_started() {
+    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(throttle_or_expire_as_the_phase_says).await;
+    let client = kinesis().await;
+    let stream = unique("tail-latest");
+    create_stream(&client, &stream, 1).await;
+    put(&stream, &[ride(1, 130)]); // before tail starts: not for `latest`
+
+    let mut child = tail(&stream, &["--from", "latest", "--follow"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let received = lines_of(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counts.get_records.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "tail never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Reads are throttled while rides 2..=4 go in, and for two seconds after; then the iterator
+    // expires before anything was printed. A renewal at LATEST would skip them.
+    LATEST_PHASE.store(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await; // calls already past the proxy finish
+    put(&stream, &(2..=4).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    LATEST_PHASE.store(2, Ordering::SeqCst);
+    let ids = ride_ids(&received, 3, Duration::from_secs(20));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(LATEST_PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
+    assert_eq!(ids, vec![2, 3, 4]);
 }
