@@ -4,10 +4,12 @@
 //!   Runtime library linked at `.venv/lib/libonnxruntime.so`, and the moto server. Idempotent.
 //! - `demo`: setup, then runs `deployments/config/demo.toml`.
 //! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
-//! - `test`: setup, services up, every test, then the deployment files through linters (SAM
-//!   template, Dockerfiles, compose file), services down; non-zero on any failure.
+//! - `test`: setup, the Lambda package (as `package-lambda`; one test runs it), services up,
+//!   every test, then the deployment files through linters (SAM template, Dockerfiles, compose
+//!   file), services down; non-zero on any failure.
 //! - `bench`: release build, then the benchmarks of BENCHMARKS.md.
-//! - `package-lambda`: `target/lambda/tributary-lambda/bootstrap.zip` with ONNX Runtime and the model.
+//! - `package-lambda`: `target/lambda/tributary-lambda.zip` (and the same files in
+//!   `target/lambda/tributary-lambda/`): `bootstrap`, ONNX Runtime and the model.
 
 mod services;
 mod setup;
@@ -77,6 +79,8 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
     setup::all(root)?;
     eprintln!("xtask: building tests");
     run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    eprintln!("xtask: building the Lambda package");
+    build_lambda_package(root)?;
     let started = services::up(root)?;
     eprintln!("xtask: running tests");
     let mut cmd = cargo();
@@ -113,6 +117,12 @@ fn lint_deployments(root: &Path) -> Result<()> {
 
 fn package_lambda(root: &Path) -> Result<()> {
     setup::all(root)?;
+    build_lambda_package(root)
+}
+
+/// `target/lambda/tributary-lambda/` and its zip, in this checkout's `target/` whatever
+/// `CARGO_TARGET_DIR` says (the SAM template and the docs point there).
+fn build_lambda_package(root: &Path) -> Result<()> {
     let venv_bin = root.join(".venv/bin");
     let path = std::env::join_paths(
         std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
@@ -127,6 +137,8 @@ fn package_lambda(root: &Path) -> Result<()> {
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
             // The function needs neither Kafka nor the CLI's extras.
             .args(["lambda", "build", "--release", "-p", "tributary", "--bin", "tributary-lambda"])
+            .arg("--lambda-dir")
+            .arg(root.join("target/lambda"))
             .args(["--no-default-features", "--features", "lambda,onnx,s3,mimalloc"]),
     )?;
     // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
