@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
 use tributary_framework::template::Template;
-use tributary_sinks::kinesis::MAX_RECORDS_PER_CALL;
+use tributary_sinks::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL};
 
 /// `tributary put`.
 #[derive(Debug, Args)]
@@ -125,22 +125,29 @@ pub async fn put(args: PutArgs) -> Result<()> {
     if let Some(brokers) = &args.brokers {
         return put_kafka(brokers, &args.stream, &messages).await;
     }
+    // Every entry is checked before anything is sent, then they go in calls within PutRecords'
+    // limits.
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(position, message)| {
+            let key = message.key.clone().unwrap_or_else(|| position.to_string());
+            let size = message.data.len() + key.len();
+            if key.is_empty() || key.chars().count() > 256 {
+                bail!("input {position}: partition key must be 1 to 256 characters, got {:?}", key);
+            }
+            if size > MAX_RECORD_BYTES {
+                bail!("input {position} is {size} bytes with its partition key, over Kinesis' 1 MiB per record");
+            }
+            let entry =
+                PutRecordsRequestEntry::builder().data(Blob::new(message.data.clone())).partition_key(key).build()?;
+            Ok((position, size, entry))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let client = client().await;
     let mut put = 0;
-    for (chunk_index, chunk) in messages.chunks(MAX_RECORDS_PER_CALL).enumerate() {
-        let mut pending: Vec<(usize, PutRecordsRequestEntry)> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, message)| {
-                let position = chunk_index * MAX_RECORDS_PER_CALL + i;
-                let key = message.key.clone().unwrap_or_else(|| position.to_string());
-                let entry = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(message.data.clone()))
-                    .partition_key(key)
-                    .build()?;
-                Ok((position, entry))
-            })
-            .collect::<Result<_>>()?;
+    for call in calls(entries) {
+        let mut pending = call;
         for attempt in 1..=5 {
             let output = client
                 .put_records()
@@ -177,6 +184,25 @@ pub async fn put(args: PutArgs) -> Result<()> {
     }
     eprintln!("put {put} record(s) to {}", args.stream);
     Ok(())
+}
+
+/// Splits `(input position, bytes, entry)` into PutRecords calls: at most 500 entries and 5 MiB
+/// (data plus partition keys) each, in input order.
+fn calls(entries: Vec<(usize, usize, PutRecordsRequestEntry)>) -> Vec<Vec<(usize, PutRecordsRequestEntry)>> {
+    let mut calls = Vec::new();
+    let (mut call, mut bytes) = (Vec::new(), 0);
+    for (position, size, entry) in entries {
+        if call.len() == MAX_RECORDS_PER_CALL || (!call.is_empty() && bytes + size > MAX_BYTES_PER_CALL) {
+            calls.push(std::mem::take(&mut call));
+            bytes = 0;
+        }
+        bytes += size;
+        call.push((position, entry));
+    }
+    if !call.is_empty() {
+        calls.push(call);
+    }
+    calls
 }
 
 /// Runs `tail`.
@@ -339,4 +365,34 @@ fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>
 #[cfg(not(feature = "kafka"))]
 async fn tail_kafka(_: &str, _: &TailArgs) -> Result<()> {
     bail!("this build has no Kafka support (feature `kafka`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(sizes: &[usize]) -> Vec<(usize, usize, PutRecordsRequestEntry)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| {
+                let entry = PutRecordsRequestEntry::builder().data(Blob::new(vec![0; size])).partition_key("k").build();
+                (i, size, entry.unwrap())
+            })
+            .collect()
+    }
+
+    fn shape(calls: &[Vec<(usize, PutRecordsRequestEntry)>]) -> Vec<Vec<usize>> {
+        calls.iter().map(|call| call.iter().map(|(position, _)| *position).collect()).collect()
+    }
+
+    #[test]
+    fn calls_stay_within_500_records_and_5_mib() {
+        let mib = 1024 * 1024;
+        assert_eq!(shape(&calls(entries(&[mib; 6]))), [vec![0, 1, 2, 3, 4], vec![5]]);
+        assert_eq!(shape(&calls(entries(&[3 * mib, 2 * mib, 1]))), [vec![0, 1], vec![2]]);
+        let small = calls(entries(&[10; 1001]));
+        assert_eq!(small.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 1]);
+        assert!(calls(Vec::new()).is_empty());
+    }
 }

@@ -76,6 +76,30 @@ async fn tail_prints_what_put_wrote_decoded_from_every_shard() {
 }
 
 #[tokio::test]
+async fn put_refuses_a_record_over_one_mebibyte_before_sending_anything() {
+    let client = kinesis().await;
+    let stream = unique("put-limits");
+    create_stream(&client, &stream, 1).await;
+    let mut big = ride(2, 130);
+    big["note"] = Value::String("x".repeat(1024 * 1024));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["put", "--stream", &stream])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!("{}\n{big}\n", ride(1, 130));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("input 1 is") && stderr.contains("over Kinesis' 1 MiB per record"), "{stderr}");
+    let printed = tail(&stream, &[]).output().unwrap();
+    assert!(printed.stdout.is_empty(), "nothing was put, not even the good ride before it");
+}
+
+#[tokio::test]
 async fn tail_follow_reads_new_records_and_the_children_of_a_split() {
     let client = kinesis().await;
     let stream = unique("follow");

@@ -380,6 +380,37 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
     assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "every ride once and in order");
 }
 
+#[tokio::test]
+async fn esm_keeps_each_event_within_lambdas_six_megabytes() {
+    let _turn = TURN.lock().await;
+    let (client, input, out, _function) = input_output_and_function(1).await;
+    // Twelve rides of about 900 kB each (1.2 MB in base64): at most five fit in one event,
+    // whatever the batch size. `put` itself splits them into calls of at most 5 MiB.
+    let big: Vec<Value> = (1..=12)
+        .map(|id| {
+            let mut ride = ride(id, 130);
+            ride["note"] = Value::String("x".repeat(900_000));
+            ride
+        })
+        .collect();
+    put(&input, &big);
+    let output = finish(
+        esm(&input, &["--batch-size", "100", "-v"]).stderr(Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(90),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let sizes: Vec<usize> = stderr
+        .lines()
+        .filter(|l| l.contains("invoking the function"))
+        .map(|l| l.split("records=").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 12, "every ride invoked once: {sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 5), "events of at most five such rides: {sizes:?}");
+    assert_eq!(written_ride_ids(&client, &out).await, (1..=12).collect::<Vec<_>>());
+}
+
 /// What the proxy does to GetRecords calls in the `latest` test: 0 nothing, 1 throttle, 2 expire
 /// the next iterator (then 3: nothing again).
 static LATEST_PHASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

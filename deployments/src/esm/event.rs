@@ -27,30 +27,58 @@ pub struct StreamInfo {
     pub region: String,
 }
 
+/// Lambda's limit on a synchronous invocation's payload (6 MB): the mapping never sends a bigger
+/// event, whatever the batch size.
+pub const MAX_EVENT_BYTES: usize = 6 * 1024 * 1024;
+
+/// `{"Records":[` and `]}` around the entries.
+const EVENT_OVERHEAD: usize = 14;
+
 /// The event for one batch: `{"Records": [{"kinesis": {...}, "eventSource": "aws:kinesis", ...}]}`.
 pub fn kinesis_event(stream: &StreamInfo, records: &[ShardRecord]) -> Value {
-    let entries: Vec<Value> = records
-        .iter()
-        .map(|r| {
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence_number,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                    "approximateArrivalTimestamp": (r.arrival_epoch_s * 1000.0).round() / 1000.0,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{}:{}", r.shard_id, r.sequence_number),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::000000000000:role/tributary-esm",
-                "awsRegion": stream.region,
-                "eventSourceARN": stream.arn,
-            })
-        })
-        .collect();
+    let entries: Vec<Value> = records.iter().map(|r| entry(stream, r)).collect();
     json!({ "Records": entries })
+}
+
+/// A record's entry in the event.
+fn entry(stream: &StreamInfo, r: &ShardRecord) -> Value {
+    json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": r.partition_key,
+            "sequenceNumber": r.sequence_number,
+            "data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+            "approximateArrivalTimestamp": (r.arrival_epoch_s * 1000.0).round() / 1000.0,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("{}:{}", r.shard_id, r.sequence_number),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::000000000000:role/tributary-esm",
+        "awsRegion": stream.region,
+        "eventSourceARN": stream.arn,
+    })
+}
+
+/// The bytes a record's entry takes in the event (its JSON, without the comma between entries).
+pub fn entry_bytes(stream: &StreamInfo, record: &ShardRecord) -> usize {
+    serde_json::to_vec(&entry(stream, record)).map_or(0, |json| json.len())
+}
+
+/// How many of the next records (given by [`entry_bytes`], in order) make the next event: at most
+/// `batch_size`, and only as many as keep it within [`MAX_EVENT_BYTES`], but always at least one.
+pub fn fitting(entry_sizes: impl IntoIterator<Item = usize>, batch_size: usize) -> usize {
+    let mut total = EVENT_OVERHEAD;
+    let mut count = 0;
+    for size in entry_sizes.into_iter().take(batch_size) {
+        // Each entry after the first also takes a comma.
+        total += size + usize::from(count > 0);
+        if count > 0 && total > MAX_EVENT_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
@@ -77,5 +105,40 @@ mod tests {
         let records = tributary_sources::kinesis_event::records(&"s".into(), &event, "x");
         assert_eq!(records[0].raw_bytes().as_ref(), b"{\"ride_id\": 1}");
         assert_eq!(&*records[0].position.partition, "ride_events/shardId-000000000000");
+    }
+
+    #[test]
+    fn entry_sizes_add_up_to_the_event() {
+        let stream = StreamInfo { arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(), region: "us-east-1".into() };
+        let records: Vec<ShardRecord> = (0..3)
+            .map(|i| ShardRecord {
+                shard_id: "shardId-000000000000".into(),
+                sequence_number: format!("{i}"),
+                partition_key: "k".into(),
+                data: vec![b'x'; 10 * i],
+                arrival_epoch_s: 1.5,
+            })
+            .collect();
+        let sizes: Vec<usize> = records.iter().map(|r| entry_bytes(&stream, r)).collect();
+        let event = serde_json::to_vec(&kinesis_event(&stream, &records)).unwrap();
+        assert_eq!(event.len(), EVENT_OVERHEAD + sizes.iter().sum::<usize>() + 2);
+        assert_eq!(fitting(sizes.iter().copied(), 3), 3);
+        assert_eq!(fitting(sizes.iter().copied(), 2), 2);
+    }
+
+    #[test]
+    fn events_stay_within_six_megabytes() {
+        let mb = 1024 * 1024;
+        // Five 1.2 MB entries fit (6.0 MB and four commas); a sixth would not.
+        assert_eq!(fitting(vec![1_200_000; 12], 100), 5);
+        // Exactly at the limit, with the braces and commas.
+        let rest = MAX_EVENT_BYTES - EVENT_OVERHEAD - 1_000 - 1;
+        assert_eq!(fitting([1_000, rest], 10), 2);
+        assert_eq!(fitting([1_000, rest + 1], 10), 1);
+        // One entry always goes, even alone over the limit (it cannot be split).
+        assert_eq!(fitting([7 * mb, 1], 10), 1);
+        assert_eq!(fitting(std::iter::empty(), 10), 0);
+        // Small records: the batch size decides.
+        assert_eq!(fitting(vec![500; 1000], 100), 100);
     }
 }

@@ -52,7 +52,8 @@ pub struct EsmArgs {
     /// The function's invoke URL, e.g. http://127.0.0.1:9000/2015-03-31/functions/tributary-lambda/invocations
     #[arg(long)]
     pub function: String,
-    /// Most records per invocation (BatchSize).
+    /// Most records per invocation (BatchSize). As on AWS, an event also stops short of 6 MB,
+    /// Lambda's payload limit.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub batch_size: u16,
     /// How long to gather records before invoking with fewer than --batch-size, in milliseconds
@@ -317,6 +318,7 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
         }
         // On Ctrl-C the invocation is abandoned: positions are only kept in memory anyway.
         let event = kinesis_event(&shared.stream, &batch);
+        tracing::info!(records = batch.len(), first = %batch[0].sequence_number, "invoking the function");
         let answer = tokio::select! {
             answer = shared.invoker.invoke(&event) => answer,
             () = shared.stop.cancelled() => return,

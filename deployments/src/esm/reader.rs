@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_sdk_kinesis::primitives::DateTime;
 use tributary_aws::{IteratorAt, describe, error_code};
 
-use super::event::ShardRecord;
+use super::event::{self, MAX_EVENT_BYTES, ShardRecord};
 use super::{Activity, Shared, StartingPosition};
 
 /// How a shard's reading ended.
@@ -76,15 +76,18 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
         Opened::Gone => return ShardEnd::Closed,
         Opened::Stopped => return ShardEnd::Stopped,
     };
-    let mut buffer: VecDeque<ShardRecord> = VecDeque::new();
+    // Records read and not yet delivered, each with its entry's size in the event.
+    let mut buffer: VecDeque<(ShardRecord, usize)> = VecDeque::new();
+    let mut buffered_bytes = 0;
     let batch_size = usize::from(args.batch_size);
     loop {
         if shared.stop.is_cancelled() {
             return ShardEnd::Stopped;
         }
-        // Gather up to a batch, within the batching window.
+        // Gather up to a batch (or 6 MB of event), within the batching window.
         let window_started = Instant::now();
         while buffer.len() < batch_size
+            && buffered_bytes < MAX_EVENT_BYTES
             && let Some(current) = iterator.clone()
         {
             let output = match shared.client.get_records().shard_iterator(current).send().await {
@@ -124,13 +127,16 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
                 }
             };
             for r in output.records() {
-                buffer.push_back(ShardRecord {
+                let record = ShardRecord {
                     shard_id: shard.to_string(),
                     sequence_number: r.sequence_number().to_string(),
                     partition_key: r.partition_key().to_string(),
                     data: r.data().as_ref().to_vec(),
                     arrival_epoch_s: r.approximate_arrival_timestamp().map_or(0.0, |t| t.as_secs_f64()),
-                });
+                };
+                let size = event::entry_bytes(&shared.stream, &record);
+                buffered_bytes += size;
+                buffer.push_back((record, size));
             }
             if let Some(last) = output.records().last() {
                 last_read = Some(last.sequence_number().to_string());
@@ -156,8 +162,14 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
             }
             continue;
         }
-        let n = buffer.len().min(batch_size);
-        let records: Vec<ShardRecord> = buffer.drain(..n).collect();
+        let n = event::fitting(buffer.iter().map(|(_, size)| *size), batch_size);
+        let records: Vec<ShardRecord> = buffer
+            .drain(..n)
+            .map(|(record, size)| {
+                buffered_bytes -= size;
+                record
+            })
+            .collect();
         super::process(shared, records).await;
     }
 }
