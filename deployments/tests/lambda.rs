@@ -381,6 +381,29 @@ async fn esm_renews_an_expired_iterator_without_loss_or_repeats() {
 }
 
 #[tokio::test]
+async fn esm_at_a_timestamp_starts_with_the_first_record_put_from_then() {
+    let _turn = TURN.lock().await;
+    let (client, input, out, _function) = input_output_and_function(2).await;
+    put(&input, &rides(1..=5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let from = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put(&input, &rides(6..=10));
+    let timestamp = format!("{from:.3}");
+    let args = ["--starting-position", "at-timestamp", "--starting-position-timestamp", &timestamp];
+    let output = finish(esm(&input, &args).stderr(Stdio::piped()).spawn().unwrap(), Duration::from_secs(60)).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut ids = written_ride_ids(&client, &out).await;
+    ids.sort_unstable();
+    assert_eq!(ids, (6..=10).collect::<Vec<_>>());
+
+    // Without the timestamp, clap refuses.
+    let output = esm(&input, &["--starting-position", "at-timestamp"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--starting-position-timestamp"));
+}
+
+#[tokio::test]
 async fn esm_keeps_each_event_within_lambdas_six_megabytes() {
     let _turn = TURN.lock().await;
     let (client, input, out, _function) = input_output_and_function(1).await;

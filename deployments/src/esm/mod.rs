@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::DateTime;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -41,6 +42,22 @@ pub enum StartingPosition {
     TrimHorizon,
     /// Records put after the emulator starts.
     Latest,
+    /// Records put at or after `--starting-position-timestamp`.
+    AtTimestamp,
+}
+
+/// A `--starting-position-timestamp`: seconds since the epoch (`1750925642.5`) or an RFC 3339
+/// date-time (`2026-11-22T09:00:00Z`), as the AWS CLI takes it.
+fn parse_timestamp(text: &str) -> Result<DateTime, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return if seconds.is_finite() && seconds >= 0.0 {
+            Ok(DateTime::from_secs_f64(seconds))
+        } else {
+            Err("must be a time after 1970".into())
+        };
+    }
+    DateTime::from_str(text, aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+        .map_err(|e| format!("neither seconds since the epoch nor an RFC 3339 date-time ({e})"))
 }
 
 /// `tributary esm`.
@@ -60,9 +77,14 @@ pub struct EsmArgs {
     /// (MaximumBatchingWindowInSeconds).
     #[arg(long, default_value_t = 0)]
     pub batching_window_ms: u64,
-    /// Where to start reading each shard (StartingPosition).
+    /// Where to start reading each shard (StartingPosition). Shards made by a reshard after the
+    /// start are read from their beginning.
     #[arg(long, value_enum, default_value_t = StartingPosition::TrimHorizon)]
     pub starting_position: StartingPosition,
+    /// The time `--starting-position at-timestamp` starts at (StartingPositionTimestamp): seconds
+    /// since the epoch or an RFC 3339 date-time.
+    #[arg(long, value_parser = parse_timestamp, required_if_eq("starting_position", "at-timestamp"))]
+    pub starting_position_timestamp: Option<DateTime>,
     /// Retries of a failed batch before it is discarded to the on-failure destination; -1 retries
     /// until the records expire (MaximumRetryAttempts).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
@@ -375,5 +397,18 @@ async fn discard(shared: &Shared, records: &[ShardRecord], condition: &str, retr
         && let Err(e) = writeln!(file, "{info}")
     {
         tracing::error!(error = %e, "cannot write the on-failure file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_epoch_seconds_or_rfc_3339() {
+        assert_eq!(parse_timestamp("1750925642.5").unwrap(), DateTime::from_secs_f64(1_750_925_642.5));
+        assert_eq!(parse_timestamp("2025-06-26T08:14:02Z").unwrap(), DateTime::from_secs(1_750_925_642));
+        assert!(parse_timestamp("-1").is_err());
+        assert!(parse_timestamp("yesterday").unwrap_err().contains("RFC 3339"));
     }
 }

@@ -67,10 +67,16 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
     let mut busy = Busy::adopt(&shared.activity);
     let opened_at = SystemTime::now();
     let mut last_read: Option<String> = None;
-    let first = match start {
-        StartingPosition::TrimHorizon => IteratorAt::TrimHorizon,
-        StartingPosition::Latest => IteratorAt::Latest,
+    // Where an iterator that expires before anything was read is renewed: for LATEST, at the
+    // time it was asked for (a renewal at LATEST would skip what was put meanwhile).
+    let reopen = match (start, args.starting_position_timestamp) {
+        (StartingPosition::TrimHorizon, _) => IteratorAt::TrimHorizon,
+        (StartingPosition::Latest, _) => IteratorAt::Timestamp(DateTime::from(opened_at)),
+        (StartingPosition::AtTimestamp, Some(at)) => IteratorAt::Timestamp(at),
+        // clap requires the timestamp with `at-timestamp`.
+        (StartingPosition::AtTimestamp, None) => IteratorAt::TrimHorizon,
     };
+    let first = if start == StartingPosition::Latest { IteratorAt::Latest } else { reopen };
     let mut iterator = match open_iterator(shared, shard, first).await {
         Opened::Iterator(iterator) => iterator,
         Opened::Gone => return ShardEnd::Closed,
@@ -99,11 +105,7 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
                         // carry on after the last record read.
                         Some("ExpiredIteratorException") => {
                             tracing::info!(%shard, "shard iterator expired; getting a new one");
-                            let position = match (&last_read, start) {
-                                (Some(sequence), _) => IteratorAt::After(sequence),
-                                (None, StartingPosition::Latest) => IteratorAt::Timestamp(DateTime::from(opened_at)),
-                                (None, StartingPosition::TrimHorizon) => IteratorAt::TrimHorizon,
-                            };
+                            let position = last_read.as_deref().map_or(reopen, IteratorAt::After);
                             match open_iterator(shared, shard, position).await {
                                 Opened::Iterator(renewed) => iterator = renewed,
                                 Opened::Gone => iterator = None,

@@ -223,4 +223,18 @@ mod tests {
         assert_eq!(table.add(vec![shard("2", &["1"], false)], StartingPosition::TrimHorizon), 0);
         assert_eq!(table.start_ready(), vec![("2".into(), StartingPosition::TrimHorizon)]);
     }
+
+    #[test]
+    fn at_a_timestamp_the_first_listing_starts_there_parents_first_and_later_shards_at_their_beginning() {
+        let mut table = ShardTable::default();
+        let at = StartingPosition::AtTimestamp;
+        table.add(vec![shard("0", &[], true), shard("1", &["0"], false)], at);
+        // The closed parent is read from the timestamp (it may hold records after it), then its child.
+        assert_eq!(table.start_ready(), vec![("0".into(), at)]);
+        table.ended("0", true);
+        assert_eq!(table.start_ready(), vec![("1".into(), at)]);
+        table.ended("1", true);
+        table.add(vec![shard("2", &["1"], false)], at);
+        assert_eq!(table.start_ready(), vec![("2".into(), StartingPosition::TrimHorizon)]);
+    }
 }
