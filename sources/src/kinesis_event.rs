@@ -24,13 +24,22 @@ pub fn records(source: &Arc<str>, document: &Value, fallback_partition: &str) ->
     let Some(entries) = document.get("Records").and_then(Value::as_array) else {
         return Vec::new();
     };
-    entries.iter().enumerate().map(|(index, entry)| record(source, entry, fallback_partition, index)).collect()
+    // The entries of one event normally share their stream and shard: one partition name for all.
+    let mut partitions = Partitions::default();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| record(source, entry, partitions.of(entry, fallback_partition), index))
+        .collect()
 }
 
-fn record(source: &Arc<str>, entry: &Value, fallback_partition: &str, index: usize) -> Record {
+fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -> Record {
     let kinesis = entry.get("kinesis");
     let field = |name: &str| kinesis.and_then(|k| k.get(name)).and_then(Value::as_str);
-    let (partition, offset) = position_parts(entry, field("sequenceNumber"), fallback_partition, index);
+    let offset = match field("sequenceNumber") {
+        Some(seq) => Offset::Sequence(seq.into()),
+        None => Offset::Index(index as u64),
+    };
     let position = Position { source: source.clone(), partition, offset };
     let raw = || Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
     let record = match field("data") {
@@ -52,30 +61,42 @@ fn record(source: &Arc<str>, entry: &Value, fallback_partition: &str, index: usi
     record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
 }
 
-/// Partition: `<stream>/<shardId>` from `eventSourceARN` and `eventID`; offset: the sequence number.
-fn position_parts(entry: &Value, sequence: Option<&str>, fallback_partition: &str, index: usize) -> (Arc<str>, Offset) {
-    let event_id = entry.get("eventID").and_then(Value::as_str);
-    let shard = event_id.and_then(|id| id.split_once(':')).map(|(shard, _)| shard);
-    let stream = entry
-        .get("eventSourceARN")
-        .and_then(Value::as_str)
-        .and_then(|arn| arn.rsplit_once(":stream/"))
-        .map(|(_, name)| name);
-    let partition: Arc<str> = match (stream, shard) {
-        (Some(stream), Some(shard)) => format!("{stream}/{shard}").into(),
-        (None, Some(shard)) => shard.into(),
-        _ => fallback_partition.into(),
-    };
-    let offset = match sequence {
-        Some(seq) => Offset::Sequence(seq.into()),
-        None => Offset::Index(index as u64),
-    };
-    (partition, offset)
+/// Partition names: `<stream>/<shardId>` from `eventSourceARN` and `eventID`, the shard alone
+/// without the ARN, or the fallback without either; the last one made is reused while entries
+/// name the same stream and shard.
+#[derive(Default)]
+struct Partitions {
+    last: Option<(String, String, Arc<str>)>,
+}
+
+impl Partitions {
+    fn of(&mut self, entry: &Value, fallback: &str) -> Arc<str> {
+        let shard = entry.get("eventID").and_then(Value::as_str).and_then(|id| id.split_once(':')).map(|(s, _)| s);
+        let stream = entry
+            .get("eventSourceARN")
+            .and_then(Value::as_str)
+            .and_then(|arn| arn.rsplit_once(":stream/"))
+            .map(|(_, name)| name);
+        let (Some(shard), stream) = (shard, stream) else {
+            return fallback.into();
+        };
+        let stream = stream.unwrap_or_default();
+        if let Some((last_stream, last_shard, name)) = &self.last
+            && last_stream == stream
+            && last_shard == shard
+        {
+            return name.clone();
+        }
+        let name: Arc<str> = if stream.is_empty() { shard.into() } else { format!("{stream}/{shard}").into() };
+        self.last = Some((stream.to_owned(), shard.to_owned(), name.clone()));
+        name
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use tributary_framework::Payload;
 
     #[test]
@@ -94,5 +115,18 @@ mod tests {
         assert_eq!(recs[0].partition_key.as_deref(), Some("1"));
         assert!(matches!(&recs[1].payload, Payload::Invalid { reason, .. } if reason.contains("base64")));
         assert_eq!(&*recs[1].position.partition, "file");
+    }
+
+    #[test]
+    fn each_entry_keeps_its_own_stream_and_shard() {
+        let entry = |stream: &str, shard: &str| {
+            json!({"kinesis": {"data": "e30=", "sequenceNumber": "1"}, "eventID": format!("{shard}:1"),
+                   "eventSourceARN": format!("arn:aws:kinesis:us-east-1:1:stream/{stream}")})
+        };
+        let doc = json!({"Records": [entry("a", "shardId-0"), entry("a", "shardId-0"), entry("a", "shardId-1"),
+                                     entry("b", "shardId-1"), {"kinesis": {"data": "e30="}, "eventID": "shardId-2:1"}]});
+        let partitions: Vec<String> =
+            records(&Arc::from("s"), &doc, "file").iter().map(|r| r.position.partition.to_string()).collect();
+        assert_eq!(partitions, ["a/shardId-0", "a/shardId-0", "a/shardId-1", "b/shardId-1", "shardId-2"]);
     }
 }
