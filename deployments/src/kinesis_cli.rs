@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
 use tributary_framework::template::Template;
-use tributary_sinks::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORD_BYTES, MAX_RECORDS_PER_CALL};
+use tributary_sinks::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, refusal};
 
 /// `tributary put`.
 #[derive(Debug, Args)]
@@ -128,19 +128,15 @@ pub async fn put(args: PutArgs) -> Result<()> {
     // Every entry is checked before anything is sent, then they go in calls within PutRecords'
     // limits.
     let entries = messages
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(position, message)| {
-            let key = message.key.clone().unwrap_or_else(|| position.to_string());
+            let key = message.key.unwrap_or_else(|| position.to_string());
+            if let Some(reason) = refusal(message.data.len(), &key) {
+                bail!("input {position}: {reason}");
+            }
             let size = message.data.len() + key.len();
-            if key.is_empty() || key.chars().count() > 256 {
-                bail!("input {position}: partition key must be 1 to 256 characters, got {:?}", key);
-            }
-            if size > MAX_RECORD_BYTES {
-                bail!("input {position} is {size} bytes with its partition key, over Kinesis' 1 MiB per record");
-            }
-            let entry =
-                PutRecordsRequestEntry::builder().data(Blob::new(message.data.clone())).partition_key(key).build()?;
+            let entry = PutRecordsRequestEntry::builder().data(Blob::new(message.data)).partition_key(key).build()?;
             Ok((position, size, entry))
         })
         .collect::<Result<Vec<_>>>()?;

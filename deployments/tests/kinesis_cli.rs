@@ -7,11 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::fault_proxy::Call;
+use common::fault_proxy;
 use common::{create_stream, kinesis, open_shards, put, ride, split, unique};
 use serde_json::Value;
 
@@ -76,12 +76,18 @@ async fn tail_prints_what_put_wrote_decoded_from_every_shard() {
 }
 
 #[tokio::test]
-async fn put_refuses_a_record_over_one_mebibyte_before_sending_anything() {
+async fn put_refuses_a_record_over_one_mebibyte_before_sending_any() {
     let client = kinesis().await;
     let stream = unique("put-limits");
     create_stream(&client, &stream, 1).await;
-    let mut big = ride(2, 130);
-    big["note"] = Value::String("x".repeat(1024 * 1024));
+    // Six good rides of 1 MB (more than one call's 5 MiB), then one over 1 MiB.
+    let padded = |id: u64, bytes: usize| {
+        let mut ride = ride(id, 130);
+        ride["note"] = Value::String("x".repeat(bytes));
+        ride
+    };
+    let input: String = (1..=6).map(|id| format!("{}\n", padded(id, 1_000_000))).collect();
+    let input = format!("{input}{}\n", padded(7, 1024 * 1024));
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["put", "--stream", &stream])
         .stdin(Stdio::piped())
@@ -89,14 +95,14 @@ async fn put_refuses_a_record_over_one_mebibyte_before_sending_anything() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = format!("{}\n{big}\n", ride(1, 130));
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("input 1 is") && stderr.contains("over Kinesis' 1 MiB per record"), "{stderr}");
+    assert!(stderr.contains("input 6: record is") && stderr.contains("over Kinesis' 1 MiB limit"), "{stderr}");
     let printed = tail(&stream, &[]).output().unwrap();
-    assert!(printed.stdout.is_empty(), "nothing was put, not even the good ride before it");
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    assert!(printed.stdout.is_empty(), "nothing was put, not even the good rides before it");
 }
 
 #[tokio::test]
@@ -124,25 +130,11 @@ async fn tail_follow_reads_new_records_and_the_children_of_a_split() {
     assert_eq!(ids, (1..=25).collect::<Vec<_>>(), "rides 6..=25 are in the children of the split");
 }
 
-/// What the proxy does to GetRecords calls in the `latest` test: 0 nothing, 1 throttle, 2 expire
-/// the next iterator (then 3: nothing again).
-static LATEST_PHASE: AtomicUsize = AtomicUsize::new(0);
-
-fn throttle_or_expire_as_the_phase_says(call: Call, _: usize) -> Option<&'static str> {
-    match (call, LATEST_PHASE.load(Ordering::SeqCst)) {
-        (Call::GetRecords, 1) => Some("ProvisionedThroughputExceededException"),
-        (Call::GetRecords, 2) if LATEST_PHASE.compare_exchange(2, 3, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
-            Some("ExpiredIteratorException")
-        }
-        _ => None,
-    }
-}
-
 // Multi-threaded: the fault proxy runs on this runtime while the test blocks on `put` and on
 // tail's lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_from_latest_renews_an_expired_iterator_from_when_it_started() {
-    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(throttle_or_expire_as_the_phase_says).await;
+    let (proxy, counts) = common::fault_proxy::in_front_of_kinesis(fault_proxy::by_phase).await;
     let client = kinesis().await;
     let stream = unique("tail-latest");
     create_stream(&client, &stream, 1).await;
@@ -161,14 +153,15 @@ async fn tail_from_latest_renews_an_expired_iterator_from_when_it_started() {
     }
     // Reads are throttled while rides 2..=4 go in, and for two seconds after; then the iterator
     // expires before anything was printed. A renewal at LATEST would skip them.
-    LATEST_PHASE.store(1, Ordering::SeqCst);
+    fault_proxy::PHASE.store(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await; // calls already past the proxy finish
     put(&stream, &(2..=4).map(|id| ride(id, 130)).collect::<Vec<_>>());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    LATEST_PHASE.store(2, Ordering::SeqCst);
+    assert!(received.try_recv().is_err(), "nothing printed before the expiry (the renewal is what is tested)");
+    fault_proxy::PHASE.store(2, Ordering::SeqCst);
     let ids = ride_ids(&received, 3, Duration::from_secs(20));
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(LATEST_PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
+    assert_eq!(fault_proxy::PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
     assert_eq!(ids, vec![2, 3, 4]);
 }

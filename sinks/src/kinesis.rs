@@ -41,6 +41,18 @@ pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 /// Bytes (data plus partition key) per record.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// Why Kinesis would refuse a record of `data_len` bytes with partition key `key`, if it would:
+/// a key of 1 to 256 characters, and at most 1 MiB of data and key together.
+pub fn refusal(data_len: usize, key: &str) -> Option<String> {
+    let characters = key.chars().count();
+    if key.is_empty() || characters > 256 {
+        return Some(format!("partition key must be 1 to 256 characters, got {characters}"));
+    }
+    let size = data_len + key.len();
+    (size > MAX_RECORD_BYTES)
+        .then(|| format!("record is {size} bytes with its partition key, over Kinesis' 1 MiB limit"))
+}
+
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "kinesis"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,13 +153,10 @@ impl KinesisSink {
             .render(input.value)
             .or_else(|| input.record.partition_key.clone())
             .unwrap_or_else(|| input.record.position.offset.to_string());
-        if key.is_empty() || key.chars().count() > 256 {
-            return Err(format!("partition key must be 1 to 256 characters, got {}", key.chars().count()));
+        match refusal(data.len(), &key) {
+            Some(reason) => Err(reason),
+            None => Ok((data, key)),
         }
-        if data.len() + key.len() > MAX_RECORD_BYTES {
-            return Err(format!("record is {} bytes with its key, over Kinesis' 1 MiB limit", data.len() + key.len()));
-        }
-        Ok((data, key))
     }
 
     /// One PutRecords call: each entry's delivery, in order.
@@ -408,6 +417,16 @@ mod tests {
         let inputs: Vec<Input<'_>> =
             values.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
         sink.deliver(&inputs).await
+    }
+
+    #[test]
+    fn kinesis_refuses_empty_or_long_keys_and_records_over_one_mebibyte() {
+        assert!(refusal(10, "").unwrap().contains("1 to 256 characters, got 0"));
+        assert!(refusal(10, &"k".repeat(257)).unwrap().contains("got 257"));
+        // Characters, not bytes: 256 two-byte characters are a valid key.
+        assert_eq!(refusal(10, &"é".repeat(256)), None);
+        assert_eq!(refusal(MAX_RECORD_BYTES - 3, "abc"), None);
+        assert!(refusal(MAX_RECORD_BYTES - 2, "abc").unwrap().contains("1048577 bytes"));
     }
 
     #[tokio::test]

@@ -56,7 +56,7 @@ fn parse_timestamp(text: &str) -> Result<DateTime, String> {
             Err("must be a time after 1970".into())
         };
     }
-    DateTime::from_str(text, aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+    DateTime::from_str(text, aws_sdk_kinesis::primitives::DateTimeFormat::DateTimeWithOffset)
         .map_err(|e| format!("neither seconds since the epoch nor an RFC 3339 date-time ({e})"))
 }
 
@@ -168,6 +168,7 @@ impl Activity {
 /// # Errors
 /// A missing stream, an unusable URL, or an unwritable `--on-failure` file.
 pub async fn run(args: EsmArgs) -> Result<()> {
+    check_starting_position(&args, SystemTime::now())?;
     let client = client().await;
     let summary = client
         .describe_stream_summary()
@@ -211,6 +212,20 @@ pub async fn run(args: EsmArgs) -> Result<()> {
         }
     });
     read_shards(shared).await
+}
+
+/// A timestamp only with `at-timestamp`, and not in the future: as CreateEventSourceMapping,
+/// which refuses both (and GetShardIterator would refuse a future one on every try).
+fn check_starting_position(args: &EsmArgs, now: SystemTime) -> Result<()> {
+    match (args.starting_position, args.starting_position_timestamp) {
+        (StartingPosition::AtTimestamp, Some(at)) if at > DateTime::from(now) => {
+            anyhow::bail!("--starting-position-timestamp {at} is in the future")
+        }
+        (StartingPosition::AtTimestamp, _) | (_, None) => Ok(()),
+        (position, Some(_)) => {
+            anyhow::bail!("--starting-position-timestamp goes with --starting-position at-timestamp, not {position:?}")
+        }
+    }
 }
 
 /// Lists the shards, starts a reader for each shard that may start, and lists again every
@@ -408,7 +423,30 @@ mod tests {
     fn timestamps_are_epoch_seconds_or_rfc_3339() {
         assert_eq!(parse_timestamp("1750925642.5").unwrap(), DateTime::from_secs_f64(1_750_925_642.5));
         assert_eq!(parse_timestamp("2025-06-26T08:14:02Z").unwrap(), DateTime::from_secs(1_750_925_642));
+        assert_eq!(parse_timestamp("2025-06-26T10:14:02+02:00").unwrap(), DateTime::from_secs(1_750_925_642));
         assert!(parse_timestamp("-1").is_err());
         assert!(parse_timestamp("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn a_timestamp_goes_only_with_at_timestamp_and_not_in_the_future() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            esm: EsmArgs,
+        }
+        let args = |extra: &[&str]| {
+            let base = ["esm", "--stream", "s", "--function", "http://127.0.0.1:1/"];
+            Cli::try_parse_from(base.iter().chain(extra)).map(|cli| cli.esm)
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let at = |t: &str| args(&["--starting-position", "at-timestamp", "--starting-position-timestamp", t]).unwrap();
+        assert!(check_starting_position(&at("1999999999"), now).is_ok());
+        assert!(check_starting_position(&at("2000000001"), now).unwrap_err().to_string().contains("in the future"));
+        let stray = args(&["--starting-position", "latest", "--starting-position-timestamp", "1"]).unwrap();
+        assert!(check_starting_position(&stray, now).unwrap_err().to_string().contains("goes with"));
+        assert!(args(&["--starting-position", "at-timestamp"]).is_err(), "clap asks for the timestamp");
+        assert!(check_starting_position(&args(&[]).unwrap(), now).is_ok());
     }
 }

@@ -73,8 +73,9 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
         (StartingPosition::TrimHorizon, _) => IteratorAt::TrimHorizon,
         (StartingPosition::Latest, _) => IteratorAt::Timestamp(DateTime::from(opened_at)),
         (StartingPosition::AtTimestamp, Some(at)) => IteratorAt::Timestamp(at),
-        // clap requires the timestamp with `at-timestamp`.
-        (StartingPosition::AtTimestamp, None) => IteratorAt::TrimHorizon,
+        // Unreachable: clap requires the timestamp with `at-timestamp`. Read nothing rather than
+        // everything.
+        (StartingPosition::AtTimestamp, None) => IteratorAt::Latest,
     };
     let first = if start == StartingPosition::Latest { IteratorAt::Latest } else { reopen };
     let mut iterator = match open_iterator(shared, shard, first).await {

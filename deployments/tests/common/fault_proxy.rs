@@ -21,6 +21,21 @@ pub enum Call {
 /// Which error, if any, the n-th call (1-based, counted per kind) of a kind gets.
 pub type Plan = fn(Call, usize) -> Option<&'static str>;
 
+/// What [`by_phase`] does to GetRecords calls: 0 nothing, 1 throttle, 2 expire the next
+/// iterator (then 3: nothing again). One per test binary: one test of a binary may use it.
+pub static PHASE: AtomicUsize = AtomicUsize::new(0);
+
+/// GetRecords calls go as [`PHASE`] says; GetShardIterator calls pass.
+pub fn by_phase(call: Call, _: usize) -> Option<&'static str> {
+    match (call, PHASE.load(Ordering::SeqCst)) {
+        (Call::GetRecords, 1) => Some("ProvisionedThroughputExceededException"),
+        (Call::GetRecords, 2) if PHASE.compare_exchange(2, 3, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+            Some("ExpiredIteratorException")
+        }
+        _ => None,
+    }
+}
+
 /// Counts of what went through.
 #[derive(Default)]
 pub struct Counts {
