@@ -47,6 +47,14 @@ fn unzip(zip: &Path, dir: &Path) {
 async fn the_packaged_function_runs_from_its_zip_alone() {
     let zip = root().join("target/lambda/tributary-lambda.zip");
     assert!(zip.is_file(), "{} is missing: build it with `cargo xtask package-lambda`", zip.display());
+    // `cargo xtask test` builds the tests, then the package. A function binary newer than the
+    // package means the code changed since it was packaged.
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).unwrap();
+    assert!(
+        modified(&zip) >= modified(Path::new(env!("CARGO_BIN_EXE_tributary-lambda"))),
+        "{} is older than this build of the function: rebuild it with `cargo xtask package-lambda`",
+        zip.display()
+    );
     let task_root = tempfile::tempdir().unwrap();
     unzip(&zip, task_root.path());
     let mut names: Vec<String> = std::fs::read_dir(task_root.path())
