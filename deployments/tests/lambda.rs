@@ -318,8 +318,9 @@ async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_fa
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
     let discarded: Value = serde_json::from_str(std::fs::read_to_string(failures.path()).unwrap().trim()).unwrap();
-    assert_eq!(discarded["condition"], "RetryAttemptsExhausted");
-    assert_eq!(discarded["retryAttempts"], 1);
+    assert_eq!(discarded["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(discarded["requestContext"]["approximateInvokeCount"], 2, "the first try and one retry");
+    assert_eq!(discarded["responseContext"]["functionError"], "Unhandled", "a timeout is a function error");
     assert_eq!(discarded["KinesisBatchInfo"]["batchSize"], 3);
 }
 

@@ -1,7 +1,12 @@
 //! Kinesis events exactly as the AWS event source mapping sends them to a function.
 
+use std::time::SystemTime;
+
+use aws_sdk_kinesis::primitives::{DateTime, DateTimeFormat};
 use base64::Engine;
 use serde_json::{Value, json};
+
+use super::batch::Answer;
 
 /// One record read from a shard.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +30,82 @@ pub struct StreamInfo {
     pub arn: String,
     /// The region.
     pub region: String,
+}
+
+/// Why the mapping gave up on a batch: the `condition` of its invocation record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discarded {
+    /// `--maximum-retry-attempts` retries failed.
+    RetryAttemptsExhausted,
+    /// The records are older than `--maximum-record-age-s`.
+    RecordAgeExceeded,
+}
+
+/// What the on-failure destination receives when the mapping gives up on `records`, in the shape
+/// AWS sends to an SQS queue or SNS topic: `requestContext` (request id, function ARN, condition,
+/// approximate invoke count), `responseContext` (when the function answered), `version`,
+/// `timestamp`, and `KinesisBatchInfo` (shard, first and last sequence numbers and arrival times,
+/// batch size, stream ARN). As on AWS, the records' data is not included.
+pub fn invocation_record(
+    stream: &StreamInfo,
+    function_arn: &str,
+    records: &[ShardRecord],
+    condition: Discarded,
+    invocations: i64,
+    last_answer: Option<&Answer>,
+    now: SystemTime,
+) -> Value {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else { return Value::Null };
+    let mut record = json!({
+        "requestContext": {
+            "requestId": request_id(),
+            "functionArn": function_arn,
+            "condition": format!("{condition:?}"),
+            "approximateInvokeCount": invocations,
+        },
+        "version": "1.0",
+        "timestamp": rfc3339(DateTime::from(now)),
+        "KinesisBatchInfo": {
+            "shardId": first.shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "approximateArrivalOfFirstRecord": rfc3339(DateTime::from_secs_f64(first.arrival_epoch_s)),
+            "approximateArrivalOfLastRecord": rfc3339(DateTime::from_secs_f64(last.arrival_epoch_s)),
+            "batchSize": records.len(),
+            "streamArn": stream.arn,
+        }
+    });
+    if let Some(answer) = last_answer {
+        let mut response = json!({"statusCode": 200, "executedVersion": "$LATEST"});
+        if matches!(answer, Answer::FunctionError(_)) {
+            response["functionError"] = json!("Unhandled");
+        }
+        record["responseContext"] = response;
+    }
+    record
+}
+
+/// The function's ARN, as the mapping names it: the name from the invoke URL
+/// (`.../functions/NAME/invocations`), the stream's region and account.
+pub fn function_arn(stream: &StreamInfo, invoke_url: &str) -> String {
+    let name = invoke_url.split("/functions/").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or("function");
+    let account = stream.arn.split(':').nth(4).unwrap_or("000000000000");
+    format!("arn:aws:lambda:{}:{account}:function:{name}", stream.region)
+}
+
+fn rfc3339(time: DateTime) -> String {
+    time.fmt(DateTimeFormat::DateTime).unwrap_or_default()
+}
+
+/// A random version-4 UUID (from the standard library's randomly keyed hasher).
+fn request_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = (u128::from(random()) << 64) | u128::from(random());
+    // Version 4 (random) and the RFC 4122 variant.
+    let bits = (random & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Lambda's limit on a synchronous invocation's payload (6 MB): the mapping never sends a bigger
@@ -140,5 +221,52 @@ mod tests {
         assert_eq!(fitting(std::iter::empty(), 10), 0);
         // Small records: the batch size decides.
         assert_eq!(fitting(vec![500; 1000], 100), 100);
+    }
+
+    #[test]
+    fn the_on_failure_record_has_aws_shape() {
+        let stream = StreamInfo {
+            arn: "arn:aws:kinesis:eu-west-2:123456789012:stream/rides".into(),
+            region: "eu-west-2".into(),
+        };
+        let record = |sequence: &str, arrival: f64| ShardRecord {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: sequence.into(),
+            partition_key: "k".into(),
+            data: b"{}".to_vec(),
+            arrival_epoch_s: arrival,
+        };
+        let records = [record("10", 1_750_925_642.25), record("20", 1_750_925_643.5)];
+        let url = "http://127.0.0.1:9000/2015-03-31/functions/predict/invocations";
+        let arn = function_arn(&stream, url);
+        assert_eq!(arn, "arn:aws:lambda:eu-west-2:123456789012:function:predict");
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_750_925_700);
+        let error = Answer::FunctionError("boom".into());
+        let info = invocation_record(&stream, &arn, &records, Discarded::RetryAttemptsExhausted, 4, Some(&error), now);
+        assert_eq!(info["requestContext"]["functionArn"], arn.as_str());
+        assert_eq!(info["requestContext"]["condition"], "RetryAttemptsExhausted");
+        assert_eq!(info["requestContext"]["approximateInvokeCount"], 4);
+        let id = info["requestContext"]["requestId"].as_str().unwrap();
+        assert_eq!(id.len(), 36);
+        assert_eq!((&id[14..15], &id[8..9], &id[23..24]), ("4", "-", "-"), "{id}");
+        assert!("89ab".contains(&id[19..20]), "{id}");
+        assert_eq!(
+            info["responseContext"],
+            json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"})
+        );
+        assert_eq!(info["version"], "1.0");
+        assert_eq!(info["timestamp"], "2025-06-26T08:15:00Z");
+        let batch = &info["KinesisBatchInfo"];
+        assert_eq!(batch["shardId"], "shardId-000000000001");
+        assert_eq!((&batch["startSequenceNumber"], &batch["endSequenceNumber"]), (&json!("10"), &json!("20")));
+        assert_eq!(batch["approximateArrivalOfFirstRecord"], "2025-06-26T08:14:02.25Z");
+        assert_eq!(batch["approximateArrivalOfLastRecord"], "2025-06-26T08:14:03.5Z");
+        assert_eq!(batch["batchSize"], 2);
+        assert_eq!(batch["streamArn"], stream.arn.as_str());
+        // Records too old to send were never answered; two ids differ.
+        let aged = invocation_record(&stream, &arn, &records, Discarded::RecordAgeExceeded, 0, None, now);
+        assert_eq!(aged["requestContext"]["condition"], "RecordAgeExceeded");
+        assert!(aged.get("responseContext").is_none());
+        assert_ne!(aged["requestContext"]["requestId"], info["requestContext"]["requestId"]);
     }
 }

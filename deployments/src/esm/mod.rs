@@ -23,14 +23,13 @@ use anyhow::{Context, Result};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime;
 use clap::{Args, ValueEnum};
-use serde_json::json;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tributary_aws::{describe, error_code, kinesis_client as client};
 
 use batch::{Answer, Next};
-use event::{ShardRecord, StreamInfo, kinesis_event};
+use event::{Discarded, ShardRecord, StreamInfo, kinesis_event};
 use invoke::Invoker;
 use reader::ShardEnd;
 use shards::{Listed, ShardTable};
@@ -92,14 +91,15 @@ pub struct EsmArgs {
     /// Discard records older than this many seconds; -1 keeps them (MaximumRecordAgeInSeconds).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub maximum_record_age_s: i64,
-    /// Split a batch in two and retry each half when the function errors (BisectBatchOnFunctionError).
+    /// Split a batch in two and retry each half when the function errors, down to single records
+    /// (BisectBatchOnFunctionError). As on AWS, a split does not count as a retry.
     #[arg(long)]
     pub bisect_batch_on_function_error: bool,
     /// Ignore `batchItemFailures` in responses (FunctionResponseTypes without ReportBatchItemFailures).
     #[arg(long)]
     pub no_report_batch_item_failures: bool,
-    /// Append discarded batches (JSON lines, like the on-failure destination's records) to this
-    /// file; without it they are logged.
+    /// Append the invocation record of each batch given up on to this file (one JSON line each,
+    /// as an SQS or SNS on-failure destination receives them); without it they are logged.
     #[arg(long)]
     pub on_failure: Option<std::path::PathBuf>,
     /// Pause between retries of a failed batch, in milliseconds (doubles each retry, up to 10 s).
@@ -339,15 +339,15 @@ async fn list(shared: &Shared) -> Result<Vec<Listed>, ListError> {
 /// Delivers one batch: invoke, then retry, bisect or discard as the answers say.
 async fn process(shared: &Shared, records: Vec<ShardRecord>) {
     let args = &shared.args;
-    let mut queue: VecDeque<(Vec<ShardRecord>, i64)> = VecDeque::from([(records, 0)]);
-    while let Some((mut batch, retries)) = queue.pop_front() {
+    // Each part of the batch still to deliver, with how often it failed and its last answer.
+    let mut queue: VecDeque<(Vec<ShardRecord>, i64, Option<Answer>)> = VecDeque::from([(records, 0, None)]);
+    while let Some((mut batch, retries, last_answer)) = queue.pop_front() {
         if args.maximum_record_age_s >= 0 {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
             let (expired, fresh): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|r| now - r.arrival_epoch_s > args.maximum_record_age_s as f64);
-            if !expired.is_empty() {
-                discard(shared, &expired, "RecordAgeExceeded", retries).await;
-            }
+            let invocations = retries + i64::from(last_answer.is_some());
+            discard(shared, &expired, Discarded::RecordAgeExceeded, invocations, last_answer.as_ref()).await;
             batch = fresh;
             if batch.is_empty() {
                 continue;
@@ -364,10 +364,11 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
         let from = match batch::next(&sequences, &answer, args.bisect_batch_on_function_error) {
             Next::Done => continue,
             Next::Bisect => {
+                // As on AWS, splitting a batch does not count as a retry.
                 tracing::warn!(records = batch.len(), ?answer, "function error; bisecting the batch");
                 let second = batch.split_off(batch.len() / 2);
-                queue.push_front((second, retries + 1));
-                queue.push_front((batch, retries + 1));
+                queue.push_front((second, retries, Some(answer.clone())));
+                queue.push_front((batch, retries, Some(answer)));
                 continue;
             }
             Next::RetryFrom(from) => from,
@@ -377,7 +378,7 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             tracing::warn!(records = failed.len(), %reason, "invocation failed");
         }
         if args.maximum_retry_attempts >= 0 && retries >= args.maximum_retry_attempts {
-            discard(shared, &failed, "RetryAttemptsExhausted", retries).await;
+            discard(shared, &failed, Discarded::RetryAttemptsExhausted, retries + 1, Some(&answer)).await;
             continue;
         }
         let pause = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << retries.clamp(0, 5)))
@@ -387,26 +388,32 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             () = shared.stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        queue.push_front((failed, retries + 1));
+        queue.push_front((failed, retries + 1, Some(answer)));
     }
 }
 
-/// Sends a batch's description to the on-failure destination and moves on.
-async fn discard(shared: &Shared, records: &[ShardRecord], condition: &str, retries: i64) {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else { return };
-    let info = json!({
-        "condition": condition,
-        "retryAttempts": retries,
-        "KinesisBatchInfo": {
-            "shardId": first.shard_id,
-            "startSequenceNumber": first.sequence_number,
-            "endSequenceNumber": last.sequence_number,
-            "approximateArrivalOfFirstRecord": first.arrival_epoch_s,
-            "approximateArrivalOfLastRecord": last.arrival_epoch_s,
-            "batchSize": records.len(),
-            "streamArn": shared.stream.arn,
-        }
-    });
+/// Sends the description of records the mapping gives up on (AWS's invocation record) to the
+/// on-failure file, or the log, and moves on. `invocations`: how often they were sent.
+async fn discard(
+    shared: &Shared,
+    records: &[ShardRecord],
+    condition: Discarded,
+    invocations: i64,
+    last_answer: Option<&Answer>,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let function = event::function_arn(&shared.stream, &shared.args.function);
+    let info = event::invocation_record(
+        &shared.stream,
+        &function,
+        records,
+        condition,
+        invocations,
+        last_answer,
+        SystemTime::now(),
+    );
     tracing::error!(%info, "discarding batch");
     if let Some(file) = shared.on_failure.lock().await.as_mut()
         && let Err(e) = writeln!(file, "{info}")

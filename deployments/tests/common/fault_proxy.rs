@@ -70,7 +70,7 @@ pub async fn start(upstream: String, plan: Plan) -> (String, Arc<Counts>) {
 }
 
 /// Reads one HTTP/1.1 message (head and a content-length body); `None` at end of stream.
-async fn read_message<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<(String, Vec<u8>)> {
+pub async fn read_message<R: AsyncBufReadExt + Unpin>(r: &mut R) -> Option<(String, Vec<u8>)> {
     let mut head = String::new();
     loop {
         let mut line = String::new();

@@ -1,0 +1,110 @@
+//! `tributary esm`'s handling of function errors, on kinesis-mock (`AWS_ENDPOINT_URL_KINESIS`)
+//! with a function double on loopback: the tributary function never fails a Kinesis batch as a
+//! whole (it reports failed records instead), so the double plays a function that raises an
+//! error for any batch holding a poison ride, and records every batch it was sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use common::{create_stream, finish, kinesis, put, ride, unique};
+use serde_json::{Value, json};
+use tokio::io::{AsyncWriteExt, BufReader};
+
+/// The ride ids of each event the double was sent, in order.
+type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
+
+/// The invoke URL of a function that raises an error (`X-Amz-Function-Error: Unhandled`) for any
+/// event holding ride `poison`, and succeeds otherwise.
+async fn function_failing_on(poison: u64) -> (String, Batches) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/2015-03-31/functions/poisoned/invocations", listener.local_addr().unwrap());
+    let batches = Batches::default();
+    let seen = batches.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut read = BufReader::new(read);
+                while let Some((_, body)) = common::fault_proxy::read_message(&mut read).await {
+                    let event: Value = serde_json::from_slice(&body).unwrap();
+                    let ids: Vec<u64> = event["Records"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| {
+                            let data = base64::engine::general_purpose::STANDARD
+                                .decode(r["kinesis"]["data"].as_str().unwrap())
+                                .unwrap();
+                            serde_json::from_slice::<Value>(&data).unwrap()["ride_id"].as_u64().unwrap()
+                        })
+                        .collect();
+                    let failing = ids.contains(&poison);
+                    seen.lock().unwrap().push(ids);
+                    let (header, answer) = if failing {
+                        ("X-Amz-Function-Error: Unhandled\r\n", json!({"errorType": "Poison", "errorMessage": "ride"}))
+                    } else {
+                        ("", json!({"batchItemFailures": []}))
+                    };
+                    let answer = answer.to_string();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{header}Content-Length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if write.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, batches)
+}
+
+// Multi-threaded: the double answers while the test waits for `esm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bisecting_isolates_the_poison_ride_without_using_up_its_retries() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &(1..=16).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    let (url, batches) = function_failing_on(7).await;
+    let failures = tempfile::NamedTempFile::new().unwrap();
+    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    esm.args(["esm", "--stream", &input, "--function", &url, "--batch-size", "16"])
+        .args(["--bisect-batch-on-function-error", "--maximum-retry-attempts", "1", "--retry-backoff-ms", "50"])
+        .args(["--exit-when-idle-s", "1", "--on-failure"])
+        .arg(failures.path())
+        .stderr(Stdio::piped());
+    let output = finish(esm.spawn().unwrap(), Duration::from_secs(60)).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    // Halves until ride 7 is alone; splitting is not a retry (as on AWS), so ride 7 alone still
+    // gets its one retry before it is given up on; every other ride is delivered once.
+    let range = |ids: std::ops::RangeInclusive<u64>| ids.collect::<Vec<_>>();
+    let expected = [range(1..=16), range(1..=8), range(1..=4), range(5..=8), range(5..=6), range(7..=8)]
+        .into_iter()
+        .chain([vec![7], vec![7], vec![8], range(9..=16)])
+        .collect::<Vec<_>>();
+    assert_eq!(*batches.lock().unwrap(), expected);
+
+    // The on-failure file has AWS's invocation record for ride 7 alone.
+    let lines = std::fs::read_to_string(failures.path()).unwrap();
+    let records: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 1, "{lines}");
+    let record = &records[0];
+    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
+    assert!(record["requestContext"]["functionArn"].as_str().unwrap().ends_with(":function:poisoned"), "{record}");
+    assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+    let batch = &record["KinesisBatchInfo"];
+    assert_eq!(batch["batchSize"], 1);
+    assert_eq!(batch["startSequenceNumber"], batch["endSequenceNumber"]);
+    assert!(batch["streamArn"].as_str().unwrap().ends_with(&format!(":stream/{input}")), "{record}");
+}
