@@ -100,11 +100,41 @@ async fn bisecting_isolates_the_poison_ride_without_using_up_its_retries() {
     assert_eq!(records.len(), 1, "{lines}");
     let record = &records[0];
     assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
-    assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
+    // Invocations that held ride 7: four batches on the way down, then alone and its retry.
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 6);
     assert!(record["requestContext"]["functionArn"].as_str().unwrap().ends_with(":function:poisoned"), "{record}");
     assert_eq!(record["responseContext"]["functionError"], "Unhandled");
     let batch = &record["KinesisBatchInfo"];
     assert_eq!(batch["batchSize"], 1);
     assert_eq!(batch["startSequenceNumber"], batch["endSequenceNumber"]);
     assert!(batch["streamArn"].as_str().unwrap().ends_with(&format!(":stream/{input}")), "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &(1..=3).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    put(&input, &(4..=6).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    let (url, batches) = function_failing_on(0).await;
+    let failures = tempfile::NamedTempFile::new().unwrap();
+    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    esm.args(["esm", "--stream", &input, "--function", &url, "--maximum-record-age-s", "3"])
+        .args(["--exit-when-idle-s", "1", "--on-failure"])
+        .arg(failures.path())
+        .stderr(Stdio::piped());
+    let output = finish(esm.spawn().unwrap(), Duration::from_secs(60)).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    assert_eq!(*batches.lock().unwrap(), vec![vec![4, 5, 6]], "only the fresh rides are sent");
+    let lines = std::fs::read_to_string(failures.path()).unwrap();
+    let records: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 1, "{lines}");
+    let record = &records[0];
+    assert_eq!(record["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 0);
+    assert!(record.get("responseContext").is_none(), "never sent, never answered: {record}");
+    assert_eq!(record["KinesisBatchInfo"]["batchSize"], 3);
 }

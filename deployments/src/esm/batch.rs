@@ -15,8 +15,11 @@ pub enum Answer {
         /// `batchItemFailures[].itemIdentifier`, as given.
         failures: Vec<Option<String>>,
     },
-    /// The function raised an error, timed out, or could not be reached.
+    /// The function raised an error or timed out.
     FunctionError(String),
+    /// No answer came back: the emulator could not be reached or its answer read. Handled as a
+    /// function error, but nothing is known of the function's response.
+    Unanswered(String),
 }
 
 /// What to do next with a batch.
@@ -53,8 +56,8 @@ pub fn answer_from_response(body: &Value, report_batch_item_failures: bool) -> A
 /// Decides what happens to a batch of records (given by sequence number, in order).
 pub fn next(sequence_numbers: &[String], answer: &Answer, bisect: bool) -> Next {
     match answer {
-        Answer::FunctionError(_) if bisect && sequence_numbers.len() > 1 => Next::Bisect,
-        Answer::FunctionError(_) => Next::RetryFrom(0),
+        Answer::FunctionError(_) | Answer::Unanswered(_) if bisect && sequence_numbers.len() > 1 => Next::Bisect,
+        Answer::FunctionError(_) | Answer::Unanswered(_) => Next::RetryFrom(0),
         Answer::Returned { failures } if failures.is_empty() => Next::Done,
         Answer::Returned { failures } => {
             let mut lowest = usize::MAX;

@@ -64,22 +64,26 @@ pub fn invocation_record(
             "approximateInvokeCount": invocations,
         },
         "version": "1.0",
-        "timestamp": rfc3339(DateTime::from(now)),
+        "timestamp": rfc3339_millis(now.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())),
         "KinesisBatchInfo": {
             "shardId": first.shard_id,
             "startSequenceNumber": first.sequence_number,
             "endSequenceNumber": last.sequence_number,
-            "approximateArrivalOfFirstRecord": rfc3339(DateTime::from_secs_f64(first.arrival_epoch_s)),
-            "approximateArrivalOfLastRecord": rfc3339(DateTime::from_secs_f64(last.arrival_epoch_s)),
+            "approximateArrivalOfFirstRecord": rfc3339_millis(first.arrival_epoch_s),
+            "approximateArrivalOfLastRecord": rfc3339_millis(last.arrival_epoch_s),
             "batchSize": records.len(),
             "streamArn": stream.arn,
         }
     });
-    if let Some(answer) = last_answer {
-        let mut response = json!({"statusCode": 200, "executedVersion": "$LATEST"});
-        if matches!(answer, Answer::FunctionError(_)) {
-            response["functionError"] = json!("Unhandled");
+    // What the function last answered; nothing when no answer came back.
+    let response = match last_answer {
+        Some(Answer::FunctionError(_)) => {
+            Some(json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}))
         }
+        Some(Answer::Returned { .. }) => Some(json!({"statusCode": 200, "executedVersion": "$LATEST"})),
+        Some(Answer::Unanswered(_)) | None => None,
+    };
+    if let Some(response) = response {
         record["responseContext"] = response;
     }
     record
@@ -93,8 +97,11 @@ pub fn function_arn(stream: &StreamInfo, invoke_url: &str) -> String {
     format!("arn:aws:lambda:{}:{account}:function:{name}", stream.region)
 }
 
-fn rfc3339(time: DateTime) -> String {
-    time.fmt(DateTimeFormat::DateTime).unwrap_or_default()
+/// An RFC 3339 time in UTC with milliseconds, as AWS writes them (`2019-11-14T00:38:04.835Z`).
+fn rfc3339_millis(epoch_s: f64) -> String {
+    let millis = (epoch_s * 1000.0).round() as i64;
+    let seconds = DateTime::from_secs(millis.div_euclid(1000)).fmt(DateTimeFormat::DateTime).unwrap_or_default();
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), millis.rem_euclid(1000))
 }
 
 /// A random version-4 UUID (from the standard library's randomly keyed hasher).
@@ -236,7 +243,7 @@ mod tests {
             data: b"{}".to_vec(),
             arrival_epoch_s: arrival,
         };
-        let records = [record("10", 1_750_925_642.25), record("20", 1_750_925_643.5)];
+        let records = [record("10", 1_750_925_642.835), record("20", 1_750_925_643.5)];
         let url = "http://127.0.0.1:9000/2015-03-31/functions/predict/invocations";
         let arn = function_arn(&stream, url);
         assert_eq!(arn, "arn:aws:lambda:eu-west-2:123456789012:function:predict");
@@ -255,18 +262,26 @@ mod tests {
             json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"})
         );
         assert_eq!(info["version"], "1.0");
-        assert_eq!(info["timestamp"], "2025-06-26T08:15:00Z");
+        assert_eq!(info["timestamp"], "2025-06-26T08:15:00.000Z");
         let batch = &info["KinesisBatchInfo"];
         assert_eq!(batch["shardId"], "shardId-000000000001");
         assert_eq!((&batch["startSequenceNumber"], &batch["endSequenceNumber"]), (&json!("10"), &json!("20")));
-        assert_eq!(batch["approximateArrivalOfFirstRecord"], "2025-06-26T08:14:02.25Z");
-        assert_eq!(batch["approximateArrivalOfLastRecord"], "2025-06-26T08:14:03.5Z");
+        assert_eq!(batch["approximateArrivalOfFirstRecord"], "2025-06-26T08:14:02.835Z");
+        assert_eq!(batch["approximateArrivalOfLastRecord"], "2025-06-26T08:14:03.500Z");
         assert_eq!(batch["batchSize"], 2);
         assert_eq!(batch["streamArn"], stream.arn.as_str());
         // Records too old to send were never answered; two ids differ.
         let aged = invocation_record(&stream, &arn, &records, Discarded::RecordAgeExceeded, 0, None, now);
         assert_eq!(aged["requestContext"]["condition"], "RecordAgeExceeded");
         assert!(aged.get("responseContext").is_none());
+        let unanswered = Answer::Unanswered("connection refused".into());
+        let lost =
+            invocation_record(&stream, &arn, &records, Discarded::RetryAttemptsExhausted, 1, Some(&unanswered), now);
+        assert!(lost.get("responseContext").is_none(), "nothing came back: {lost}");
+        let partial = Answer::Returned { failures: vec![Some("20".into())] };
+        let returned =
+            invocation_record(&stream, &arn, &records, Discarded::RetryAttemptsExhausted, 1, Some(&partial), now);
+        assert_eq!(returned["responseContext"], json!({"statusCode": 200, "executedVersion": "$LATEST"}));
         assert_ne!(aged["requestContext"]["requestId"], info["requestContext"]["requestId"]);
     }
 }

@@ -57,9 +57,16 @@ impl Invoker {
     /// Sends one event and interprets the answer.
     pub async fn invoke(&self, event: &Value) -> Answer {
         let answer = match self.timeout {
-            Some(limit) => tokio::time::timeout(limit, self.invoke_raw(event)).await.unwrap_or_else(|_| {
-                Err(format!("the function did not answer within {} s (timed out)", limit.as_secs_f64()))
-            }),
+            Some(limit) => match tokio::time::timeout(limit, self.invoke_raw(event)).await {
+                Ok(answer) => answer,
+                // As on Lambda, a timeout is the function's error.
+                Err(_) => {
+                    let seconds = limit.as_secs_f64();
+                    return Answer::FunctionError(format!(
+                        "the function did not answer within {seconds} s (timed out)"
+                    ));
+                }
+            },
             None => self.invoke_raw(event).await,
         };
         match answer {
@@ -67,7 +74,7 @@ impl Invoker {
                 answer_from_response(&body, self.report_batch_item_failures)
             }
             Ok(Invocation { status, body, .. }) => Answer::FunctionError(format!("HTTP {status}: {body}")),
-            Err(reason) => Answer::FunctionError(reason),
+            Err(reason) => Answer::Unanswered(reason),
         }
     }
 

@@ -85,7 +85,8 @@ pub struct EsmArgs {
     #[arg(long, value_parser = parse_timestamp, required_if_eq("starting_position", "at-timestamp"))]
     pub starting_position_timestamp: Option<DateTime>,
     /// Retries of a failed batch before it is discarded to the on-failure destination; -1 retries
-    /// until the records expire (MaximumRetryAttempts).
+    /// until `--maximum-record-age-s` (the emulator does not apply the stream's retention), or
+    /// for ever without it (MaximumRetryAttempts).
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub maximum_retry_attempts: i64,
     /// Discard records older than this many seconds; -1 keeps them (MaximumRecordAgeInSeconds).
@@ -339,15 +340,16 @@ async fn list(shared: &Shared) -> Result<Vec<Listed>, ListError> {
 /// Delivers one batch: invoke, then retry, bisect or discard as the answers say.
 async fn process(shared: &Shared, records: Vec<ShardRecord>) {
     let args = &shared.args;
-    // Each part of the batch still to deliver, with how often it failed and its last answer.
-    let mut queue: VecDeque<(Vec<ShardRecord>, i64, Option<Answer>)> = VecDeque::from([(records, 0, None)]);
-    while let Some((mut batch, retries, last_answer)) = queue.pop_front() {
+    // Each part of the batch still to deliver: its records, the retries it has used, how many
+    // invocations its records were in (those of larger batches before a split included), and
+    // the last answer.
+    let mut queue: VecDeque<(Vec<ShardRecord>, i64, i64, Option<Answer>)> = VecDeque::from([(records, 0, 0, None)]);
+    while let Some((mut batch, retries, sent, last_answer)) = queue.pop_front() {
         if args.maximum_record_age_s >= 0 {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
             let (expired, fresh): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|r| now - r.arrival_epoch_s > args.maximum_record_age_s as f64);
-            let invocations = retries + i64::from(last_answer.is_some());
-            discard(shared, &expired, Discarded::RecordAgeExceeded, invocations, last_answer.as_ref()).await;
+            discard(shared, &expired, Discarded::RecordAgeExceeded, sent, last_answer.as_ref()).await;
             batch = fresh;
             if batch.is_empty() {
                 continue;
@@ -360,6 +362,7 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             answer = shared.invoker.invoke(&event) => answer,
             () = shared.stop.cancelled() => return,
         };
+        let sent = sent + 1;
         let sequences: Vec<String> = batch.iter().map(|r| r.sequence_number.clone()).collect();
         let from = match batch::next(&sequences, &answer, args.bisect_batch_on_function_error) {
             Next::Done => continue,
@@ -367,18 +370,18 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
                 // As on AWS, splitting a batch does not count as a retry.
                 tracing::warn!(records = batch.len(), ?answer, "function error; bisecting the batch");
                 let second = batch.split_off(batch.len() / 2);
-                queue.push_front((second, retries, Some(answer.clone())));
-                queue.push_front((batch, retries, Some(answer)));
+                queue.push_front((second, retries, sent, Some(answer.clone())));
+                queue.push_front((batch, retries, sent, Some(answer)));
                 continue;
             }
             Next::RetryFrom(from) => from,
         };
         let failed = batch.split_off(from);
-        if let Answer::FunctionError(reason) = &answer {
+        if let Answer::FunctionError(reason) | Answer::Unanswered(reason) = &answer {
             tracing::warn!(records = failed.len(), %reason, "invocation failed");
         }
         if args.maximum_retry_attempts >= 0 && retries >= args.maximum_retry_attempts {
-            discard(shared, &failed, Discarded::RetryAttemptsExhausted, retries + 1, Some(&answer)).await;
+            discard(shared, &failed, Discarded::RetryAttemptsExhausted, sent, Some(&answer)).await;
             continue;
         }
         let pause = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << retries.clamp(0, 5)))
@@ -388,12 +391,12 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             () = shared.stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        queue.push_front((failed, retries + 1, Some(answer)));
+        queue.push_front((failed, retries + 1, sent, Some(answer)));
     }
 }
 
 /// Sends the description of records the mapping gives up on (AWS's invocation record) to the
-/// on-failure file, or the log, and moves on. `invocations`: how often they were sent.
+/// on-failure file, or the log, and moves on. `invocations`: how many invocations they were in.
 async fn discard(
     shared: &Shared,
     records: &[ShardRecord],
