@@ -138,3 +138,43 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
     assert!(record.get("responseContext").is_none(), "never sent, never answered: {record}");
     assert_eq!(record["KinesisBatchInfo"]["batchSize"], 3);
 }
+
+/// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 600 ms apart once it reads
+/// the shard, and returns the batches the function got.
+async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Vec<u64>> {
+    let (url, batches) = function_failing_on(0).await;
+    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    esm.args(["esm", "--stream", input, "--function", &url, "--exit-when-idle-s", "3", "-v"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped());
+    let mut child = esm.spawn().unwrap();
+    // Wait for its "reading shard" line, then keep draining its log.
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("reading shard") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "esm ended before reading");
+    }
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    for id in 1..=3 {
+        put(input, &[ride(id, 130)]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let output = finish(child, Duration::from_secs(60)).await;
+    assert!(output.status.success());
+    batches.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batching_window_gathers_records_that_arrive_within_it() {
+    let client = kinesis().await;
+    let (without, with) = (unique("rides"), unique("rides"));
+    create_stream(&client, &without, 1).await;
+    create_stream(&client, &with, 1).await;
+    // Without a window each ride is sent as soon as it is read; with a 3 s window, from the
+    // first ride read, all three go together.
+    assert_eq!(batches_of_three_rides_put_apart(&without, &[]).await, vec![vec![1], vec![2], vec![3]]);
+    let window = ["--batching-window-ms", "3000"];
+    assert_eq!(batches_of_three_rides_put_apart(&with, &window).await, vec![vec![1, 2, 3]]);
+}

@@ -72,8 +72,8 @@ pub struct EsmArgs {
     /// Lambda's payload limit.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub batch_size: u16,
-    /// How long to gather records before invoking with fewer than --batch-size, in milliseconds
-    /// (MaximumBatchingWindowInSeconds).
+    /// How long to gather records before invoking with fewer than --batch-size, in milliseconds,
+    /// counted from the first record read (MaximumBatchingWindowInSeconds).
     #[arg(long, default_value_t = 0)]
     pub batching_window_ms: u64,
     /// Where to start reading each shard (StartingPosition). Shards made by a reshard after the

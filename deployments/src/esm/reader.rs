@@ -86,13 +86,16 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
     // Records read and not yet delivered, each with its entry's size in the event.
     let mut buffer: VecDeque<(ShardRecord, usize)> = VecDeque::new();
     let mut buffered_bytes = 0;
+    // When the oldest record in the buffer was read: the batching window runs from there.
+    let mut first_buffered: Option<Instant> = None;
+    let window = Duration::from_millis(args.batching_window_ms);
     let batch_size = usize::from(args.batch_size);
     loop {
         if shared.stop.is_cancelled() {
             return ShardEnd::Stopped;
         }
-        // Gather up to a batch (or 6 MB of event), within the batching window.
-        let window_started = Instant::now();
+        // Gather up to a batch (or 6 MB of event), for at most the batching window from the
+        // first record read.
         while buffer.len() < batch_size
             && buffered_bytes < MAX_EVENT_BYTES
             && let Some(current) = iterator.clone()
@@ -143,11 +146,15 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
             }
             if let Some(last) = output.records().last() {
                 last_read = Some(last.sequence_number().to_string());
+                first_buffered.get_or_insert_with(Instant::now);
             }
             let caught_up = output.records().is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
             busy.set(!(caught_up && buffer.is_empty()));
             iterator = output.next_shard_iterator;
-            if caught_up && window_started.elapsed() >= Duration::from_millis(args.batching_window_ms) {
+            // Invoke once caught up, after the window if there is one; a backlog fills the batch,
+            // unless a window is set and has run out.
+            let window_over = first_buffered.is_some_and(|first| first.elapsed() >= window);
+            if (caught_up && (first_buffered.is_none() || window_over)) || (!window.is_zero() && window_over) {
                 break;
             }
             if caught_up {
@@ -173,6 +180,9 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
                 record
             })
             .collect();
+        if buffer.is_empty() {
+            first_buffered = None;
+        }
         super::process(shared, records).await;
     }
 }
