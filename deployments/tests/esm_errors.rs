@@ -139,12 +139,13 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
     assert_eq!(record["KinesisBatchInfo"]["batchSize"], 3);
 }
 
-/// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 600 ms apart once it reads
-/// the shard, and returns the batches the function got.
+/// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 600 ms apart from 2.5 s after
+/// it starts reading the shard, and returns the batches the function got. (The delay puts ride 1
+/// late in a window that would start with the reading rather than with the first record.)
 async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Vec<u64>> {
     let (url, batches) = function_failing_on(0).await;
     let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    esm.args(["esm", "--stream", input, "--function", &url, "--exit-when-idle-s", "3", "-v"])
+    esm.args(["esm", "--stream", input, "--function", &url, "--exit-when-idle-s", "5", "-v"])
         .args(extra)
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
@@ -157,6 +158,7 @@ async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Ve
         assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "esm ended before reading");
     }
     std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     for id in 1..=3 {
         put(input, &[ride(id, 130)]);
         tokio::time::sleep(Duration::from_millis(600)).await;
