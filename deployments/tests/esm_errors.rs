@@ -24,6 +24,11 @@ type Batches = Arc<Mutex<Vec<Vec<u64>>>>;
 async fn function_failing_on(poison: u64) -> (String, Batches) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/2015-03-31/functions/poisoned/invocations", listener.local_addr().unwrap());
+    (url, serve_function(listener, poison))
+}
+
+/// Serves the function of [`function_failing_on`] on `listener`.
+fn serve_function(listener: tokio::net::TcpListener, poison: u64) -> Batches {
     let batches = Batches::default();
     let seen = batches.clone();
     tokio::spawn(async move {
@@ -64,7 +69,7 @@ async fn function_failing_on(poison: u64) -> (String, Batches) {
             });
         }
     });
-    (url, batches)
+    batches
 }
 
 // Multi-threaded: the double answers while the test waits for `esm`.
@@ -179,4 +184,31 @@ async fn the_batching_window_gathers_records_that_arrive_within_it() {
     assert_eq!(batches_of_three_rides_put_apart(&without, &[]).await, vec![vec![1], vec![2], vec![3]]);
     let window = ["--batching-window-ms", "3000"];
     assert_eq!(batches_of_three_rides_put_apart(&with, &window).await, vec![vec![1, 2, 3]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_cannot_be_reached_is_tried_again_without_using_retries() {
+    let client = kinesis().await;
+    let input = unique("rides");
+    create_stream(&client, &input, 1).await;
+    put(&input, &(1..=3).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    // A port nothing listens on, for now.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{address}/2015-03-31/functions/later/invocations");
+    let failures = tempfile::NamedTempFile::new().unwrap();
+    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    esm.args(["esm", "--stream", &input, "--function", &url, "--maximum-retry-attempts", "0"])
+        .args(["--exit-when-idle-s", "1", "--on-failure"])
+        .arg(failures.path())
+        .stderr(Stdio::piped());
+    let child = esm.spawn().unwrap();
+    // With no retries allowed, a failed invocation would be given up on at once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let batches = serve_function(tokio::net::TcpListener::bind(address).await.unwrap(), 0);
+    let output = finish(child, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot invoke the function; trying again"), "{stderr}");
+    assert_eq!(*batches.lock().unwrap(), vec![vec![1, 2, 3]]);
+    assert_eq!(std::fs::read_to_string(failures.path()).unwrap(), "", "nothing given up on");
 }

@@ -17,8 +17,9 @@ pub enum Answer {
     },
     /// The function raised an error or timed out.
     FunctionError(String),
-    /// No answer came back: the emulator could not be reached or its answer read. Handled as a
-    /// function error, but nothing is known of the function's response.
+    /// No answer came back: the emulator could not be reached or its answer read. As when AWS
+    /// cannot invoke a function, the batch is sent again until its records are too old; this
+    /// uses no retry and splits nothing.
     Unanswered(String),
 }
 
@@ -31,6 +32,8 @@ pub enum Next {
     RetryFrom(usize),
     /// Split and retry both halves (bisect on function error).
     Bisect,
+    /// The function was not reached: send the whole batch again, not counting it as a retry.
+    Resend,
 }
 
 /// Reads `batchItemFailures` from a function's response; anything else means no failures.
@@ -56,8 +59,9 @@ pub fn answer_from_response(body: &Value, report_batch_item_failures: bool) -> A
 /// Decides what happens to a batch of records (given by sequence number, in order).
 pub fn next(sequence_numbers: &[String], answer: &Answer, bisect: bool) -> Next {
     match answer {
-        Answer::FunctionError(_) | Answer::Unanswered(_) if bisect && sequence_numbers.len() > 1 => Next::Bisect,
-        Answer::FunctionError(_) | Answer::Unanswered(_) => Next::RetryFrom(0),
+        Answer::Unanswered(_) => Next::Resend,
+        Answer::FunctionError(_) if bisect && sequence_numbers.len() > 1 => Next::Bisect,
+        Answer::FunctionError(_) => Next::RetryFrom(0),
         Answer::Returned { failures } if failures.is_empty() => Next::Done,
         Answer::Returned { failures } => {
             let mut lowest = usize::MAX;
@@ -101,6 +105,8 @@ mod tests {
         assert_eq!(next(&seqs(), &answer_from_response(&error, true), false), Next::RetryFrom(0));
         assert_eq!(next(&seqs(), &answer_from_response(&error, true), true), Next::Bisect);
         assert_eq!(next(&seqs()[..1], &answer_from_response(&error, true), true), Next::RetryFrom(0));
+        let unreachable = Answer::Unanswered("connection refused".into());
+        assert_eq!(next(&seqs(), &unreachable, true), Next::Resend, "not a function error: no split");
     }
 
     #[test]

@@ -374,6 +374,19 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
                 queue.push_front((batch, retries, sent, Some(answer)));
                 continue;
             }
+            Next::Resend => {
+                // The function was not reached (the emulator is down or restarting): as AWS does,
+                // send again until the records are too old. Not a retry, nor an invocation.
+                if let Answer::Unanswered(reason) = &answer {
+                    tracing::warn!(records = batch.len(), %reason, "cannot invoke the function; trying again in 1 s");
+                }
+                tokio::select! {
+                    () = shared.stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                queue.push_front((batch, retries, sent - 1, last_answer));
+                continue;
+            }
             Next::RetryFrom(from) => from,
         };
         let failed = batch.split_off(from);
