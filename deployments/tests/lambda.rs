@@ -312,6 +312,7 @@ async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_fa
         .args(["--maximum-retry-attempts", "1", "--retry-backoff-ms", "100", "--exit-when-idle-s", "1"])
         .arg("--on-failure")
         .arg(failures.path())
+        .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     let output = finish(cmd.spawn().unwrap(), Duration::from_secs(30)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -88,12 +88,23 @@ async fn the_packaged_function_runs_from_its_zip_alone() {
             .expect("start the packaged bootstrap"),
     );
     let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    // The emulator holds an invocation until a function asks for it: a bootstrap that cannot
+    // start would hang the test without this limit.
+    let invoke = |event: Value| {
+        let invoker = invoker.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), invoker.invoke_raw(&event))
+                .await
+                .expect("no answer within 30 s: did the packaged bootstrap start? (its log is above)")
+                .unwrap()
+        }
+    };
 
     // The seeds' Kinesis test event (ride 156): its prediction goes to the stream.
     let event: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/seeds/seed002_2.json")).unwrap())
             .unwrap();
-    let answer = invoker.invoke_raw(&event).await.unwrap();
+    let answer = invoke(event).await;
     assert!(!answer.function_error, "{:?}", answer.body);
     assert_eq!(answer.body, json!({"batchItemFailures": []}));
     let records = read_stream(&client, &out).await;
@@ -101,7 +112,7 @@ async fn the_packaged_function_runs_from_its_zip_alone() {
     assert_eq!(records[0].1["version"], "packaged");
 
     // A bare ride event is answered directly.
-    let answer = invoker.invoke_raw(&ride(7, 130)).await.unwrap();
+    let answer = invoke(ride(7, 130)).await;
     assert!(!answer.function_error, "{:?}", answer.body);
     let prediction = &answer.body["predictions"][0];
     assert_eq!(prediction["model"], "ride_duration_prediction_model");

@@ -90,6 +90,8 @@ pub struct EsmArgs {
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub maximum_retry_attempts: i64,
     /// Discard records older than this many seconds; -1 keeps them (MaximumRecordAgeInSeconds).
+    /// It is also what ends the resending of a batch while cargo-lambda's emulator cannot be
+    /// reached.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub maximum_record_age_s: i64,
     /// Split a batch in two and retry each half when the function errors, down to single records
@@ -103,11 +105,13 @@ pub struct EsmArgs {
     /// as an SQS or SNS on-failure destination receives them); without it they are logged.
     #[arg(long)]
     pub on_failure: Option<std::path::PathBuf>,
-    /// Pause between retries of a failed batch, in milliseconds (doubles each retry, up to 10 s).
+    /// Pause before the first retry of a failed batch, in milliseconds; it doubles with each retry,
+    /// up to 32 times this or 10 s, whichever is less.
     #[arg(long, default_value_t = 500)]
     pub retry_backoff_ms: u64,
     /// Exit once every shard has been caught up, with everything read delivered, for this many
-    /// seconds (for scripts and tests).
+    /// seconds (for scripts and tests). A batch being resent to an emulator that cannot be reached
+    /// is not delivered: without --maximum-record-age-s, esm then waits for the emulator.
     #[arg(long)]
     pub exit_when_idle_s: Option<u64>,
     /// How long an invocation may take before it counts as a function error, in seconds (the
@@ -375,11 +379,9 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
                 continue;
             }
             Next::Resend => {
-                // The function was not reached (the emulator is down or restarting): as AWS does,
-                // send again until the records are too old. Not a retry, nor an invocation.
-                if let Answer::Unanswered(reason) = &answer {
-                    tracing::warn!(records = batch.len(), %reason, "cannot invoke the function; trying again in 1 s");
-                }
+                // The function was not reached (cargo-lambda's emulator is down or restarting): as
+                // AWS does, send again until the records are too old. Not a retry, nor an invocation.
+                tracing::warn!(records = batch.len(), ?answer, "cannot invoke the function; trying again in 1 s");
                 tokio::select! {
                     () = shared.stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -390,7 +392,7 @@ async fn process(shared: &Shared, records: Vec<ShardRecord>) {
             Next::RetryFrom(from) => from,
         };
         let failed = batch.split_off(from);
-        if let Answer::FunctionError(reason) | Answer::Unanswered(reason) = &answer {
+        if let Answer::FunctionError(reason) = &answer {
             tracing::warn!(records = failed.len(), %reason, "invocation failed");
         }
         if args.maximum_retry_attempts >= 0 && retries >= args.maximum_retry_attempts {
