@@ -127,11 +127,12 @@ fn build_lambda_package(root: &Path) -> Result<()> {
     let path = std::env::join_paths(
         std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )?;
-    // zig (from the `ziglang` wheel) links against Amazon Linux 2023's glibc, whatever this
-    // machine has; symbols are stripped to keep the package small.
+    // cargo-lambda from outside the clone (see `setup::stable_cargo_lambda`); zig (from the
+    // `ziglang` wheel, found through the virtual environment on PATH) links against Amazon Linux
+    // 2023's glibc, whatever this machine has; symbols are stripped to keep the package small.
     run(
         root,
-        Command::new(venv_bin.join("cargo-lambda"))
+        Command::new(setup::stable_cargo_lambda(root)?)
             .env("PATH", path)
             .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")

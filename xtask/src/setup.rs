@@ -9,7 +9,8 @@
 //! - tansu (crates.io), the local Kafka broker, and ferrokinesis (crates.io), a Kinesis emulator
 //!   for the benchmarks: `cargo install`ed once into a cache outside the clone
 //!   (`$TRIBUTARY_TOOLS_CACHE`, default `~/.cache/tributary/tools`), because they take about ten
-//!   and three minutes to build on two cores.
+//!   and three minutes to build on two cores. The packaging step copies the virtual
+//!   environment's `cargo-lambda` there too ([`stable_cargo_lambda`]).
 //! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
 //!   `rdkafka` compiles librdkafka from source with TLS and zlib.
 
@@ -111,6 +112,28 @@ impl CargoTool {
         let _ = fs::remove_dir_all(tools_cache().join("build"));
         Ok(())
     }
+}
+
+/// The virtual environment's `cargo-lambda`, copied (once per version) to a path outside the
+/// clone, for packaging. cargo-lambda writes its own path into the zig linker wrappers it makes;
+/// with the clone's path there, every fresh clone had a new linker and rebuilt all of the
+/// function's dependencies (about four minutes of each CI run).
+pub fn stable_cargo_lambda(root: &Path) -> Result<PathBuf> {
+    let installed = root.join(".venv/bin/cargo-lambda");
+    let output =
+        Command::new(&installed).args(["lambda", "--version"]).output().context("running cargo-lambda --version")?;
+    let version = String::from_utf8_lossy(&output.stdout);
+    let version = version.split_whitespace().nth(1).context("cargo-lambda --version printed no version")?;
+    let stable = tools_cache().join(format!("cargo-lambda-{version}")).join("cargo-lambda");
+    if !stable.is_file() {
+        let dir = stable.parent().context("tool cache path")?;
+        fs::create_dir_all(dir)?;
+        // Copied under another name, then renamed: another clone may be doing the same.
+        let partial = dir.join(format!("cargo-lambda.{}", std::process::id()));
+        fs::copy(&installed, &partial)?;
+        fs::rename(&partial, &stable)?;
+    }
+    Ok(stable)
 }
 
 /// Debian packages needed to build librdkafka (rdkafka-sys) from source.
