@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use common::{create_stream, finish, kinesis, put, ride, unique};
+use common::{create_stream, esm_command, finish, kinesis, on_failure_records, put, ride, rides, unique};
 use serde_json::{Value, json};
 use tokio::io::{AsyncWriteExt, BufReader};
 
@@ -78,15 +78,22 @@ async fn bisecting_isolates_the_poison_ride_without_using_up_its_retries() {
     let client = kinesis().await;
     let input = unique("rides");
     create_stream(&client, &input, 1).await;
-    put(&input, &(1..=16).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&input, &rides(1..=16));
     let (url, batches) = function_failing_on(7).await;
     let failures = tempfile::NamedTempFile::new().unwrap();
-    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    esm.args(["esm", "--stream", &input, "--function", &url, "--batch-size", "16"])
-        .args(["--bisect-batch-on-function-error", "--maximum-retry-attempts", "1", "--retry-backoff-ms", "50"])
-        .args(["--exit-when-idle-s", "1", "--on-failure"])
-        .arg(failures.path())
-        .stderr(Stdio::piped());
+    let mut esm = esm_command(&input, &url);
+    esm.args([
+        "--batch-size",
+        "16",
+        "--bisect-batch-on-function-error",
+        "--maximum-retry-attempts",
+        "1",
+        "--retry-backoff-ms",
+        "50",
+    ])
+    .args(["--exit-when-idle-s", "1", "--on-failure"])
+    .arg(failures.path())
+    .stderr(Stdio::piped());
     let output = finish(esm.spawn().unwrap(), Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
@@ -100,9 +107,8 @@ async fn bisecting_isolates_the_poison_ride_without_using_up_its_retries() {
     assert_eq!(*batches.lock().unwrap(), expected);
 
     // The on-failure file has AWS's invocation record for ride 7 alone.
-    let lines = std::fs::read_to_string(failures.path()).unwrap();
-    let records: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 1, "{lines}");
+    let records = on_failure_records(failures.path());
+    assert_eq!(records.len(), 1, "{records:?}");
     let record = &records[0];
     assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
     // Invocations that held ride 7: four batches on the way down, then alone and its retry.
@@ -120,23 +126,21 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
     let client = kinesis().await;
     let input = unique("rides");
     create_stream(&client, &input, 1).await;
-    put(&input, &(1..=3).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&input, &rides(1..=3));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    put(&input, &(4..=6).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&input, &rides(4..=6));
     let (url, batches) = function_failing_on(0).await;
     let failures = tempfile::NamedTempFile::new().unwrap();
-    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    esm.args(["esm", "--stream", &input, "--function", &url, "--maximum-record-age-s", "3"])
-        .args(["--exit-when-idle-s", "1", "--on-failure"])
+    let mut esm = esm_command(&input, &url);
+    esm.args(["--maximum-record-age-s", "3", "--exit-when-idle-s", "1", "--on-failure"])
         .arg(failures.path())
         .stderr(Stdio::piped());
     let output = finish(esm.spawn().unwrap(), Duration::from_secs(60)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     assert_eq!(*batches.lock().unwrap(), vec![vec![4, 5, 6]], "only the fresh rides are sent");
-    let lines = std::fs::read_to_string(failures.path()).unwrap();
-    let records: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 1, "{lines}");
+    let records = on_failure_records(failures.path());
+    assert_eq!(records.len(), 1, "{records:?}");
     let record = &records[0];
     assert_eq!(record["requestContext"]["condition"], "RecordAgeExceeded");
     assert_eq!(record["requestContext"]["approximateInvokeCount"], 0);
@@ -149,11 +153,8 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
 /// late in a window that would start with the reading rather than with the first record.)
 async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Vec<u64>> {
     let (url, batches) = function_failing_on(0).await;
-    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    esm.args(["esm", "--stream", input, "--function", &url, "--exit-when-idle-s", "5", "-v"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped());
+    let mut esm = esm_command(input, &url);
+    esm.args(["--exit-when-idle-s", "5", "-v"]).args(extra).stderr(Stdio::piped());
     let mut child = esm.spawn().unwrap();
     // Wait for its "reading shard" line, then keep draining its log.
     let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
@@ -191,16 +192,14 @@ async fn a_function_that_cannot_be_reached_is_tried_again_without_using_retries(
     let client = kinesis().await;
     let input = unique("rides");
     create_stream(&client, &input, 1).await;
-    put(&input, &(1..=3).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&input, &rides(1..=3));
     // A port nothing listens on, for now.
     let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let url = format!("http://{address}/2015-03-31/functions/later/invocations");
     let failures = tempfile::NamedTempFile::new().unwrap();
-    let mut esm = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    esm.args(["esm", "--stream", &input, "--function", &url, "--maximum-retry-attempts", "0"])
-        .args(["--exit-when-idle-s", "1", "--on-failure"])
+    let mut esm = esm_command(&input, &url);
+    esm.args(["--maximum-retry-attempts", "0", "--exit-when-idle-s", "1", "--on-failure"])
         .arg(failures.path())
-        .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     let mut child = esm.spawn().unwrap();
     // With no retries allowed, a failed invocation would be given up on at once. The function

@@ -7,12 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::fault_proxy;
-use common::{create_stream, kinesis, open_shards, put, ride, split, unique};
+use common::{create_stream, kinesis, open_shards, put, ride, rides, split, unique};
 use serde_json::Value;
 
 fn tail(stream: &str, extra: &[&str]) -> Command {
@@ -57,7 +56,7 @@ async fn tail_prints_what_put_wrote_decoded_from_every_shard() {
     let client = kinesis().await;
     let stream = unique("tail");
     create_stream(&client, &stream, 2).await;
-    put(&stream, &(1..=10).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&stream, &rides(1..=10));
 
     let output = tail(&stream, &["--metadata"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -118,10 +117,10 @@ async fn tail_follow_reads_new_records_and_the_children_of_a_split() {
     // listing again.
     let first = received.recv_timeout(Duration::from_secs(20)).expect("tail printed nothing");
     let mut ids = vec![ride_id(&first)];
-    put(&stream, &(2..=5).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&stream, &rides(2..=5));
     split(&client, &stream, &open_shards(&client, &stream).await[0]).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    put(&stream, &(6..=25).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&stream, &rides(6..=25));
 
     ids.extend(ride_ids(&received, 24, Duration::from_secs(20)));
     let _ = child.kill();
@@ -146,22 +145,15 @@ async fn tail_from_latest_renews_an_expired_iterator_from_when_it_started() {
         .spawn()
         .unwrap();
     let received = lines_of(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while counts.get_records.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "tail never polled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    counts.wait_for_get_records(2, "tail").await;
     // Reads are throttled while rides 2..=4 go in, and for two seconds after; then the iterator
     // expires before anything was printed. A renewal at LATEST would skip them.
-    fault_proxy::PHASE.store(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await; // calls already past the proxy finish
-    put(&stream, &(2..=4).map(|id| ride(id, 130)).collect::<Vec<_>>());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    fault_proxy::throttled_while(|| put(&stream, &rides(2..=4))).await;
     assert!(received.try_recv().is_err(), "nothing printed before the expiry (the renewal is what is tested)");
-    fault_proxy::PHASE.store(2, Ordering::SeqCst);
+    fault_proxy::expire_next();
     let ids = ride_ids(&received, 3, Duration::from_secs(20));
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(fault_proxy::PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
+    assert!(fault_proxy::expired(), "the iterator was expired");
     assert_eq!(ids, vec![2, 3, 4]);
 }

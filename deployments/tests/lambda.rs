@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::fault_proxy::{self, Call};
 use common::{
-    create_stream, finish, invoke_url, kinesis, open_shards, put, put_now, read_stream, required, ride, ride_ids, root,
-    split, unique, written_ride_ids,
+    create_stream, esm_command, finish, invoke_url, kinesis, on_failure_records, open_shards, put, put_now,
+    read_stream, required, ride, ride_ids, rides, root, split, unique, written_ride_ids,
 };
 use serde_json::{Value, json};
 use tributary::esm::invoke::Invoker;
@@ -85,8 +85,8 @@ async fn input_output_and_function(shards: i32) -> (aws_sdk_kinesis::Client, Str
 /// `tributary esm` on `stream` feeding the function; it exits after 2 idle seconds unless
 /// `extra` says otherwise.
 fn esm(stream: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.args(["esm", "--stream", stream, "--function", &invoke_url()]).args(extra).env_remove("RUST_LOG");
+    let mut cmd = esm_command(stream, &invoke_url());
+    cmd.args(extra);
     if !extra.contains(&"--exit-when-idle-s") {
         cmd.args(["--exit-when-idle-s", "2"]);
     }
@@ -186,7 +186,7 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     // batchItemFailures, and the mapping retries until the stream is back.
     client.delete_stream().stream_name(&out).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    put(&input, &(21..=30).map(|id| ride(id, 130)).collect::<Vec<_>>());
+    put(&input, &rides(21..=30));
     let failures = tempfile::NamedTempFile::new().unwrap();
     let child = esm(
         &input,
@@ -211,10 +211,6 @@ async fn esm_delivers_every_good_ride_through_poison_and_a_sink_outage() {
     assert!((21..=30).all(|id| unique_ids.contains(&id)), "{ids:?}");
     assert!(!ids.contains(&999));
     assert_eq!(std::fs::read_to_string(failures.path()).unwrap(), "", "nothing discarded");
-}
-
-fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
-    ids.map(|id| ride(id, 130)).collect()
 }
 
 /// The ride ids on `stream` in the order they were written, once there are at least `count`
@@ -307,18 +303,16 @@ async fn a_function_that_never_answers_times_out_and_its_batch_goes_to_the_on_fa
     put(&input, &rides(1..=3));
     let url = silent_function().await;
     let failures = tempfile::NamedTempFile::new().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-    cmd.args(["esm", "--stream", &input, "--function", &url, "--function-timeout-s", "1"])
-        .args(["--maximum-retry-attempts", "1", "--retry-backoff-ms", "100", "--exit-when-idle-s", "1"])
-        .arg("--on-failure")
+    let mut cmd = esm_command(&input, &url);
+    cmd.args(["--function-timeout-s", "1", "--maximum-retry-attempts", "1", "--retry-backoff-ms", "100"])
+        .args(["--exit-when-idle-s", "1", "--on-failure"])
         .arg(failures.path())
-        .env_remove("RUST_LOG")
         .stderr(Stdio::piped());
     let output = finish(cmd.spawn().unwrap(), Duration::from_secs(30)).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("did not answer within 1 s"), "{stderr}");
-    let discarded: Value = serde_json::from_str(std::fs::read_to_string(failures.path()).unwrap().trim()).unwrap();
+    let [discarded] = &on_failure_records(failures.path())[..] else { panic!("one batch given up on") };
     assert_eq!(discarded["requestContext"]["condition"], "RetryAttemptsExhausted");
     assert_eq!(discarded["requestContext"]["approximateInvokeCount"], 2, "the first try and one retry");
     assert_eq!(discarded["responseContext"]["functionError"], "Unhandled", "a timeout is a function error");
@@ -332,11 +326,7 @@ async fn ctrl_c_abandons_an_invocation_in_flight() {
     create_stream(&client, &input, 1).await;
     put(&input, &rides(1..=3));
     let url = silent_function().await;
-    let mapping = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["esm", "--stream", &input, "--function", &url])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mapping = esm_command(&input, &url).stderr(Stdio::piped()).spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     common::signal(&mapping, "-INT");
     // The invocation would wait 900 s for the function.
@@ -457,24 +447,17 @@ async fn esm_from_latest_retries_a_failed_iterator_and_renews_an_expired_one_fro
         .spawn()
         .unwrap();
     // Polling: the second GetShardIterator call gave an iterator at LATEST.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while counts.get_records.load(Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "esm never polled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    counts.wait_for_get_records(2, "esm").await;
     // Reads are throttled while rides 6..=10 go in, and for two seconds after; then the
     // iterator expires before anything was read. A renewal at LATEST would skip them.
-    fault_proxy::PHASE.store(1, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await; // calls already past the proxy finish
-    put(&input, &rides(6..=10));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    fault_proxy::throttled_while(|| put(&input, &rides(6..=10))).await;
     assert!(written_ride_ids(&client, &out).await.is_empty(), "nothing delivered before the expiry");
-    fault_proxy::PHASE.store(2, Ordering::SeqCst);
+    fault_proxy::expire_next();
     let output = finish(mapping, Duration::from_secs(60)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("GetShardIterator failed; retrying"), "{stderr}");
-    assert_eq!(fault_proxy::PHASE.load(Ordering::SeqCst), 3, "the iterator was expired");
+    assert!(fault_proxy::expired(), "the iterator was expired");
     let ids = written_ride_ids(&client, &out).await;
     assert_eq!(ids, (6..=10).collect::<Vec<_>>());
 }

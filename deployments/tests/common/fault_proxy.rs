@@ -21,9 +21,10 @@ pub enum Call {
 /// Which error, if any, the n-th call (1-based, counted per kind) of a kind gets.
 pub type Plan = fn(Call, usize) -> Option<&'static str>;
 
-/// What [`by_phase`] does to GetRecords calls: 0 nothing, 1 throttle, 2 expire the next
-/// iterator (then 3: nothing again). One per test binary: one test of a binary may use it.
-pub static PHASE: AtomicUsize = AtomicUsize::new(0);
+/// What [`by_phase`] does to GetRecords calls: 0 nothing, 1 throttle ([`throttled_while`]), 2
+/// expire the next iterator ([`expire_next`]; then 3: nothing again). One per test binary: one
+/// test of a binary may use it.
+static PHASE: AtomicUsize = AtomicUsize::new(0);
 
 /// GetRecords calls go as [`PHASE`] says; GetShardIterator calls pass.
 pub fn by_phase(call: Call, _: usize) -> Option<&'static str> {
@@ -34,6 +35,25 @@ pub fn by_phase(call: Call, _: usize) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Throttles GetRecords calls (`PHASE` 1) while `put` runs, after those already past the proxy
+/// have finished, and for two seconds after.
+pub async fn throttled_while(put: impl FnOnce()) {
+    PHASE.store(1, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    put();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+}
+
+/// The next GetRecords call gets ExpiredIteratorException, and later ones go through (`PHASE` 2).
+pub fn expire_next() {
+    PHASE.store(2, Ordering::SeqCst);
+}
+
+/// Whether [`expire_next`]'s expiry has happened.
+pub fn expired() -> bool {
+    PHASE.load(Ordering::SeqCst) == 3
 }
 
 /// Counts of what went through.
@@ -47,6 +67,17 @@ pub struct Counts {
     pub injected: AtomicUsize,
     /// The GetRecords request bodies (their iterators) answered with ExpiredIteratorException.
     expired: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl Counts {
+    /// Waits (20 s at most) until `n` GetRecords calls went through; `who` names the poller.
+    pub async fn wait_for_get_records(&self, n: usize, who: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.get_records.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "{who} never polled");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Starts the proxy in front of kinesis-mock (`AWS_ENDPOINT_URL_KINESIS`).

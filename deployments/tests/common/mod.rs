@@ -150,6 +150,25 @@ pub fn ride(id: u64, pu: u64) -> Value {
     json!({"ride": {"PULocationID": pu, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": id})
 }
 
+/// Rides `ids`, all picked up in zone 130.
+pub fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+    ids.map(|id| ride(id, 130)).collect()
+}
+
+/// `tributary esm --stream STREAM --function URL`, its log level set by its flags alone
+/// (`RUST_LOG` removed: some tests read its log).
+pub fn esm_command(stream: &str, function: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
+    cmd.args(["esm", "--stream", stream, "--function", function]).env_remove("RUST_LOG");
+    cmd
+}
+
+/// The invocation records `esm --on-failure PATH` wrote, one per line.
+pub fn on_failure_records(path: &Path) -> Vec<Value> {
+    let lines = std::fs::read_to_string(path).unwrap();
+    lines.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
 /// `tributary put --stream STREAM`, the values on stdin.
 pub fn put(stream: &str, values: &[Value]) {
     put_with(&["--stream", stream], values.iter().map(Value::to_string));
