@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
 use tributary_framework::template::Template;
-use tributary_sinks::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, refusal};
+use tributary_sinks::kinesis::{refusal, within_call_limits};
 
 /// `tributary put`.
 #[derive(Debug, Args)]
@@ -137,12 +137,12 @@ pub async fn put(args: PutArgs) -> Result<()> {
             }
             let size = message.data.len() + key.len();
             let entry = PutRecordsRequestEntry::builder().data(Blob::new(message.data)).partition_key(key).build()?;
-            Ok((position, size, entry))
+            Ok(((position, entry), size))
         })
         .collect::<Result<Vec<_>>>()?;
     let client = client().await;
     let mut put = 0;
-    for call in calls(entries) {
+    for call in within_call_limits(entries) {
         let mut pending = call;
         for attempt in 1..=5 {
             let output = client
@@ -180,25 +180,6 @@ pub async fn put(args: PutArgs) -> Result<()> {
     }
     eprintln!("put {put} record(s) to {}", args.stream);
     Ok(())
-}
-
-/// Splits `(input position, bytes, entry)` into PutRecords calls: at most 500 entries and 5 MiB
-/// (data plus partition keys) each, in input order.
-fn calls(entries: Vec<(usize, usize, PutRecordsRequestEntry)>) -> Vec<Vec<(usize, PutRecordsRequestEntry)>> {
-    let mut calls = Vec::new();
-    let (mut call, mut bytes) = (Vec::new(), 0);
-    for (position, size, entry) in entries {
-        if call.len() == MAX_RECORDS_PER_CALL || (!call.is_empty() && bytes + size > MAX_BYTES_PER_CALL) {
-            calls.push(std::mem::take(&mut call));
-            bytes = 0;
-        }
-        bytes += size;
-        call.push((position, entry));
-    }
-    if !call.is_empty() {
-        calls.push(call);
-    }
-    calls
 }
 
 /// Runs `tail`.
@@ -361,34 +342,4 @@ fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>
 #[cfg(not(feature = "kafka"))]
 async fn tail_kafka(_: &str, _: &TailArgs) -> Result<()> {
     bail!("this build has no Kafka support (feature `kafka`)")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries(sizes: &[usize]) -> Vec<(usize, usize, PutRecordsRequestEntry)> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &size)| {
-                let entry = PutRecordsRequestEntry::builder().data(Blob::new(vec![0; size])).partition_key("k").build();
-                (i, size, entry.unwrap())
-            })
-            .collect()
-    }
-
-    fn shape(calls: &[Vec<(usize, PutRecordsRequestEntry)>]) -> Vec<Vec<usize>> {
-        calls.iter().map(|call| call.iter().map(|(position, _)| *position).collect()).collect()
-    }
-
-    #[test]
-    fn calls_stay_within_500_records_and_5_mib() {
-        let mib = 1024 * 1024;
-        assert_eq!(shape(&calls(entries(&[mib; 6]))), [vec![0, 1, 2, 3, 4], vec![5]]);
-        assert_eq!(shape(&calls(entries(&[3 * mib, 2 * mib, 1]))), [vec![0, 1], vec![2]]);
-        let small = calls(entries(&[10; 1001]));
-        assert_eq!(small.iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 1]);
-        assert!(calls(Vec::new()).is_empty());
-    }
 }

@@ -128,21 +128,31 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
 /// whole.
 type CallOutcome = Result<Vec<Delivery>, ComponentError>;
 
+/// Splits records, each given with its size (data plus partition key, as the API counts it),
+/// into PutRecords calls within the API's limits: at most 500 records and 5 MiB each, in order.
+/// `tributary put` splits its input the same way.
+pub fn within_call_limits<T>(records: impl IntoIterator<Item = (T, usize)>) -> Vec<Vec<T>> {
+    let mut calls = Vec::new();
+    let (mut call, mut bytes) = (Vec::new(), 0);
+    for (record, size) in records {
+        if call.len() == MAX_RECORDS_PER_CALL || (!call.is_empty() && bytes + size > MAX_BYTES_PER_CALL) {
+            calls.push(std::mem::take(&mut call));
+            bytes = 0;
+        }
+        bytes += size;
+        call.push(record);
+    }
+    if !call.is_empty() {
+        calls.push(call);
+    }
+    calls
+}
+
 /// The records of one PutRecords call.
-#[derive(Default)]
 struct Call {
     /// Each entry's index in the batch.
     indices: Vec<usize>,
     entries: Vec<PutRecordsRequestEntry>,
-    /// Data plus partition keys, as the API counts them.
-    bytes: usize,
-}
-
-impl Call {
-    /// Whether a record of `size` bytes still fits within the API's limits.
-    fn fits(&self, size: usize) -> bool {
-        self.entries.len() < MAX_RECORDS_PER_CALL && self.bytes + size <= MAX_BYTES_PER_CALL
-    }
 }
 
 impl KinesisSink {
@@ -237,8 +247,8 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 impl Sink for KinesisSink {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
         let mut results = vec![Delivery::Delivered; batch.len()];
-        let mut calls: Vec<Call> = Vec::new();
-        let mut call = Call::default();
+        // Each entry to send, with its index in the batch and its size.
+        let mut accepted = Vec::new();
         for (index, input) in batch.iter().enumerate() {
             let (data, key) = match self.encode(input) {
                 Ok(encoded) => encoded,
@@ -261,16 +271,15 @@ impl Sink for KinesisSink {
                 .partition_key(key)
                 .build()
                 .map_err(|e| ComponentError::Fatal(format!("building a PutRecords entry: {e}")))?;
-            if !call.fits(size) {
-                calls.push(std::mem::take(&mut call));
-            }
-            call.indices.push(index);
-            call.entries.push(entry);
-            call.bytes += size;
+            accepted.push(((index, entry), size));
         }
-        if !call.entries.is_empty() {
-            calls.push(call);
-        }
+        let calls = within_call_limits(accepted)
+            .into_iter()
+            .map(|call| {
+                let (indices, entries) = call.into_iter().unzip();
+                Call { indices, entries }
+            })
+            .collect();
         self.send(calls, &mut results).await?;
         Ok(results)
     }
@@ -417,6 +426,16 @@ mod tests {
         let inputs: Vec<Input<'_>> =
             values.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
         sink.deliver(&inputs).await
+    }
+
+    #[test]
+    fn calls_stay_within_500_records_and_5_mib() {
+        let mib = 1024 * 1024;
+        let split = |sizes: &[usize]| within_call_limits(sizes.iter().copied().enumerate());
+        assert_eq!(split(&[mib; 6]), [vec![0, 1, 2, 3, 4], vec![5]]);
+        assert_eq!(split(&[3 * mib, 2 * mib, 1]), [vec![0, 1], vec![2]]);
+        assert_eq!(split(&[10; 1001]).iter().map(Vec::len).collect::<Vec<_>>(), [500, 500, 1]);
+        assert!(split(&[]).is_empty());
     }
 
     #[test]
