@@ -75,6 +75,21 @@ pub enum IteratorAt<'a> {
     Timestamp(aws_sdk_kinesis::primitives::DateTime),
 }
 
+#[cfg(feature = "kinesis")]
+impl IteratorAt<'_> {
+    /// Where to renew an iterator that was asked for here at `asked_at` and expired before
+    /// anything was read from it: the same place, except that LATEST becomes `asked_at` (a
+    /// renewal at LATEST would skip what was put meanwhile). Once records were read, renew just
+    /// after the last one instead.
+    #[must_use]
+    pub fn reopened(self, asked_at: std::time::SystemTime) -> Self {
+        match self {
+            IteratorAt::Latest => IteratorAt::Timestamp(asked_at.into()),
+            other => other,
+        }
+    }
+}
+
 /// One GetShardIterator call: an iterator on `shard` of `stream` at `at` (`None` for a closed
 /// shard read to its end).
 ///

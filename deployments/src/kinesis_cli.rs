@@ -197,13 +197,7 @@ pub async fn tail(args: TailArgs) -> Result<()> {
     };
     let mut shards: BTreeMap<String, TailShard> = BTreeMap::new();
     for shard in list_shards(&client, &args.stream).await? {
-        // An iterator that expires before anything was printed is renewed where this one
-        // starts: for LATEST, at the time it was asked for (a renewal at LATEST would skip
-        // what was put meanwhile).
-        let reopen = match start {
-            IteratorAt::Latest => IteratorAt::Timestamp(SystemTime::now().into()),
-            other => other,
-        };
+        let reopen = start.reopened(SystemTime::now());
         let iterator = shard_iterator(&client, &args.stream, &shard, start).await?;
         shards.insert(shard, TailShard { iterator, reopen, last: None });
     }

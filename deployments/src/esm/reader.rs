@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_kinesis::primitives::DateTime;
 use tributary_aws::{IteratorAt, describe, error_code};
 
 use super::event::{self, MAX_EVENT_BYTES, ShardRecord};
@@ -67,17 +66,16 @@ pub(super) async fn read_shard(shared: &Shared, shard: &str, start: StartingPosi
     let mut busy = Busy::adopt(&shared.activity);
     let opened_at = SystemTime::now();
     let mut last_read: Option<String> = None;
-    // Where an iterator that expires before anything was read is renewed: for LATEST, at the
-    // time it was asked for (a renewal at LATEST would skip what was put meanwhile).
-    let reopen = match (start, args.starting_position_timestamp) {
+    let first = match (start, args.starting_position_timestamp) {
         (StartingPosition::TrimHorizon, _) => IteratorAt::TrimHorizon,
-        (StartingPosition::Latest, _) => IteratorAt::Timestamp(DateTime::from(opened_at)),
+        (StartingPosition::Latest, _) => IteratorAt::Latest,
         (StartingPosition::AtTimestamp, Some(at)) => IteratorAt::Timestamp(at),
         // Unreachable: clap requires the timestamp with `at-timestamp`. Read nothing rather than
         // everything.
         (StartingPosition::AtTimestamp, None) => IteratorAt::Latest,
     };
-    let first = if start == StartingPosition::Latest { IteratorAt::Latest } else { reopen };
+    // Where an iterator that expires before anything was read is renewed.
+    let reopen = first.reopened(opened_at);
     let mut iterator = match open_iterator(shared, shard, first).await {
         Opened::Iterator(iterator) => iterator,
         Opened::Gone => return ShardEnd::Closed,
