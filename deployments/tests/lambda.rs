@@ -9,13 +9,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fault_proxy::{self, Call};
 use common::{
-    create_stream, esm_command, finish, invoke_url, kinesis, on_failure_records, open_shards, put, put_now,
+    Function, create_stream, esm_command, finish, invoke_url, kinesis, on_failure_records, open_shards, put, put_now,
     read_stream, required, ride, ride_ids, rides, root, split, unique, written_ride_ids,
 };
 use serde_json::{Value, json};
@@ -23,16 +23,6 @@ use tributary::esm::invoke::Invoker;
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const FUNCTION: &str = "tributary-lambda";
-
-/// The function process, stopped on drop.
-struct Function(Child);
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_function(output_stream: &str) -> Function {
     start_function_with(output_stream, &[], Stdio::null())

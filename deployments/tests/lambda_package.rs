@@ -10,21 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{create_stream, invoke_url, kinesis, read_stream, required, ride, ride_ids, root, unique};
+use common::{Function, create_stream, invoke_url, kinesis, read_stream, required, ride, ride_ids, root, unique};
 use serde_json::{Value, json};
 use tributary::esm::invoke::Invoker;
-
-/// The function process, stopped on drop.
-struct Function(Child);
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Unzips `zip` into `dir` as Lambda does, file modes included (Python's `zipfile` CLI would
 /// drop them, and with them `bootstrap`'s execute bit).

@@ -150,6 +150,16 @@ pub fn ride(id: u64, pu: u64) -> Value {
     json!({"ride": {"PULocationID": pu, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": id})
 }
 
+/// A function process under the Lambda emulator, stopped on drop.
+pub struct Function(pub std::process::Child);
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Rides `ids`, all picked up in zone 130.
 pub fn rides(ids: std::ops::RangeInclusive<u64>) -> Vec<Value> {
     ids.map(|id| ride(id, 130)).collect()
