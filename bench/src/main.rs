@@ -37,8 +37,7 @@ use tributary_sources::generator::{GeneratorConfig, GeneratorSource};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let root = repo_root();
-    std::env::set_current_dir(&root)?;
+    let root = repo_root()?;
     if args.get(1).map(String::as_str) == Some("lambda-handler") {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         return runtime.block_on(lambda::handler_process(&args[2..]));
@@ -120,8 +119,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+/// The repository: the current directory, where `cargo xtask bench` runs this. Not a path
+/// compiled in, which a target directory shared between clones would hand to every clone.
+fn repo_root() -> Result<PathBuf> {
+    let root = std::env::current_dir()?;
+    if !root.join(MODEL).is_file() {
+        bail!(
+            "{} has no {MODEL}: run the benchmarks from the repository root (cargo xtask bench does)",
+            root.display()
+        );
+    }
+    Ok(root)
 }
 
 const MODEL: &str = "processors/models/ride_duration/model.onnx";

@@ -11,9 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tributary_framework::config;
 use tributary_framework::runtime::{Pipeline, RunSummary};
 
-/// The repository root.
+/// The repository root: the parent of `CARGO_MANIFEST_DIR` as cargo sets it when it runs the
+/// tests, read at run time. (A compiled-in path would be another clone's when clones share a
+/// target directory: cargo reuses the unchanged test binary.)
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|| panic!("CARGO_MANIFEST_DIR is not set: run the tests with cargo test"));
+    Path::new(&manifest_dir).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// A path under the repository root, as a string for configs.

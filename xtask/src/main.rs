@@ -22,15 +22,24 @@ use anyhow::{Context, Result, bail};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let root = match repository_root() {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let root = root.as_path();
+    eprintln!("xtask: repository {}", root.display());
     let result = match args.as_slice() {
-        ["setup"] => setup::all(&root()),
-        ["demo"] => demo(&root()),
-        ["services", "up"] => services::up(&root()).map(|_| ()),
-        ["services", "down"] => services::down(&root()),
-        ["services", "status"] => services::status(&root()),
-        ["test", rest @ ..] => test(&root(), rest),
-        ["bench", rest @ ..] => bench(&root(), rest),
-        ["package-lambda"] => package_lambda(&root()),
+        ["setup"] => setup::all(root),
+        ["demo"] => demo(root),
+        ["services", "up"] => services::up(root).map(|_| ()),
+        ["services", "down"] => services::down(root),
+        ["services", "status"] => services::status(root),
+        ["test", rest @ ..] => test(root, rest),
+        ["bench", rest @ ..] => bench(root, rest),
+        ["package-lambda"] => package_lambda(root),
         _ => {
             eprintln!(
                 "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | package-lambda>"
@@ -47,10 +56,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// The repository root (the parent of this crate's folder).
-fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+/// The repository this run acts on, found at run time: the parent of `CARGO_MANIFEST_DIR`, which
+/// cargo sets for the process it runs (`cargo xtask` is `cargo run -p xtask`), else the nearest
+/// folder at or above the current one whose `Cargo.toml` has a `[workspace]` table.
+///
+/// Never a path compiled into the binary: clones that share a target directory (as CI's runs
+/// do) share this binary too, because cargo sees no change in it, so a compiled-in path would
+/// send every later clone's `setup`, `demo` and `test` to the first clone's folder.
+fn repository_root() -> Result<PathBuf> {
+    let start = match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(manifest_dir) => PathBuf::from(manifest_dir),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|manifest| manifest.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
+        .with_context(|| {
+            format!("no workspace Cargo.toml at or above {}: run cargo xtask inside a clone", start.display())
+        })
 }
 
 /// Runs a command in `dir`, failing with its command line if it fails.
@@ -89,7 +115,7 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
     if !extra.is_empty() {
         cmd.arg("--").args(&extra);
     }
-    services::apply_env(&mut cmd);
+    services::apply_env(root, &mut cmd);
     let result = run(root, &mut cmd).and_then(|()| lint_deployments(root));
     services::stop(root, &started)?;
     result
@@ -172,7 +198,7 @@ fn bench(root: &Path, extra: &[&str]) -> Result<()> {
     let started = services::up(root)?;
     let mut cmd = Command::new(release.join("tributary-bench"));
     cmd.env("TRIBUTARY_BIN", release.join("tributary")).args(extra);
-    services::apply_env(&mut cmd);
+    services::apply_env(root, &mut cmd);
     let result = run(root, &mut cmd);
     services::stop(root, &started)?;
     result

@@ -167,9 +167,8 @@ fn common_env() -> Vec<(&'static str, String)> {
 }
 
 /// Points a command at the local services.
-pub fn apply_env(cmd: &mut Command) {
-    let root = crate::root();
-    for (name, value) in common_env().into_iter().chain(services(&root).into_iter().flat_map(|s| s.env)) {
+pub fn apply_env(root: &Path, cmd: &mut Command) {
+    for (name, value) in common_env().into_iter().chain(services(root).into_iter().flat_map(|s| s.env)) {
         cmd.env(name, value);
     }
 }
@@ -263,6 +262,7 @@ pub fn down(root: &Path) -> Result<()> {
 
 /// Prints which services are listening.
 pub fn status(root: &Path) -> Result<()> {
+    println!("process ids and logs: {}", state_dir(root).display());
     for service in services(root) {
         let state = if listening(service.port) { "listening" } else { "down" };
         println!("{:<8} 127.0.0.1:{:<6} {state}", service.name, service.port);

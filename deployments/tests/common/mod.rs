@@ -13,8 +13,13 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType, StreamStatus};
 use serde_json::{Value, json};
 
+/// The repository root, from `CARGO_MANIFEST_DIR` as cargo sets it when it runs the tests (read
+/// at run time: a compiled-in path would be another clone's when clones share a target directory).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR: run the tests with cargo test"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn required(var: &str) -> String {
