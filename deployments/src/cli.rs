@@ -60,6 +60,13 @@ pub enum Command {
     },
     /// List the plugin types this build knows.
     Plugins,
+    /// Show an ONNX model's inputs, outputs and metadata, and print a `[processors.<name>]`
+    /// table mapping each of them, ready to edit.
+    #[cfg(feature = "onnx")]
+    Inspect {
+        /// The model: a local path or an `s3://` URI (what `model =` accepts).
+        model: String,
+    },
     /// Put JSON values onto a Kinesis stream, or a Kafka topic with `--brokers` (key from `ride_id`).
     #[cfg(feature = "kinesis")]
     Put(crate::kinesis_cli::PutArgs),
@@ -114,6 +121,17 @@ pub async fn main(cli: Cli) -> ExitCode {
             println!("sinks:      {}", sinks.join(", "));
             ExitCode::SUCCESS
         }
+        #[cfg(feature = "onnx")]
+        Command::Inspect { model } => match tributary_processors::onnx::inspect::inspect(&model).await {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate { config: paths } => {
             for path in paths {
                 let result = async {

@@ -23,7 +23,7 @@ use tributary_framework::Processor;
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
 
-use crate::onnx::{Feature, FeatureType, OnnxConfig, OnnxProcessor};
+use crate::onnx::{ElementType, Feature, OnnxConfig, OnnxProcessor, OutputSpec};
 
 /// `[processors.<id>]` with `type = "tip"`.
 #[derive(Clone, Debug, Deserialize)]
@@ -51,13 +51,13 @@ fn default_model_name() -> String {
 impl TipConfig {
     /// The equivalent `onnx` configuration.
     pub fn to_onnx(&self) -> OnnxConfig {
-        let feature = Feature { field: Some("ride.trip_distance".into()), template: None, kind: FeatureType::Float };
+        let feature = Feature::field("ride.trip_distance", ElementType::Float);
         OnnxConfig {
             model: self.model.clone(),
             model_name: self.model_name.clone(),
             version: self.version.clone(),
             features: BTreeMap::from([("trip_distance".to_string(), feature)]),
-            outputs: BTreeMap::from([("tip_amount".to_string(), "tip_amount".to_string())]),
+            outputs: BTreeMap::from([("tip_amount".to_string(), OutputSpec::Name("tip_amount".to_string()))]),
             echo: vec!["ride_id".into()],
             sessions: 1,
             threads: 1,

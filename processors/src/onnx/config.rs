@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::tensor::ElementType;
+
 /// Configuration of a generic ONNX model consumer.
 ///
 /// ```toml
@@ -30,12 +32,13 @@ pub struct OnnxConfig {
     /// follows MLflow's S3 layout, else the first 12 hex digits of the model's SHA-256. An
     /// empty string counts as unset.
     pub version: Option<String>,
-    /// One entry per model input, keyed by the input's name in the model: where its value comes
-    /// from in the event, and its type. Every model input must be listed.
+    /// One entry per model input, keyed by the input's name in the model: where its values come
+    /// from in the event, and their type. Every model input must be listed
+    /// (`tributary inspect MODEL` prints the list to fill in).
     pub features: BTreeMap<String, Feature>,
-    /// The prediction's fields: `field name = "model output name"`. Each output must hold one
-    /// number per record.
-    pub outputs: BTreeMap<String, String>,
+    /// The prediction's fields: `field name = "model output name"`, or a table picking part of
+    /// an output (`{ output = "probabilities", index = 1 }`).
+    pub outputs: BTreeMap<String, OutputSpec>,
     /// Event fields (dotted paths) copied into the prediction under their last path segment,
     /// such as `ride_id`. A record without one is rejected.
     #[serde(default)]
@@ -48,32 +51,89 @@ pub struct OnnxConfig {
     pub threads: usize,
 }
 
-/// Where one model input comes from. Exactly one of `field` and `template` is set.
-#[derive(Clone, Debug, Deserialize)]
+/// Where one model input's values come from. Exactly one of `field`, `fields`, `template` and
+/// `entries` is set.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
-    /// A dotted path into the event, such as `ride.trip_distance`.
+    /// A dotted path into the event, such as `ride.trip_distance`: one value for an `[N]` or
+    /// `[N, 1]` input, or an array (nested arrays are read row-major) of as many values as one
+    /// record takes, for an input such as `[N, 6]` or `[N, 3, 8, 8]`.
     pub field: Option<String>,
+    /// Several dotted paths, one value each, in the order of the model's columns: an `[N, F]`
+    /// input with F = the number of fields (scikit-learn's `FloatTensorType([None, F])`).
+    pub fields: Option<Vec<String>>,
     /// A template over the event's fields, such as `"{ride.PULocationID}_{ride.DOLocationID}"`
     /// (for string inputs).
     pub template: Option<String>,
-    /// The tensor element type the model declares for this input.
+    /// For a `map(string, float)` input (skl2onnx's `DictVectorizer`): the map's entries, keyed
+    /// as scikit-learn's `DictVectorizer` saw them. A string value `v` under key `k` becomes
+    /// the feature `k=v` with value 1, a number stays the value of `k`, as `DictVectorizer`
+    /// does; features the model has not seen count as 0.
+    pub entries: Option<BTreeMap<String, Entry>>,
+    /// The tensor element type the model declares for this input (for `entries`: the map's
+    /// value type): `float`, `double`, `int32`, `int64`, `bool` or `string`.
     #[serde(rename = "type")]
-    pub kind: FeatureType,
+    pub kind: ElementType,
 }
 
-/// A model input's element type.
+impl Feature {
+    /// A feature read from one field.
+    pub fn field(path: &str, kind: ElementType) -> Self {
+        Feature { field: Some(path.to_string()), kind, ..Feature::default() }
+    }
+}
+
+/// One entry of a `map(string, float)` input: a field or a template.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// A dotted path into the event.
+    pub field: Option<String>,
+    /// A template over the event's fields (its value is a string).
+    pub template: Option<String>,
+}
+
+/// A prediction field: a whole model output, or part of one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OutputSpec {
+    /// The whole output: a number for `[N]` and `[N, 1]`, an array for `[N, K]`, an object of
+    /// class -> probability for a ZipMap.
+    Name(String),
+    /// Part of an output.
+    Pick(OutputPick),
+}
+
+/// Part of a model output, such as one class's probability.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputPick {
+    /// The model output's name.
+    pub output: String,
+    /// The value at this position of the record's row (`index = 1`: the positive class of a
+    /// binary classifier's `[N, 2]` probabilities, or of its ZipMap in class order).
+    pub index: Option<usize>,
+    /// `"max"`: the highest value of the row, the predicted class's probability.
+    pub select: Option<Select>,
+}
+
+/// A reduction of a record's row of values.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum FeatureType {
-    /// 32-bit float (`tensor(float)`); JSON numbers.
-    Float,
-    /// 64-bit float (`tensor(double)`); JSON numbers.
-    Double,
-    /// 64-bit integer (`tensor(int64)`); JSON integers.
-    Int64,
-    /// String (`tensor(string)`); JSON strings, or numbers and booleans as their JSON text.
-    String,
+pub enum Select {
+    /// The highest value.
+    Max,
+}
+
+impl OutputSpec {
+    /// The model output it reads.
+    pub fn output(&self) -> &str {
+        match self {
+            OutputSpec::Name(name) => name,
+            OutputSpec::Pick(pick) => &pick.output,
+        }
+    }
 }
 
 fn one() -> usize {

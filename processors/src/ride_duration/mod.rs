@@ -30,7 +30,9 @@ use tributary_framework::{ComponentError, Input, Outcome, Processor};
 pub use config::RideDurationConfig;
 use features::RideFeatures;
 
-use crate::onnx::{Column, FeatureType, OnnxModel};
+use crate::onnx::input::InputPlan;
+use crate::onnx::output::OutputPlan;
+use crate::onnx::{ElementType, Feature, OnnxModel, OutputSpec, Values};
 
 /// The model's input and output names (see `processors/models/ride_duration/schema.json`).
 const INPUT_PU_DO: &str = "PU_DO";
@@ -40,6 +42,12 @@ const OUTPUT: &str = "ride_duration";
 /// Predicts ride durations.
 pub struct RideDuration {
     model: Arc<OnnxModel>,
+    /// The model's inputs, in its order: whether each is `PU_DO` (else `trip_distance`), and
+    /// how it is fed.
+    inputs: Vec<(bool, InputPlan)>,
+    /// The `ride_duration` output.
+    output: OutputPlan,
+    fetch: Arc<[usize]>,
     model_name: Value,
     version: Value,
 }
@@ -59,36 +67,41 @@ impl RideDuration {
     /// # Errors
     /// A message saying what is wrong with the model or the runtime.
     pub async fn load(config: &RideDurationConfig) -> Result<Self, String> {
-        let features =
-            [(INPUT_PU_DO.to_string(), FeatureType::String), (INPUT_DISTANCE.to_string(), FeatureType::Float)];
-        let model = OnnxModel::load(
-            &config.model,
-            config.version.as_deref(),
-            &features,
-            &[OUTPUT.to_string()],
-            config.sessions,
-            config.threads,
-        )
-        .await
-        .map_err(|(key, e)| {
-            if key == "model" {
-                e
-            } else {
-                format!(
-                    "does not look like a ride-duration model (expected inputs {INPUT_PU_DO}: string and \
-                     {INPUT_DISTANCE}: float, output {OUTPUT}): {e}"
-                )
-            }
-        })?;
+        let model = OnnxModel::open(&config.model, config.version.as_deref(), config.sessions, config.threads).await?;
+        let not_ride_duration = |(_, e): (String, String)| {
+            format!(
+                "does not look like a ride-duration model (expected inputs {INPUT_PU_DO}: string and \
+                 {INPUT_DISTANCE}: float, output {OUTPUT}): {e}"
+            )
+        };
+        let mut inputs = Vec::new();
+        for port in model.inputs() {
+            let (pu_do, kind) = match port.name.as_str() {
+                INPUT_PU_DO => (true, ElementType::String),
+                INPUT_DISTANCE => (false, ElementType::Float),
+                other => return Err(not_ride_duration(("".into(), format!("it has an input {other:?}")))),
+            };
+            let plan =
+                InputPlan::new(port, &Feature::field(&port.name, kind), &model.location).map_err(not_ride_duration)?;
+            inputs.push((pu_do, plan));
+        }
+        if inputs.len() != 2 {
+            return Err(not_ride_duration(("".into(), format!("it has {} inputs", inputs.len()))));
+        }
+        let output = OutputPlan::new(OUTPUT, &OutputSpec::Name(OUTPUT.into()), model.outputs(), &model.location)
+            .map_err(not_ride_duration)?;
         tracing::info!(model = %model.location, version = %model.version, "ride-duration model loaded");
         Ok(RideDuration {
             version: Value::String(model.version.clone()),
+            fetch: vec![output.output].into(),
             model: Arc::new(model),
+            inputs,
+            output,
             model_name: Value::String(config.model_name.clone()),
         })
     }
 
-    fn envelope(&self, prediction: f64, ride_id: Value) -> Value {
+    fn envelope(&self, prediction: Value, ride_id: Value) -> Value {
         json!({
             "model": self.model_name,
             "version": self.version,
@@ -117,10 +130,21 @@ impl Processor for RideDuration {
             }
         }
         if !rows.is_empty() {
-            let columns = vec![Column::String(pu_do), Column::Float(distance)];
-            let mut outputs = self.model.predict(columns).await?;
-            let predictions = outputs.pop().unwrap_or_default();
-            for ((row, prediction), ride_id) in rows.into_iter().zip(predictions).zip(ids) {
+            let n = rows.len();
+            let (mut pu_do, mut distance) = (Some(Values::String(pu_do)), Some(Values::Float(distance)));
+            let feeds = self
+                .inputs
+                .iter()
+                .map(|(is_pu_do, plan)| {
+                    plan.feed(
+                        if *is_pu_do { pu_do.take() } else { distance.take() }.unwrap_or(Values::Float(Vec::new())),
+                    )
+                })
+                .collect();
+            let outputs = self.model.predict(feeds, n, self.fetch.clone()).await?;
+            let predictions = outputs.first().ok_or_else(|| ComponentError::Fatal("no prediction".into()))?;
+            for (k, (row, ride_id)) in rows.into_iter().zip(ids).enumerate() {
+                let prediction = self.output.value(predictions, n, k).map_err(ComponentError::Fatal)?;
                 outcomes[row] = Some(Outcome::one(self.envelope(prediction, ride_id)));
             }
         }

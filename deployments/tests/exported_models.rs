@@ -1,0 +1,359 @@
+//! Models exported the way data scientists export them (skl2onnx, onnxmltools; see
+//! `tests/fixtures/models/export.py`) run by configuration through `tributary run`: predictions
+//! equal Python onnxruntime's on the same inputs (max abs difference 1e-5) and the original
+//! library's (1e-4 for regressors, the same labels for classifiers), on 600 events each, with bad
+//! events in the mix dead-lettered naming the field and the model input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::root;
+use serde_json::Value;
+
+/// The exported models and their events, made once per test process.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tributary-exported-models-{}", std::process::id()));
+        let python = root().join(".venv/bin/python");
+        assert!(python.is_file(), "{} is missing: run `cargo xtask setup` (cargo xtask test does)", python.display());
+        let status = Command::new(python)
+            .arg(root().join("tests/fixtures/models/export.py"))
+            .arg(&dir)
+            .status()
+            .expect("run export.py");
+        assert!(status.success(), "tests/fixtures/models/export.py failed");
+        dir
+    })
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// What a run of one model gave: predictions by id, and dead letters.
+struct Outcome {
+    predictions: HashMap<u64, Value>,
+    dead_letters: Vec<Value>,
+}
+
+/// Runs `tributary run` on the model's events with `mapping` (the `[processors.model]` keys
+/// after `model`).
+fn run(name: &str, mapping: &str) -> Outcome {
+    let dir = fixtures();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("pipeline.toml");
+    let (events, model) = (dir.join(format!("{name}.events.jsonl")), dir.join(format!("{name}.onnx")));
+    let (predictions, rejected) = (work.path().join("predictions.jsonl"), work.path().join("rejected.jsonl"));
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.events]\ntype = \"file\"\npath = {events:?}\n\n\
+             [processors.model]\ntype = \"onnx\"\ninputs = [\"events\"]\nmodel = {model:?}\nmodel_name = \"{name}\"\n\
+             echo = [\"id\"]\n{mapping}\n\n\
+             [sinks.predictions]\ntype = \"file\"\ninputs = [\"model\"]\npath = {predictions:?}\n\n\
+             [dead_letter]\ntype = \"file\"\npath = {rejected:?}\n"
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["run", "--no-status", "--config"])
+        .arg(&config)
+        .current_dir(root())
+        .output()
+        .expect("start tributary run");
+    assert!(output.status.success(), "tributary run failed: {}", String::from_utf8_lossy(&output.stderr));
+    let predictions = lines(&predictions)
+        .into_iter()
+        .map(|envelope| {
+            assert_eq!(envelope["model"], name);
+            let prediction = envelope["prediction"].clone();
+            (prediction["id"].as_u64().unwrap(), prediction)
+        })
+        .collect();
+    Outcome { predictions, dead_letters: lines(&rejected) }
+}
+
+/// Every good event predicted, every bad one dead-lettered naming its field and the model input.
+fn check_counts_and_dead_letters(name: &str, outcome: &Outcome, model_input: &str) -> Vec<Value> {
+    let dir = fixtures();
+    let expected = lines(&dir.join(format!("{name}.expected.jsonl")));
+    assert_eq!(outcome.predictions.len(), expected.len(), "{name}: predictions");
+    assert!(expected.len() >= 500);
+    let bad = lines(&dir.join(format!("{name}.bad.jsonl")));
+    assert_eq!(outcome.dead_letters.len(), bad.len(), "{name}: dead letters {:#?}", outcome.dead_letters);
+    for case in &bad {
+        let id = case["id"].as_u64().unwrap();
+        let field = case["field"].as_str().unwrap();
+        let letter = outcome
+            .dead_letters
+            .iter()
+            .find(|l| serde_json::from_str::<Value>(l["payload"].as_str().unwrap()).unwrap()["id"] == id)
+            .unwrap_or_else(|| panic!("{name}: event {id} was not dead-lettered"));
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("`{field}")), "{name}: event {id}: {reason:?} should name `{field}`");
+        assert!(reason.contains(&format!("model input {model_input}")), "{name}: event {id}: {reason:?}");
+    }
+    expected
+}
+
+fn assert_close(name: &str, id: u64, what: &str, got: &Value, want: &Value, tolerance: f64) {
+    let (got, want) = (got.as_f64().unwrap_or(f64::NAN), want.as_f64().unwrap());
+    assert!((got - want).abs() <= tolerance, "{name}: event {id}: {what} {got} against {want} (tolerance {tolerance})");
+}
+
+/// Regressor predictions against onnxruntime's (1e-5) and the library's (1e-4, plus 1e-6 of the
+/// value: the exported graphs compute in 32-bit floats, whose spacing near 1,000 is 6e-5, while
+/// the libraries compute in 64 bits).
+fn check_regressor(name: &str, outcome: &Outcome, model_input: &str, field: &str) {
+    for expected in check_counts_and_dead_letters(name, outcome, model_input) {
+        let id = expected["id"].as_u64().unwrap();
+        let got = &outcome.predictions[&id][field];
+        assert_close(name, id, "vs onnxruntime", got, &expected["ort"][field], 1e-5);
+        let library = &expected["library"][field];
+        let tolerance = 1e-4 + 1e-6 * library.as_f64().unwrap().abs();
+        assert_close(name, id, "vs the library", got, library, tolerance);
+    }
+}
+
+/// Classifier labels identical to onnxruntime's and the library's; probabilities within 1e-5
+/// of onnxruntime's; `probabilities` is an object of class -> probability.
+fn check_classifier(name: &str, outcome: &Outcome, probability_of: Option<&str>) {
+    for expected in check_counts_and_dead_letters(name, outcome, "X") {
+        let id = expected["id"].as_u64().unwrap();
+        let got = &outcome.predictions[&id];
+        assert_eq!(got["label"], expected["ort"]["label"], "{name}: event {id}: label vs onnxruntime");
+        assert_eq!(got["label"], expected["library"]["label"], "{name}: event {id}: label vs the library");
+        let want = expected["ort"]["probabilities"].as_object().unwrap();
+        let probabilities = got["probabilities"].as_object().unwrap_or_else(|| panic!("{name}: {got}"));
+        assert_eq!(probabilities.len(), want.len(), "{name}: {got}");
+        for (class, p) in want {
+            assert_close(name, id, &format!("P({class})"), &probabilities[class], p, 1e-5);
+        }
+        let label = got["label"].as_str().map_or_else(|| got["label"].to_string(), str::to_string);
+        assert_close(name, id, "probability of the label", &got["probability"], &want[&label], 1e-5);
+        if let Some(class) = probability_of {
+            assert_close(name, id, "P(index 1)", &got["p_positive"], &want[class], 1e-5);
+        }
+    }
+}
+
+#[test]
+fn seed_003_bike_regression_with_a_matrix_input_from_four_fields() {
+    let outcome = run(
+        "bike_linear",
+        "outputs = { count = \"variable\" }\n\
+         [processors.model.features]\n\
+         float_input = { fields = [\"features.t1\", \"features.t2\", \"features.hum\", \"features.weather_code\"], type = \"float\" }",
+    );
+    // export.py names the regressor's output `variable`; the prediction field is `count`.
+    let renamed: HashMap<u64, Value> =
+        outcome.predictions.iter().map(|(id, p)| (*id, serde_json::json!({"variable": p["count"]}))).collect();
+    check_regressor(
+        "bike_linear",
+        &Outcome { predictions: renamed, dead_letters: outcome.dead_letters },
+        "float_input",
+        "variable",
+    );
+}
+
+#[test]
+fn seeds_dict_vectorizer_random_forest_pipeline_from_entries() {
+    let outcome = run(
+        "rides_forest",
+        "outputs = { duration = \"variable\" }\n\
+         [processors.model.features]\n\
+         input = { entries = { PU_DO = { template = \"{ride.PULocationID}_{ride.DOLocationID}\" }, trip_distance = { field = \"ride.trip_distance\" } }, type = \"float\" }",
+    );
+    check_regressor("rides_forest", &outcome, "input", "duration");
+}
+
+#[test]
+fn lightgbm_regressor_from_an_array_field() {
+    let outcome = run(
+        "lightgbm_regressor",
+        "outputs = { y = \"variable\" }\n[processors.model.features]\ninput = { field = \"x\", type = \"float\" }",
+    );
+    check_regressor("lightgbm_regressor", &outcome, "input", "y");
+}
+
+const FRAUD_FEATURES: &str =
+    "[processors.model.features]\nX = { fields = [\"amount\", \"age\", \"score\"], type = \"float\" }";
+
+#[test]
+fn binary_classifier_with_zipmap_gives_label_and_probabilities_by_class() {
+    let outcome = run(
+        "fraud_zipmap",
+        &format!(
+            "outputs = {{ label = \"output_label\", probabilities = \"output_probability\", \
+             probability = {{ output = \"output_probability\", select = \"max\" }}, \
+             p_positive = {{ output = \"output_probability\", index = 1 }} }}\n{FRAUD_FEATURES}"
+        ),
+    );
+    check_classifier("fraud_zipmap", &outcome, Some("1"));
+}
+
+#[test]
+fn binary_classifier_without_zipmap_gives_the_probability_row() {
+    let outcome = run(
+        "fraud_tensor",
+        &format!(
+            "outputs = {{ label = \"label\", row = \"probabilities\", \
+             probability = {{ output = \"probabilities\", select = \"max\" }}, \
+             p_positive = {{ output = \"probabilities\", index = 1 }} }}\n{FRAUD_FEATURES}"
+        ),
+    );
+    // The row is an array in class order (0, 1); check it as an object of class -> probability.
+    let predictions = outcome
+        .predictions
+        .iter()
+        .map(|(id, p)| {
+            let mut p = p.clone();
+            let row = p["row"].as_array().unwrap().clone();
+            p["probabilities"] = serde_json::json!({"0": row[0], "1": row[1]});
+            (*id, p)
+        })
+        .collect();
+    check_classifier("fraud_tensor", &Outcome { predictions, dead_letters: outcome.dead_letters }, Some("1"));
+}
+
+const TIER_FEATURES: &str = "[processors.model.features]\nX = { field = \"x\", type = \"double\" }";
+
+#[test]
+fn three_class_string_labels_with_zipmap() {
+    let outcome = run(
+        "tier_zipmap",
+        &format!(
+            "outputs = {{ label = \"output_label\", probabilities = \"output_probability\", \
+             probability = {{ output = \"output_probability\", select = \"max\" }} }}\n{TIER_FEATURES}"
+        ),
+    );
+    check_classifier("tier_zipmap", &outcome, None);
+}
+
+#[test]
+fn three_class_string_labels_without_zipmap() {
+    let outcome = run(
+        "tier_tensor",
+        &format!(
+            "outputs = {{ label = \"label\", row = \"probabilities\", \
+             probability = {{ output = \"probabilities\", select = \"max\" }} }}\n{TIER_FEATURES}"
+        ),
+    );
+    // skl2onnx orders the columns as `classes_` (sorted): high, low, mid.
+    let predictions = outcome
+        .predictions
+        .iter()
+        .map(|(id, p)| {
+            let mut p = p.clone();
+            let row = p["row"].as_array().unwrap().clone();
+            p["probabilities"] = serde_json::json!({"high": row[0], "low": row[1], "mid": row[2]});
+            (*id, p)
+        })
+        .collect();
+    check_classifier("tier_tensor", &Outcome { predictions, dead_letters: outcome.dead_letters }, None);
+}
+
+/// `tributary validate` names the key when a model's inputs or outputs cannot be mapped.
+#[test]
+fn unmappable_models_fail_validate_naming_the_key() {
+    let dir = fixtures();
+    let cases = [
+        (
+            "bike_linear",
+            "outputs = { y = \"variable\" }\n[processors.model.features]\nfloat_input = { fields = [\"a\", \"b\", \"c\"], type = \"float\" }",
+            "features.float_input.fields",
+        ),
+        (
+            "bike_linear",
+            "outputs = { y = \"variable\" }\n[processors.model.features]\nfloat_input = { fields = [\"a\", \"b\", \"c\", \"d\"], type = \"double\" }",
+            "features.float_input.type",
+        ),
+        (
+            "bike_linear",
+            "outputs = { y = \"nope\" }\n[processors.model.features]\nfloat_input = { field = \"x\", type = \"float\" }",
+            "outputs.y",
+        ),
+        (
+            "fraud_tensor",
+            &format!("outputs = {{ p = {{ output = \"probabilities\", index = 2 }} }}\n{FRAUD_FEATURES}"),
+            "outputs.p.index",
+        ),
+        (
+            "rides_forest",
+            "outputs = { y = \"variable\" }\n[processors.model.features]\ninput = { field = \"ride\", type = \"float\" }",
+            "features.input",
+        ),
+        (
+            "rides_forest",
+            "outputs = { y = \"variable\" }\n[processors.model.features]\ninput = { entries = { PU_DOO = { field = \"a\" } }, type = \"float\" }",
+            "features.input.entries.PU_DOO",
+        ),
+    ];
+    for (name, mapping, key) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let config = work.path().join("pipeline.toml");
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(
+            &config,
+            format!(
+                "[sources.events]\ntype = \"stdin\"\n[processors.model]\ntype = \"onnx\"\ninputs = [\"events\"]\n\
+                 model = {model:?}\nmodel_name = \"m\"\n{mapping}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"model\"]\n"
+            ),
+        )
+        .unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["validate", "--config"])
+            .arg(&config)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name} {mapping}: validate passed");
+        assert!(stderr.contains(key), "{name}: {stderr} should name {key}");
+        assert!(stderr.contains("processors.model"), "{stderr}");
+    }
+}
+
+/// `tributary inspect` prints a snippet that, with its placeholders filled, validates.
+#[test]
+fn inspect_shows_the_signature_and_a_snippet_for_a_dict_vectorizer_pipeline() {
+    let model = fixtures().join("rides_forest.onnx");
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary")).arg("inspect").arg(&model).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(report.contains("producer: skl2onnx"), "{report}");
+    assert!(report.contains("input: map(string, float) into a DictVectorizer of"), "{report}");
+    assert!(report.contains("variable: float [-1, 1]"), "{report}");
+    let snippet = &report[report.find("[processors.").unwrap()..];
+    assert!(
+        snippet
+            .contains("entries = { PU_DO = { field = \"<PU_DO>\" }, trip_distance = { field = \"<trip_distance>\" } }"),
+        "{snippet}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("pipeline.toml");
+    let filled = snippet
+        .replace("<source id>", "events")
+        .replace("<PU_DO>", "ride.PU_DO")
+        .replace("<trip_distance>", "ride.trip_distance");
+    std::fs::write(
+        &config,
+        format!("[sources.events]\ntype = \"stdin\"\n{filled}\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"rides_forest\"]\n"),
+    )
+    .unwrap();
+    let validate =
+        Command::new(env!("CARGO_BIN_EXE_tributary")).args(["validate", "--config"]).arg(&config).output().unwrap();
+    assert!(validate.status.success(), "{filled}\n{}", String::from_utf8_lossy(&validate.stderr));
+}

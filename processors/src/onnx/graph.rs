@@ -1,0 +1,407 @@
+//! Load-time rewrites of an ONNX graph, so that standard exports run on whole batches.
+//!
+//! - **DictVectorizer inputs.** skl2onnx exports `make_pipeline(DictVectorizer(), ...)` with a
+//!   `map(string, float)` input, which ONNX Runtime takes one record per call. When such an input
+//!   feeds only an `ai.onnx.ml` `DictVectorizer` node, the node is removed and its output becomes
+//!   the graph input (`[N, V]` over its vocabulary): tributary builds those rows itself, the way
+//!   the node would, and the rest of the graph runs once per batch with identical results.
+//! - **ZipMap outputs.** A classifier's probabilities exported as ZipMap
+//!   (`seq(map(int64|string, float))`) come out of ONNX Runtime one map per record. The ZipMap
+//!   node is removed and its input (`[N, K]` probabilities) is read instead; its class labels
+//!   turn each row back into `{class: probability}`.
+//!
+//! The model file is read and written at the protobuf wire level: only the fields named below
+//! are looked at, every other byte is kept as it is.
+
+use std::collections::HashMap;
+
+/// A `map(string, T)` input replaced by its DictVectorizer's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DictInput {
+    /// The input's name in the exported model (what users map).
+    pub input: String,
+    /// The tensor fed instead: the DictVectorizer's output, `[N, vocabulary.len()]`.
+    pub tensor: String,
+    /// The column of each feature name (`"PU_DO=130_205"`, `"trip_distance"`).
+    pub vocabulary: Vec<String>,
+    /// The map's value type, as an ONNX `TensorProto.DataType` code.
+    pub elem_type: i32,
+}
+
+/// A ZipMap output replaced by its input tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassMapOutput {
+    /// The output's name in the exported model (what users map).
+    pub output: String,
+    /// The tensor read instead: the ZipMap's input, `[N, labels.len()]` floats.
+    pub tensor: String,
+    /// The class of each column, as JSON object keys.
+    pub labels: Vec<String>,
+}
+
+/// A model after the rewrites, and what they changed.
+#[derive(Clone, Debug, Default)]
+pub struct Rewritten {
+    /// The model to load.
+    pub bytes: Vec<u8>,
+    /// Inputs now fed as tensors.
+    pub dict_inputs: Vec<DictInput>,
+    /// Outputs now read as tensors.
+    pub class_maps: Vec<ClassMapOutput>,
+}
+
+/// ONNX `TensorProto.DataType.FLOAT`.
+pub const FLOAT: i32 = 1;
+
+/// Rewrites what can be rewritten; a model with nothing to rewrite comes back unchanged.
+///
+/// # Errors
+/// The bytes are not a well-formed ONNX protobuf.
+pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
+    let model = fields(bytes)?;
+    let Some(graph_field) = model.iter().find(|f| f.number == 7) else {
+        return Ok(Rewritten { bytes: bytes.to_vec(), ..Rewritten::default() });
+    };
+    let graph = fields(graph_field.bytes()?)?;
+    let mut nodes = Vec::new();
+    for field in graph.iter().filter(|f| f.number == 1) {
+        nodes.push(Node::parse(field.bytes()?)?);
+    }
+    let mut inputs = HashMap::new();
+    for field in graph.iter().filter(|f| f.number == 11) {
+        let info = fields(field.bytes()?)?;
+        inputs.insert(string_field(&info, 1)?, map_value_type(&info)?);
+    }
+    let outputs: Vec<String> = graph
+        .iter()
+        .filter(|f| f.number == 12)
+        .map(|f| fields(f.bytes()?).and_then(|info| string_field(&info, 1)))
+        .collect::<Result<_, _>>()?;
+
+    let mut dropped = vec![false; nodes.len()];
+    let mut dict_inputs = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let [input] = node.inputs.as_slice() else { continue };
+        let Some(Some(elem_type)) = inputs.get(input) else { continue };
+        let consumers = nodes.iter().filter(|n| n.inputs.contains(input)).count();
+        if node.op_type == "DictVectorizer" && consumers == 1 && node.outputs.len() == 1 {
+            let vocabulary = node.strings("string_vocabulary");
+            if !vocabulary.is_empty() {
+                dropped[i] = true;
+                dict_inputs.push(DictInput {
+                    input: input.clone(),
+                    tensor: node.outputs[0].clone(),
+                    vocabulary,
+                    elem_type: *elem_type,
+                });
+            }
+        }
+    }
+    let mut class_maps = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let ([input], [output]) = (node.inputs.as_slice(), node.outputs.as_slice()) else { continue };
+        if node.op_type != "ZipMap" || !outputs.contains(output) || nodes.iter().any(|n| n.inputs.contains(output)) {
+            continue;
+        }
+        let mut labels = node.strings("classlabels_strings");
+        if labels.is_empty() {
+            labels = node.ints("classlabels_int64s").iter().map(i64::to_string).collect();
+        }
+        dropped[i] = true;
+        class_maps.push(ClassMapOutput { output: output.clone(), tensor: input.clone(), labels });
+    }
+    if dict_inputs.is_empty() && class_maps.is_empty() {
+        return Ok(Rewritten { bytes: bytes.to_vec(), ..Rewritten::default() });
+    }
+
+    let mut new_graph = Vec::with_capacity(graph_field.bytes()?.len());
+    let mut node_index = 0;
+    for field in &graph {
+        match field.number {
+            1 => {
+                if !dropped[node_index] {
+                    field.write(&mut new_graph);
+                }
+                node_index += 1;
+            }
+            11 => {
+                let name = string_field(&fields(field.bytes()?)?, 1)?;
+                match dict_inputs.iter().find(|d| d.input == name) {
+                    Some(dict) => {
+                        let info = tensor_value_info(&dict.tensor, dict.elem_type, dict.vocabulary.len());
+                        write_bytes(&mut new_graph, 11, &info);
+                    }
+                    None => field.write(&mut new_graph),
+                }
+            }
+            12 => {
+                let name = string_field(&fields(field.bytes()?)?, 1)?;
+                match class_maps.iter().find(|c| c.output == name) {
+                    Some(map) if !outputs.contains(&map.tensor) => {
+                        let info = tensor_value_info(&map.tensor, FLOAT, map.labels.len());
+                        write_bytes(&mut new_graph, 12, &info);
+                    }
+                    Some(_) => {}
+                    None => field.write(&mut new_graph),
+                }
+            }
+            _ => field.write(&mut new_graph),
+        }
+    }
+    let mut new_model = Vec::with_capacity(bytes.len());
+    for field in &model {
+        if field.number == 7 {
+            write_bytes(&mut new_model, 7, &new_graph);
+        } else {
+            field.write(&mut new_model);
+        }
+    }
+    Ok(Rewritten { bytes: new_model, dict_inputs, class_maps })
+}
+
+/// The parts of a `NodeProto` the rewrites look at.
+struct Node {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    op_type: String,
+    /// (name, fields of the `AttributeProto`).
+    attributes: Vec<(String, Vec<u8>)>,
+}
+
+impl Node {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let node = fields(bytes)?;
+        let strings =
+            |n| node.iter().filter(|f| f.number == n).map(|f| text(f.bytes()?)).collect::<Result<Vec<_>, _>>();
+        let mut attributes = Vec::new();
+        for field in node.iter().filter(|f| f.number == 5) {
+            let attribute = fields(field.bytes()?)?;
+            attributes.push((string_field(&attribute, 1)?, field.bytes()?.to_vec()));
+        }
+        Ok(Node {
+            inputs: strings(1)?,
+            outputs: strings(2)?,
+            op_type: strings(4)?.pop().unwrap_or_default(),
+            attributes,
+        })
+    }
+
+    fn attribute(&self, name: &str) -> Vec<Field<'_>> {
+        self.attributes.iter().find(|(n, _)| n == name).and_then(|(_, bytes)| fields(bytes).ok()).unwrap_or_default()
+    }
+
+    /// An attribute's `strings` (field 9).
+    fn strings(&self, name: &str) -> Vec<String> {
+        self.attribute(name).iter().filter(|f| f.number == 9).filter_map(|f| text(f.bytes().ok()?).ok()).collect()
+    }
+
+    /// An attribute's `ints` (field 8), packed or not.
+    fn ints(&self, name: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for field in self.attribute(name).iter().filter(|f| f.number == 8) {
+            match field.value {
+                Payload::Varint(v) => out.push(v as i64),
+                Payload::Bytes(mut packed) => {
+                    while let Ok((v, rest)) = varint(packed) {
+                        out.push(v as i64);
+                        packed = rest;
+                        if packed.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                Payload::Fixed => {}
+            }
+        }
+        out
+    }
+}
+
+/// For a graph input's `ValueInfoProto`: the value type code of a `map(string, T)` input (other
+/// inputs: `None`).
+fn map_value_type(info: &[Field<'_>]) -> Result<Option<i32>, String> {
+    let Some(type_proto) = info.iter().find(|f| f.number == 2) else { return Ok(None) };
+    let type_proto = fields(type_proto.bytes()?)?;
+    let Some(map) = type_proto.iter().find(|f| f.number == 5) else { return Ok(None) };
+    let map = fields(map.bytes()?)?;
+    let key_type = map.iter().find(|f| f.number == 1).and_then(Field::varint);
+    let Some(value_type) = map.iter().find(|f| f.number == 2) else { return Ok(None) };
+    let value_type = fields(value_type.bytes()?)?;
+    let Some(tensor) = value_type.iter().find(|f| f.number == 1) else { return Ok(None) };
+    let elem_type = fields(tensor.bytes()?)?.iter().find(|f| f.number == 1).and_then(Field::varint);
+    // Key type 8 is STRING.
+    Ok(if key_type == Some(8) { elem_type.map(|t| t as i32) } else { None })
+}
+
+/// A `ValueInfoProto` for a `[N, width]` tensor of `elem_type`.
+fn tensor_value_info(name: &str, elem_type: i32, width: usize) -> Vec<u8> {
+    let mut batch_dim = Vec::new();
+    write_bytes(&mut batch_dim, 2, b"N");
+    let mut width_dim = Vec::new();
+    write_varint_field(&mut width_dim, 1, width as u64);
+    let mut shape = Vec::new();
+    write_bytes(&mut shape, 1, &batch_dim);
+    write_bytes(&mut shape, 1, &width_dim);
+    let mut tensor = Vec::new();
+    write_varint_field(&mut tensor, 1, elem_type as u64);
+    write_bytes(&mut tensor, 2, &shape);
+    let mut type_proto = Vec::new();
+    write_bytes(&mut type_proto, 1, &tensor);
+    let mut info = Vec::new();
+    write_bytes(&mut info, 1, name.as_bytes());
+    write_bytes(&mut info, 2, &type_proto);
+    info
+}
+
+/// One protobuf field: its number, and its payload as it stands in the message.
+#[derive(Clone, Copy, Debug)]
+struct Field<'a> {
+    number: u64,
+    value: Payload<'a>,
+    /// The whole field, tag included, to write it back unchanged.
+    raw: &'a [u8],
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Payload<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Field<'a> {
+    fn bytes(&self) -> Result<&'a [u8], String> {
+        match self.value {
+            Payload::Bytes(b) => Ok(b),
+            _ => Err(format!("field {} is not length-delimited", self.number)),
+        }
+    }
+
+    fn varint(&self) -> Option<u64> {
+        match self.value {
+            Payload::Varint(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.raw);
+    }
+}
+
+/// The fields of one message.
+fn fields(mut bytes: &[u8]) -> Result<Vec<Field<'_>>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let start = bytes;
+        let (tag, rest) = varint(bytes)?;
+        let (value, rest) = match tag & 7 {
+            0 => {
+                let (v, rest) = varint(rest)?;
+                (Payload::Varint(v), rest)
+            }
+            1 => split(rest, 8).map(|(_, r)| (Payload::Fixed, r))?,
+            2 => {
+                let (len, rest) = varint(rest)?;
+                let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
+                split(rest, len).map(|(b, r)| (Payload::Bytes(b), r))?
+            }
+            5 => split(rest, 4).map(|(_, r)| (Payload::Fixed, r))?,
+            other => return Err(format!("not an ONNX model: protobuf wire type {other}")),
+        };
+        out.push(Field { number: tag >> 3, value, raw: &start[..start.len() - rest.len()] });
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+fn split(bytes: &[u8], len: usize) -> Result<(&[u8], &[u8]), String> {
+    if bytes.len() < len {
+        return Err("not an ONNX model: the protobuf ends inside a field".into());
+    }
+    Ok(bytes.split_at(len))
+}
+
+fn varint(bytes: &[u8]) -> Result<(u64, &[u8]), String> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, &bytes[i + 1..]));
+        }
+    }
+    Err("not an ONNX model: a protobuf varint does not end".into())
+}
+
+fn text(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| "not an ONNX model: a name is not UTF-8".to_string())
+}
+
+fn string_field(message: &[Field<'_>], number: u64) -> Result<String, String> {
+    message.iter().find(|f| f.number == number).map_or_else(|| Ok(String::new()), |f| text(f.bytes()?))
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn write_varint_field(out: &mut Vec<u8>, number: u64, value: u64) {
+    write_varint(out, number << 3);
+    write_varint(out, value);
+}
+
+fn write_bytes(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+    write_varint(out, (number << 3) | 2);
+    write_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_byte_for_byte() {
+        let mut message = Vec::new();
+        write_varint_field(&mut message, 1, 300);
+        write_bytes(&mut message, 2, b"name");
+        let parsed = fields(&message).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].varint(), Some(300));
+        assert_eq!(parsed[1].bytes().unwrap(), b"name");
+        let mut again = Vec::new();
+        parsed.iter().for_each(|f| f.write(&mut again));
+        assert_eq!(again, message);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let mut message = Vec::new();
+        write_bytes(&mut message, 7, &[0x0a, 0x05, b'a']);
+        for end in 0..message.len() {
+            let _ = rewrite(&message[..end]);
+        }
+        assert!(fields(&[0x3a, 0x10, 1]).is_err());
+        assert!(fields(&[0xff; 11]).is_err());
+    }
+
+    #[test]
+    fn a_model_without_dict_inputs_or_zipmaps_is_unchanged() {
+        let mut graph = Vec::new();
+        let mut node = Vec::new();
+        write_bytes(&mut node, 1, b"x");
+        write_bytes(&mut node, 2, b"y");
+        write_bytes(&mut node, 4, b"Relu");
+        write_bytes(&mut graph, 1, &node);
+        let mut model = Vec::new();
+        write_varint_field(&mut model, 1, 8);
+        write_bytes(&mut model, 7, &graph);
+        let rewritten = rewrite(&model).unwrap();
+        assert_eq!(rewritten.bytes, model);
+        assert!(rewritten.dict_inputs.is_empty() && rewritten.class_maps.is_empty());
+    }
+}

@@ -1,0 +1,361 @@
+//! How each model input is filled from events: the plan checked against the model at build
+//! time ([`InputPlan::new`]), and the per-record extraction that rejects a record naming the
+//! field and the model input ([`InputPlan::push`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tributary_framework::template::{Template, lookup};
+
+use super::SignatureError;
+use super::config::{Entry, Feature};
+use super::model::{Feed, Port, PortKind};
+use super::tensor::{ElementType, Values};
+
+/// Where one value comes from in an event.
+enum Source {
+    Field(String),
+    Template(Template),
+}
+
+impl Source {
+    fn new(field: Option<&String>, template: Option<&String>, key: &str) -> Result<Self, SignatureError> {
+        match (field, template) {
+            (Some(field), None) => Ok(Source::Field(field.clone())),
+            (None, Some(template)) => Template::parse(template).map(Source::Template).map_err(|e| (key.to_string(), e)),
+            _ => Err((key.to_string(), "set exactly one of `field` and `template`".into())),
+        }
+    }
+
+    /// The value in `event`, or a reason naming what is missing.
+    fn read(&self, event: &Value) -> Result<Value, String> {
+        match self {
+            Source::Field(path) => {
+                lookup(event, path).filter(|v| !v.is_null()).cloned().ok_or_else(|| format!("`{path}` is missing"))
+            }
+            Source::Template(template) => template
+                .render(event)
+                .map(Value::String)
+                .ok_or_else(|| format!("`{}` is missing", template.missing_field(event).unwrap_or_default())),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Field(path) => path.clone(),
+            Source::Template(_) => "template".into(),
+        }
+    }
+}
+
+/// How one model input is filled.
+pub struct InputPlan {
+    /// The model input's name, for messages.
+    input: String,
+    ty: ElementType,
+    /// Values per record.
+    width: usize,
+    /// The dimensions after the batch.
+    row_dims: Vec<i64>,
+    fill: Fill,
+}
+
+/// What the model learned a map entry to be: a number (the vocabulary has `key`), a category
+/// (it has `key=value` features), or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EntryKind {
+    Number,
+    Category,
+    Either,
+}
+
+enum Fill {
+    /// The values of these sources in order, arrays flattened.
+    Tensor(Vec<Source>),
+    /// DictVectorizer rows: per map entry, its key, source and kind, over the vocabulary's
+    /// columns.
+    Dict { entries: Vec<(String, Source, EntryKind)>, columns: Arc<HashMap<String, usize>> },
+}
+
+impl InputPlan {
+    /// Checks `feature` (configured under `features.<port.name>`) against the input the model
+    /// declares.
+    ///
+    /// # Errors
+    /// The config key at fault and what is wrong: a type or shape the mapping cannot fill.
+    pub fn new(port: &Port, feature: &Feature, location: &str) -> Result<Self, SignatureError> {
+        let name = &port.name;
+        let key = format!("features.{name}");
+        let configured =
+            [feature.field.is_some(), feature.fields.is_some(), feature.template.is_some(), feature.entries.is_some()];
+        if configured.iter().filter(|c| **c).count() != 1 {
+            return Err((key, "set exactly one of `field`, `fields`, `template` and `entries`".into()));
+        }
+        let type_error = |declared: &str| {
+            Err((
+                format!("{key}.type"),
+                format!("{location} declares input {name:?} as {declared}, configured as {}", feature.kind.name()),
+            ))
+        };
+        match &port.kind {
+            PortKind::Dict { columns, vocabulary, ty } => {
+                let Some(entries) = &feature.entries else {
+                    return Err((
+                        key,
+                        format!(
+                            "{location} declares input {name:?} as {}: map it with `entries = {{ <feature> = {{ field = \"...\" }} }}`",
+                            port.describe()
+                        ),
+                    ));
+                };
+                if *ty != feature.kind {
+                    return type_error(&format!("map(string, {})", ty.name()));
+                }
+                if !matches!(ty, ElementType::Float | ElementType::Double) {
+                    return Err((format!("{key}.type"), format!("map values of type {} are not supported", ty.name())));
+                }
+                let mut plan = Vec::new();
+                for (entry_key, Entry { field, template }) in entries {
+                    let at = format!("{key}.entries.{entry_key}");
+                    let prefix = format!("{entry_key}=");
+                    let kind =
+                        match (columns.contains_key(entry_key), vocabulary.iter().any(|f| f.starts_with(&prefix))) {
+                            (true, false) => EntryKind::Number,
+                            (false, true) => EntryKind::Category,
+                            (true, true) => EntryKind::Either,
+                            (false, false) => {
+                                return Err((
+                                    at,
+                                    format!(
+                                        "{location}'s DictVectorizer has no feature {entry_key:?} (nor {prefix}...)"
+                                    ),
+                                ));
+                            }
+                        };
+                    plan.push((entry_key.clone(), Source::new(field.as_ref(), template.as_ref(), &at)?, kind));
+                }
+                Ok(InputPlan {
+                    input: name.clone(),
+                    ty: *ty,
+                    width: vocabulary.len(),
+                    row_dims: vec![vocabulary.len() as i64],
+                    fill: Fill::Dict { entries: plan, columns: columns.clone() },
+                })
+            }
+            PortKind::Tensor { ty, dims } => {
+                if feature.entries.is_some() {
+                    return Err((
+                        format!("{key}.entries"),
+                        format!("{location} declares input {name:?} as {}, not a map", port.describe()),
+                    ));
+                }
+                if *ty != feature.kind {
+                    return type_error(ty.name());
+                }
+                let sources: Vec<Source> = match (&feature.field, &feature.fields, &feature.template) {
+                    (Some(field), _, _) => vec![Source::Field(field.clone())],
+                    (_, Some(fields), _) => fields.iter().map(|f| Source::Field(f.clone())).collect(),
+                    (_, _, Some(template)) => vec![Source::new(None, Some(template), &key)?],
+                    _ => Vec::new(),
+                };
+                let row_dims = row_dims(dims, feature.fields.as_ref().map(Vec::len)).map_err(|e| {
+                    (key.clone(), format!("{location} declares input {name:?} as {}: {e}", port.describe()))
+                })?;
+                let width = row_dims.iter().product::<i64>() as usize;
+                if let Some(fields) = &feature.fields
+                    && fields.len() != width
+                {
+                    return Err((
+                        format!("{key}.fields"),
+                        format!(
+                            "{location} declares input {name:?} as {}: {width} values per record, `fields` names {}",
+                            port.describe(),
+                            fields.len()
+                        ),
+                    ));
+                }
+                if feature.template.is_some() && (width != 1 || *ty != ElementType::String) {
+                    return Err((
+                        key,
+                        format!(
+                            "a template gives one string; {location} declares input {name:?} as {}",
+                            port.describe()
+                        ),
+                    ));
+                }
+                Ok(InputPlan { input: name.clone(), ty: *ty, width, row_dims, fill: Fill::Tensor(sources) })
+            }
+            PortKind::ClassMap { .. } | PortKind::Unsupported(_) => Err((
+                key,
+                format!(
+                    "{location} declares input {name:?} as {}, which cannot be filled from events",
+                    port.describe()
+                ),
+            )),
+        }
+    }
+
+    /// Empty values for a batch of `rows`.
+    pub fn values(&self, rows: usize) -> Values {
+        Values::new(self.ty, rows * self.width)
+    }
+
+    /// The input for a batch.
+    pub fn feed(&self, values: Values) -> Feed {
+        Feed { values, row_dims: self.row_dims.clone() }
+    }
+
+    /// Appends one record's values, or says which field is wrong (then `values` is as before).
+    pub fn push(&self, event: &Value, values: &mut Values) -> Result<(), String> {
+        let before = values.len();
+        let pushed = self.try_push(event, values);
+        if pushed.is_err() {
+            values.truncate(before);
+        }
+        pushed.map_err(|e| format!("{e} (model input {})", self.input))
+    }
+
+    fn try_push(&self, event: &Value, values: &mut Values) -> Result<(), String> {
+        match &self.fill {
+            Fill::Tensor(sources) => {
+                let before = values.len();
+                for source in sources {
+                    let value = source.read(event)?;
+                    push_flat(&value, values).map_err(|e| format!("`{}` {e}", source.name()))?;
+                }
+                let pushed = values.len() - before;
+                if pushed != self.width {
+                    let name = sources.first().map(Source::name).unwrap_or_default();
+                    return Err(format!("`{name}` must hold {} values, found {pushed}", self.width));
+                }
+                Ok(())
+            }
+            Fill::Dict { entries, columns } => {
+                let mut row = vec![0.0f64; self.width];
+                for (key, source, kind) in entries {
+                    let value = source.read(event)?;
+                    let fits = match (kind, &value) {
+                        (EntryKind::Number, Value::String(_) | Value::Array(_)) => Err("must be a number"),
+                        (EntryKind::Category, Value::Number(_) | Value::Bool(_)) => {
+                            Err("must be a string (a category)")
+                        }
+                        _ => Ok(()),
+                    };
+                    fits.and_then(|()| dict_entry(key, &value, columns, &mut row))
+                        .map_err(|e| format!("`{}` {e}", source.name()))?;
+                }
+                match values {
+                    Values::Float(v) => v.extend(row.iter().map(|x| *x as f32)),
+                    Values::Double(v) => v.extend(row),
+                    _ => return Err("map values must be float or double".into()),
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The dimensions after the batch: as declared, a dynamic one resolved from `fields` (an `[N, F]`
+/// input mapped field by field).
+fn row_dims(dims: &[i64], fields: Option<usize>) -> Result<Vec<i64>, String> {
+    match dims {
+        [] => return Err("a scalar input has no batch dimension".into()),
+        [first, ..] if *first > 1 => {
+            return Err(format!("its batch dimension is fixed at {first}; export it with a dynamic batch dimension"));
+        }
+        _ => {}
+    }
+    let rest = &dims[1..];
+    match (rest, fields) {
+        ([], _) => Ok(Vec::new()),
+        ([d], Some(f)) if *d <= 0 => Ok(vec![f as i64]),
+        _ => match rest.iter().position(|d| *d <= 0) {
+            Some(i) => Err(format!(
+                "dimension {} is dynamic, so the values per record are not known; map a 2-D input with `fields`",
+                i + 1
+            )),
+            None => Ok(rest.to_vec()),
+        },
+    }
+}
+
+/// Appends `value` (an array, flattened row-major, or one value) to `values`.
+fn push_flat(value: &Value, values: &mut Values) -> Result<(), String> {
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|item| push_flat(item, values)),
+        Value::Null => Err("holds a null".into()),
+        _ => values.push(value).map_err(str::to_string),
+    }
+}
+
+/// Adds one map entry to a DictVectorizer row, as scikit-learn's `DictVectorizer` does.
+fn dict_entry(key: &str, value: &Value, columns: &HashMap<String, usize>, row: &mut [f64]) -> Result<(), &'static str> {
+    let mut one_hot = |text: &str| {
+        if let Some(&column) = columns.get(&format!("{key}={text}")) {
+            row[column] = 1.0;
+        }
+    };
+    match value {
+        Value::String(text) => one_hot(text),
+        Value::Array(items) => {
+            for item in items {
+                one_hot(item.as_str().ok_or("must hold strings")?);
+            }
+        }
+        Value::Number(n) => {
+            let x = n.as_f64().filter(|x| x.is_finite()).ok_or("is not finite")?;
+            if let Some(&column) = columns.get(key) {
+                row[column] = x;
+            }
+        }
+        Value::Bool(b) => {
+            if let Some(&column) = columns.get(key) {
+                row[column] = f64::from(u8::from(*b));
+            }
+        }
+        _ => return Err("must be a string or a number"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn row_dims_from_the_declared_shape() {
+        assert_eq!(row_dims(&[-1], None).unwrap(), Vec::<i64>::new());
+        assert_eq!(row_dims(&[-1, 1], None).unwrap(), vec![1]);
+        assert_eq!(row_dims(&[-1, 4], Some(4)).unwrap(), vec![4]);
+        assert_eq!(row_dims(&[-1, -1], Some(3)).unwrap(), vec![3]);
+        assert_eq!(row_dims(&[-1, 3, 2, 2], None).unwrap(), vec![3, 2, 2]);
+        assert!(row_dims(&[-1, 3, -1, -1], None).unwrap_err().contains("dimension 2 is dynamic"));
+        assert!(row_dims(&[-1, -1], None).is_err());
+        assert!(row_dims(&[], None).is_err());
+        assert!(row_dims(&[8, 4], None).unwrap_err().contains("fixed at 8"));
+    }
+
+    #[test]
+    fn dict_entries_as_dict_vectorizer_makes_them() {
+        let columns: HashMap<String, usize> =
+            [("PU_DO=130_205", 0), ("PU_DO=1_2", 1), ("trip_distance", 2)].map(|(k, v)| (k.to_string(), v)).into();
+        let mut row = vec![0.0; 3];
+        dict_entry("PU_DO", &json!("130_205"), &columns, &mut row).unwrap();
+        dict_entry("trip_distance", &json!(3.5), &columns, &mut row).unwrap();
+        dict_entry("PU_DO", &json!("9_9"), &columns, &mut row).unwrap();
+        assert_eq!(row, vec![1.0, 0.0, 3.5]);
+        assert!(dict_entry("PU_DO", &json!({}), &columns, &mut row).is_err());
+    }
+
+    #[test]
+    fn nested_arrays_are_read_row_major_and_bounded() {
+        let mut values = Values::new(ElementType::Float, 4);
+        push_flat(&json!([[1, 2], [3, 4]]), &mut values).unwrap();
+        assert_eq!(values, Values::Float(vec![1.0, 2.0, 3.0, 4.0]));
+        let mut values = Values::new(ElementType::Float, 4);
+        assert!(push_flat(&json!([1, "a"]), &mut values).is_err());
+        assert!(push_flat(&json!([1, null]), &mut values).is_err());
+    }
+}
