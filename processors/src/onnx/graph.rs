@@ -389,6 +389,91 @@ mod tests {
         assert!(fields(&[0xff; 11]).is_err());
     }
 
+    fn message(parts: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        parts.iter().for_each(|(n, b)| write_bytes(&mut out, *n, b));
+        out
+    }
+
+    /// A graph as skl2onnx lays out a DictVectorizer pipeline with a ZipMap: map input `input`
+    /// -> DictVectorizer -> `variable` -> Classifier -> `probabilities` -> ZipMap -> `output`.
+    fn dict_vectorizer_zipmap_model() -> Vec<u8> {
+        let vocabulary = message(&[(1, b"string_vocabulary"), (9, b"PU_DO=1_2"), (9, b"trip_distance")]);
+        let dict = message(&[(1, b"input"), (2, b"variable"), (4, b"DictVectorizer"), (5, &vocabulary)]);
+        let classifier = message(&[(1, b"variable"), (2, b"probabilities"), (4, b"LinearClassifier")]);
+        let mut labels = message(&[(1, b"classlabels_int64s")]);
+        write_varint_field(&mut labels, 8, 0);
+        write_varint_field(&mut labels, 8, 1);
+        let zipmap = message(&[(1, b"probabilities"), (2, b"output"), (4, b"ZipMap"), (5, &labels)]);
+        let mut value_tensor = Vec::new();
+        write_varint_field(&mut value_tensor, 1, FLOAT as u64);
+        let value_type = message(&[(1, &value_tensor)]);
+        let mut map = Vec::new();
+        write_varint_field(&mut map, 1, 8);
+        write_bytes(&mut map, 2, &value_type);
+        let input_type = message(&[(5, &map)]);
+        let input = message(&[(1, b"input"), (2, &input_type)]);
+        let output = message(&[(1, b"output")]);
+        let graph = message(&[(1, &dict), (1, &classifier), (1, &zipmap), (11, &input), (12, &output)]);
+        message(&[(7, &graph)])
+    }
+
+    #[test]
+    fn dict_vectorizer_and_zipmap_are_rewritten_to_tensors() {
+        let rewritten = rewrite(&dict_vectorizer_zipmap_model()).unwrap();
+        assert_eq!(
+            rewritten.dict_inputs,
+            vec![DictInput {
+                input: "input".into(),
+                tensor: "variable".into(),
+                vocabulary: vec!["PU_DO=1_2".into(), "trip_distance".into()],
+                elem_type: FLOAT,
+            }]
+        );
+        assert_eq!(
+            rewritten.class_maps,
+            vec![ClassMapOutput {
+                output: "output".into(),
+                tensor: "probabilities".into(),
+                labels: vec!["0".into(), "1".into()]
+            }]
+        );
+        let graph = fields(&rewritten.bytes).unwrap()[0].bytes().unwrap().to_vec();
+        let graph = fields(&graph).unwrap();
+        let ops: Vec<String> =
+            graph.iter().filter(|f| f.number == 1).map(|f| Node::parse(f.bytes().unwrap()).unwrap().op_type).collect();
+        assert_eq!(ops, ["LinearClassifier"]);
+        let names = |n| {
+            graph
+                .iter()
+                .filter(|f| f.number == n)
+                .map(|f| string_field(&fields(f.bytes().unwrap()).unwrap(), 1).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(11), ["variable"]);
+        assert_eq!(names(12), ["probabilities"]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes, as a model file: an error or a model, never a panic.
+        #[test]
+        fn any_bytes_are_an_error_or_a_model(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = rewrite(&bytes);
+        }
+
+        /// A real layout with bytes changed or cut short: an error or a model, never a panic.
+        #[test]
+        fn damaged_models_are_an_error_or_a_model(
+            at in 0usize..400, byte in proptest::prelude::any::<u8>(), cut in 0usize..400,
+        ) {
+            let mut model = dict_vectorizer_zipmap_model();
+            let at = at % model.len();
+            model[at] = byte;
+            model.truncate(model.len() - cut % model.len());
+            let _ = rewrite(&model);
+        }
+    }
+
     #[test]
     fn a_model_without_dict_inputs_or_zipmaps_is_unchanged() {
         let mut graph = Vec::new();

@@ -13,6 +13,9 @@ use super::config::{Entry, Feature};
 use super::model::{Feed, Port, PortKind};
 use super::tensor::{ElementType, Values};
 
+/// The most values one record may give one input (a 4 x 1024 x 1024 tensor).
+const MAX_VALUES_PER_RECORD: usize = 1 << 22;
+
 /// Where one value comes from in an event.
 enum Source {
     Field(String),
@@ -162,7 +165,19 @@ impl InputPlan {
                 let row_dims = row_dims(dims, feature.fields.as_ref().map(Vec::len)).map_err(|e| {
                     (key.clone(), format!("{location} declares input {name:?} as {}: {e}", port.describe()))
                 })?;
-                let width = row_dims.iter().product::<i64>() as usize;
+                let width = row_dims
+                    .iter()
+                    .try_fold(1usize, |w, d| w.checked_mul(usize::try_from(*d).ok()?))
+                    .filter(|w| *w <= MAX_VALUES_PER_RECORD)
+                    .ok_or_else(|| {
+                        (
+                            key.clone(),
+                            format!(
+                                "{location} declares input {name:?} as {}: too many values per record",
+                                port.describe()
+                            ),
+                        )
+                    })?;
                 if let Some(fields) = &feature.fields
                     && fields.len() != width
                 {

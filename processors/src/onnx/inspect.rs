@@ -53,7 +53,11 @@ fn mlflow_signature(model: &str) -> Option<String> {
 
 /// A `[processors.<name>]` table with every input and output mapped to a placeholder.
 fn snippet(model: &str, loaded: &OnnxModel) -> String {
-    let name = Path::new(model).file_stem().and_then(|s| s.to_str()).filter(|s| *s != "model").unwrap_or("my_model");
+    // `.../fare/model.onnx` (MLflow's layout) is named after its folder.
+    let path = Path::new(model.trim_end_matches('/'));
+    let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "model");
+    let folder = || path.parent().and_then(Path::file_name).and_then(|s| s.to_str());
+    let name = stem.or_else(folder).unwrap_or("my_model");
     let id: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let mut out = String::new();
     let _ = writeln!(out, "[processors.{id}]");
