@@ -15,9 +15,12 @@
 //! 6. Kafka consume -> predict -> produce on the local broker against a Python consumer
 //!    (confluent-kafka, scikit-learn per record).
 //! 7. The cost of fan-out: 1, 2 and 3 model consumers read once, next to one pipeline each.
+//! 8. Models exported the standard way (skl2onnx, onnxmltools) run by configuration, next to
+//!    Python onnxruntime and scikit-learn.
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
+mod exported;
 mod fan_out;
 mod kafka;
 mod lambda;
@@ -49,7 +52,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--sections")
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=7).collect());
+        .unwrap_or_else(|| (1..=8).collect());
     let wants = |n: u32| sections.contains(&n);
     println!("## tributary benchmarks\n");
     println!(
@@ -115,6 +118,11 @@ fn main() -> Result<()> {
     if wants(7) {
         println!("### 7. The cost of fan-out (in process, batches of 1,000, one worker thread)\n");
         runtime.block_on(fan_out::compare(if quick { 20_000 } else { 200_000 }))?;
+    }
+
+    if wants(8) {
+        println!("### 8. Exported models by configuration (in process, batches of 1,000, one worker thread)\n");
+        runtime.block_on(exported::compare(&root, if quick { 10_000 } else { 100_000 }))?;
     }
     Ok(())
 }

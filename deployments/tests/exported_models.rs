@@ -48,9 +48,10 @@ struct Outcome {
     dead_letters: Vec<Value>,
 }
 
-/// Runs `tributary run` on the model's events with `mapping` (the `[processors.model]` keys
-/// after `model`).
-fn run(name: &str, mapping: &str) -> Outcome {
+/// Runs `tributary run` on the model's events with its mapping,
+/// `tests/fixtures/models/<name>.toml` (the `[processors.model]` keys after `model`).
+fn run(name: &str) -> Outcome {
+    let mapping = std::fs::read_to_string(root().join(format!("tests/fixtures/models/{name}.toml"))).unwrap();
     let dir = fixtures();
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("pipeline.toml");
@@ -151,119 +152,58 @@ fn check_classifier(name: &str, outcome: &Outcome, probability_of: Option<&str>)
 
 #[test]
 fn seed_003_bike_regression_with_a_matrix_input_from_four_fields() {
-    let outcome = run(
-        "bike_linear",
-        "outputs = { count = \"variable\" }\n\
-         [processors.model.features]\n\
-         float_input = { fields = [\"features.t1\", \"features.t2\", \"features.hum\", \"features.weather_code\"], type = \"float\" }",
-    );
-    // export.py names the regressor's output `variable`; the prediction field is `count`.
-    let renamed: HashMap<u64, Value> =
-        outcome.predictions.iter().map(|(id, p)| (*id, serde_json::json!({"variable": p["count"]}))).collect();
-    check_regressor(
-        "bike_linear",
-        &Outcome { predictions: renamed, dead_letters: outcome.dead_letters },
-        "float_input",
-        "variable",
-    );
+    check_regressor("bike_linear", &run("bike_linear"), "float_input", "variable");
 }
 
 #[test]
 fn seeds_dict_vectorizer_random_forest_pipeline_from_entries() {
-    let outcome = run(
-        "rides_forest",
-        "outputs = { duration = \"variable\" }\n\
-         [processors.model.features]\n\
-         input = { entries = { PU_DO = { template = \"{ride.PULocationID}_{ride.DOLocationID}\" }, trip_distance = { field = \"ride.trip_distance\" } }, type = \"float\" }",
-    );
-    check_regressor("rides_forest", &outcome, "input", "duration");
+    check_regressor("rides_forest", &run("rides_forest"), "input", "duration");
 }
 
 #[test]
 fn lightgbm_regressor_from_an_array_field() {
-    let outcome = run(
-        "lightgbm_regressor",
-        "outputs = { y = \"variable\" }\n[processors.model.features]\ninput = { field = \"x\", type = \"float\" }",
-    );
-    check_regressor("lightgbm_regressor", &outcome, "input", "y");
+    check_regressor("lightgbm_regressor", &run("lightgbm_regressor"), "input", "y");
 }
-
-const FRAUD_FEATURES: &str =
-    "[processors.model.features]\nX = { fields = [\"amount\", \"age\", \"score\"], type = \"float\" }";
 
 #[test]
 fn binary_classifier_with_zipmap_gives_label_and_probabilities_by_class() {
-    let outcome = run(
-        "fraud_zipmap",
-        &format!(
-            "outputs = {{ label = \"output_label\", probabilities = \"output_probability\", \
-             probability = {{ output = \"output_probability\", select = \"max\" }}, \
-             p_positive = {{ output = \"output_probability\", index = 1 }} }}\n{FRAUD_FEATURES}"
-        ),
-    );
-    check_classifier("fraud_zipmap", &outcome, Some("1"));
+    check_classifier("fraud_zipmap", &run("fraud_zipmap"), Some("1"));
+}
+
+/// The `row` output (an array in class order) as an object of class -> probability.
+fn row_as_probabilities(outcome: Outcome, classes: &[&str]) -> Outcome {
+    let predictions = outcome
+        .predictions
+        .into_iter()
+        .map(|(id, mut p)| {
+            let row = p["row"].as_array().unwrap().clone();
+            assert_eq!(row.len(), classes.len(), "{p}");
+            p["probabilities"] =
+                classes.iter().map(|c| c.to_string()).zip(row).collect::<serde_json::Map<_, _>>().into();
+            (id, p)
+        })
+        .collect();
+    Outcome { predictions, dead_letters: outcome.dead_letters }
 }
 
 #[test]
 fn binary_classifier_without_zipmap_gives_the_probability_row() {
-    let outcome = run(
-        "fraud_tensor",
-        &format!(
-            "outputs = {{ label = \"label\", row = \"probabilities\", \
-             probability = {{ output = \"probabilities\", select = \"max\" }}, \
-             p_positive = {{ output = \"probabilities\", index = 1 }} }}\n{FRAUD_FEATURES}"
-        ),
-    );
-    // The row is an array in class order (0, 1); check it as an object of class -> probability.
-    let predictions = outcome
-        .predictions
-        .iter()
-        .map(|(id, p)| {
-            let mut p = p.clone();
-            let row = p["row"].as_array().unwrap().clone();
-            p["probabilities"] = serde_json::json!({"0": row[0], "1": row[1]});
-            (*id, p)
-        })
-        .collect();
-    check_classifier("fraud_tensor", &Outcome { predictions, dead_letters: outcome.dead_letters }, Some("1"));
+    check_classifier("fraud_tensor", &row_as_probabilities(run("fraud_tensor"), &["0", "1"]), Some("1"));
 }
-
-const TIER_FEATURES: &str = "[processors.model.features]\nX = { field = \"x\", type = \"double\" }";
 
 #[test]
 fn three_class_string_labels_with_zipmap() {
-    let outcome = run(
-        "tier_zipmap",
-        &format!(
-            "outputs = {{ label = \"output_label\", probabilities = \"output_probability\", \
-             probability = {{ output = \"output_probability\", select = \"max\" }} }}\n{TIER_FEATURES}"
-        ),
-    );
-    check_classifier("tier_zipmap", &outcome, None);
+    check_classifier("tier_zipmap", &run("tier_zipmap"), None);
 }
 
 #[test]
 fn three_class_string_labels_without_zipmap() {
-    let outcome = run(
-        "tier_tensor",
-        &format!(
-            "outputs = {{ label = \"label\", row = \"probabilities\", \
-             probability = {{ output = \"probabilities\", select = \"max\" }} }}\n{TIER_FEATURES}"
-        ),
-    );
     // skl2onnx orders the columns as `classes_` (sorted): high, low, mid.
-    let predictions = outcome
-        .predictions
-        .iter()
-        .map(|(id, p)| {
-            let mut p = p.clone();
-            let row = p["row"].as_array().unwrap().clone();
-            p["probabilities"] = serde_json::json!({"high": row[0], "low": row[1], "mid": row[2]});
-            (*id, p)
-        })
-        .collect();
-    check_classifier("tier_tensor", &Outcome { predictions, dead_letters: outcome.dead_letters }, None);
+    check_classifier("tier_tensor", &row_as_probabilities(run("tier_tensor"), &["high", "low", "mid"]), None);
 }
+
+const FRAUD_FEATURES: &str =
+    "[processors.model.features]\nX = { fields = [\"amount\", \"age\", \"score\"], type = \"float\" }";
 
 /// `tributary validate` names the key when a model's inputs or outputs cannot be mapped.
 #[test]

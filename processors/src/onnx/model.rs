@@ -94,7 +94,7 @@ impl Port {
 }
 
 /// One input's values for a batch and the shape of one record's part.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Feed {
     /// `rows * product(row_dims)` values.
     pub values: Values,
