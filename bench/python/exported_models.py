@@ -49,9 +49,19 @@ def array_field(name, dtype):
 # Feature building per model, as a user would write it for each export.
 BIKE = columns([nested("features", k) for k in ("t1", "t2", "hum", "weather_code")], np.float32)
 FRAUD = matrix(["amount", "age", "score"], np.float32)
+def fare_columns(events):
+    trips = [e["trip"] for e in events]
+    return {
+        "vendor": np.array([[t["vendor"]] for t in trips], dtype=object),
+        "passengers": np.array([[t["passengers"]] for t in trips], dtype=np.int64),
+        "distance": np.array([[t["distance"]] for t in trips], dtype=np.float32),
+    }
+
+
 MODELS = {
     "bike_linear": (BIKE, "float_input", ["variable"]),
     "lightgbm_regressor": (array_field("x", np.float32), "input", ["variable"]),
+    "fare_columns": (fare_columns, None, ["variable"]),
     "fraud_zipmap": (FRAUD, "X", ["output_label", "output_probability"]),
     "fraud_tensor": (FRAUD, "X", ["label", "probabilities"]),
     "tier_zipmap": (array_field("x", np.float64), "X", ["output_label", "output_probability"]),
@@ -100,17 +110,21 @@ def vectorized(fixtures, name, records, batch):
     def end_to_end():
         for chunk in batches:
             events = [json.loads(l) for l in chunk]
-            results = sess.run(outputs, {input_name: build(events)})
+            results = sess.run(outputs, feeds(build(events)))
             for k, e in enumerate(events):
                 prediction = {o: plain(r[k]) for o, r in zip(outputs, results)}
                 prediction["id"] = e["id"]
                 json.dumps({"model": name, "version": "v", "prediction": prediction})
 
-    arrays = [build([json.loads(l) for l in chunk]) for chunk in batches]
+    def feeds(built):
+        """One array for a one-input model, or the inputs by name."""
+        return built if input_name is None else {input_name: built}
+
+    arrays = [feeds(build([json.loads(l) for l in chunk])) for chunk in batches]
 
     def run_only():
         for array in arrays:
-            sess.run(outputs, {input_name: array})
+            sess.run(outputs, array)
 
     return {"ort": cpu_per_record(end_to_end, records), "ort_run": cpu_per_record(run_only, records)}
 

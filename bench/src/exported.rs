@@ -18,9 +18,10 @@ use tributary_processors::onnx::{OnnxConfig, OnnxProcessor};
 
 use crate::{cpu_seconds, median, run_batches};
 
-const MODELS: [(&str, &str); 7] = [
+const MODELS: [(&str, &str); 8] = [
     ("bike_linear", "regressor, [N, 4] from 4 fields"),
     ("lightgbm_regressor", "LightGBM regressor, [N, 6] from an array"),
+    ("fare_columns", "one input per column: string, int64, float"),
     ("rides_forest", "DictVectorizer + random forest, map input"),
     ("fraud_zipmap", "binary classifier, ZipMap"),
     ("fraud_tensor", "binary classifier, [N, 2] probabilities"),

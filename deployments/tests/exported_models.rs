@@ -166,6 +166,30 @@ fn lightgbm_regressor_from_an_array_field() {
 }
 
 #[test]
+fn one_named_input_per_column_string_int64_and_float() {
+    let outcome = run("fare_columns");
+    // Each bad event names its own field; the model input is that field's column.
+    for input in ["passengers", "distance", "vendor"] {
+        assert!(
+            outcome
+                .dead_letters
+                .iter()
+                .any(|l| l["reason"].as_str().unwrap().contains(&format!("(model input {input})"))),
+            "no rejection names model input {input}: {:#?}",
+            outcome.dead_letters
+        );
+    }
+    let expected = lines(&fixtures().join("fare_columns.expected.jsonl"));
+    assert_eq!(outcome.predictions.len(), expected.len());
+    for expected in expected {
+        let id = expected["id"].as_u64().unwrap();
+        let got = &outcome.predictions[&id]["fare"];
+        assert_close("fare_columns", id, "vs onnxruntime", got, &expected["ort"]["fare"], 1e-5);
+        assert_close("fare_columns", id, "vs the library", got, &expected["library"]["fare"], 1e-4);
+    }
+}
+
+#[test]
 fn binary_classifier_with_zipmap_gives_label_and_probabilities_by_class() {
     check_classifier("fraud_zipmap", &run("fraud_zipmap"), Some("1"));
 }

@@ -2,6 +2,7 @@
 //! time ([`InputPlan::new`]), and the per-record extraction that rejects a record naming the
 //! field and the model input ([`InputPlan::push`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,15 +32,17 @@ impl Source {
         }
     }
 
-    /// The value in `event`, or a reason naming what is missing.
-    fn read(&self, event: &Value) -> Result<Value, String> {
+    /// The value in `event` (borrowed from it, or a template's text), or a reason naming what is
+    /// missing.
+    fn read<'a>(&self, event: &'a Value) -> Result<Cow<'a, Value>, String> {
         match self {
-            Source::Field(path) => {
-                lookup(event, path).filter(|v| !v.is_null()).cloned().ok_or_else(|| format!("`{path}` is missing"))
-            }
+            Source::Field(path) => lookup(event, path)
+                .filter(|v| !v.is_null())
+                .map(Cow::Borrowed)
+                .ok_or_else(|| format!("`{path}` is missing")),
             Source::Template(template) => template
                 .render(event)
-                .map(Value::String)
+                .map(|text| Cow::Owned(Value::String(text)))
                 .ok_or_else(|| format!("`{}` is missing", template.missing_field(event).unwrap_or_default())),
         }
     }
@@ -74,7 +77,8 @@ enum EntryKind {
 }
 
 enum Fill {
-    /// The values of these sources in order, arrays flattened.
+    /// The values of these sources in order: one field's array flattened, or (`fields`) one
+    /// value from each.
     Tensor(Vec<Source>),
     /// DictVectorizer rows: per map entry, its key, source and kind, over the vocabulary's
     /// columns.
@@ -235,8 +239,12 @@ impl InputPlan {
         match &self.fill {
             Fill::Tensor(sources) => {
                 let before = values.len();
+                let one_value_each = sources.len() > 1;
                 for source in sources {
                     let value = source.read(event)?;
+                    if one_value_each && value.is_array() {
+                        return Err(format!("`{}` must hold one value, found an array", source.name()));
+                    }
                     push_flat(&value, values).map_err(|e| format!("`{}` {e}", source.name()))?;
                 }
                 let pushed = values.len() - before;
@@ -247,22 +255,31 @@ impl InputPlan {
                 Ok(())
             }
             Fill::Dict { entries, columns } => {
-                let mut row = vec![0.0f64; self.width];
+                // (column, value) of the record's non-zero features; the row is zeros elsewhere.
+                let mut set: Vec<(usize, f64)> = Vec::with_capacity(entries.len());
+                let mut probe = String::new();
                 for (key, source, kind) in entries {
                     let value = source.read(event)?;
-                    let fits = match (kind, &value) {
+                    let fits = match (kind, value.as_ref()) {
                         (EntryKind::Number, Value::String(_) | Value::Array(_)) => Err("must be a number"),
                         (EntryKind::Category, Value::Number(_) | Value::Bool(_)) => {
                             Err("must be a string (a category)")
                         }
                         _ => Ok(()),
                     };
-                    fits.and_then(|()| dict_entry(key, &value, columns, &mut row))
+                    fits.and_then(|()| dict_entry(key, &value, columns, &mut probe, &mut set))
                         .map_err(|e| format!("`{}` {e}", source.name()))?;
                 }
+                let start = values.len();
                 match values {
-                    Values::Float(v) => v.extend(row.iter().map(|x| *x as f32)),
-                    Values::Double(v) => v.extend(row),
+                    Values::Float(v) => {
+                        v.resize(start + self.width, 0.0);
+                        set.iter().for_each(|(column, x)| v[start + column] = *x as f32);
+                    }
+                    Values::Double(v) => {
+                        v.resize(start + self.width, 0.0);
+                        set.iter().for_each(|(column, x)| v[start + column] = *x);
+                    }
                     _ => return Err("map values must be float or double".into()),
                 }
                 Ok(())
@@ -304,32 +321,42 @@ fn push_flat(value: &Value, values: &mut Values) -> Result<(), String> {
     }
 }
 
-/// Adds one map entry to a DictVectorizer row, as scikit-learn's `DictVectorizer` does.
-fn dict_entry(key: &str, value: &Value, columns: &HashMap<String, usize>, row: &mut [f64]) -> Result<(), &'static str> {
+/// One map entry's features, as scikit-learn's `DictVectorizer` makes them: `(column, value)`
+/// pairs added to `set` (features the model has not seen are left out). `probe` is scratch space
+/// for `key=value` names.
+fn dict_entry(
+    key: &str,
+    value: &Value,
+    columns: &HashMap<String, usize>,
+    probe: &mut String,
+    set: &mut Vec<(usize, f64)>,
+) -> Result<(), &'static str> {
     let mut one_hot = |text: &str| {
-        if let Some(&column) = columns.get(&format!("{key}={text}")) {
-            row[column] = 1.0;
+        probe.clear();
+        probe.push_str(key);
+        probe.push('=');
+        probe.push_str(text);
+        if let Some(&column) = columns.get(probe.as_str()) {
+            set.push((column, 1.0));
         }
     };
-    match value {
-        Value::String(text) => one_hot(text),
+    let number = match value {
+        Value::String(text) => {
+            one_hot(text);
+            return Ok(());
+        }
         Value::Array(items) => {
             for item in items {
                 one_hot(item.as_str().ok_or("must hold strings")?);
             }
+            return Ok(());
         }
-        Value::Number(n) => {
-            let x = n.as_f64().filter(|x| x.is_finite()).ok_or("is not finite")?;
-            if let Some(&column) = columns.get(key) {
-                row[column] = x;
-            }
-        }
-        Value::Bool(b) => {
-            if let Some(&column) = columns.get(key) {
-                row[column] = f64::from(u8::from(*b));
-            }
-        }
+        Value::Number(n) => n.as_f64().filter(|x| x.is_finite()).ok_or("is not finite")?,
+        Value::Bool(b) => f64::from(u8::from(*b)),
         _ => return Err("must be a string or a number"),
+    };
+    if let Some(&column) = columns.get(key) {
+        set.push((column, number));
     }
     Ok(())
 }
@@ -356,12 +383,12 @@ mod tests {
     fn dict_entries_as_dict_vectorizer_makes_them() {
         let columns: HashMap<String, usize> =
             [("PU_DO=130_205", 0), ("PU_DO=1_2", 1), ("trip_distance", 2)].map(|(k, v)| (k.to_string(), v)).into();
-        let mut row = vec![0.0; 3];
-        dict_entry("PU_DO", &json!("130_205"), &columns, &mut row).unwrap();
-        dict_entry("trip_distance", &json!(3.5), &columns, &mut row).unwrap();
-        dict_entry("PU_DO", &json!("9_9"), &columns, &mut row).unwrap();
-        assert_eq!(row, vec![1.0, 0.0, 3.5]);
-        assert!(dict_entry("PU_DO", &json!({}), &columns, &mut row).is_err());
+        let (mut probe, mut set) = (String::new(), Vec::new());
+        dict_entry("PU_DO", &json!("130_205"), &columns, &mut probe, &mut set).unwrap();
+        dict_entry("trip_distance", &json!(3.5), &columns, &mut probe, &mut set).unwrap();
+        dict_entry("PU_DO", &json!("9_9"), &columns, &mut probe, &mut set).unwrap();
+        assert_eq!(set, vec![(0, 1.0), (2, 3.5)]);
+        assert!(dict_entry("PU_DO", &json!({}), &columns, &mut probe, &mut set).is_err());
     }
 
     #[test]
