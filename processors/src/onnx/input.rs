@@ -293,8 +293,11 @@ impl InputPlan {
 fn row_dims(dims: &[i64], fields: Option<usize>) -> Result<Vec<i64>, String> {
     match dims {
         [] => return Err("a scalar input has no batch dimension".into()),
-        [first, ..] if *first > 1 => {
-            return Err(format!("its batch dimension is fixed at {first}; export it with a dynamic batch dimension"));
+        [first, ..] if *first >= 1 => {
+            return Err(format!(
+                "its batch dimension is fixed at {first}; export it with a dynamic one (skl2onnx: `None`; \
+                 torch.onnx.export: `dynamic_axes`)"
+            ));
         }
         _ => {}
     }
@@ -377,6 +380,8 @@ mod tests {
         assert!(row_dims(&[-1, -1], None).is_err());
         assert!(row_dims(&[], None).is_err());
         assert!(row_dims(&[8, 4], None).unwrap_err().contains("fixed at 8"));
+        // A fixed batch of one cannot take a batch of records in one call either.
+        assert!(row_dims(&[1, 4], None).unwrap_err().contains("fixed at 1"));
     }
 
     #[test]
