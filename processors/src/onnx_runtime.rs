@@ -81,9 +81,6 @@ pub fn environment() -> Result<Environment, OnnxError> {
     .map_err(OnnxError::Library)
 }
 
-/// A model's inputs and outputs: (name, type) pairs, as ONNX Runtime reports them.
-pub type Signature = (Vec<(String, String)>, Vec<(String, String)>);
-
 /// Sessions of one model; each call takes a free one (or waits for one).
 pub struct SessionPool {
     sessions: Vec<Mutex<Session>>,
@@ -131,14 +128,5 @@ impl SessionPool {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         self.sessions[start % self.sessions.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Input names and types, and output names and types, as ONNX Runtime reports them.
-    pub fn signature(&self) -> Signature {
-        let session = self.acquire();
-        let describe = |outlets: &[ort::value::Outlet]| {
-            outlets.iter().map(|o| (o.name().to_string(), o.dtype().to_string())).collect::<Vec<_>>()
-        };
-        (describe(session.inputs()), describe(session.outputs()))
     }
 }

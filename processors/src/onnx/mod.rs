@@ -46,7 +46,8 @@ pub struct OnnxProcessor {
     model: Arc<OnnxModel>,
     /// One per model input, in the model's order.
     inputs: Vec<InputPlan>,
-    outputs: Vec<OutputPlan>,
+    /// Each prediction field, with the position of its model output among those fetched.
+    outputs: Vec<(OutputPlan, usize)>,
     /// The model outputs the plans read, by index.
     fetch: Arc<[usize]>,
     echo: Vec<(String, String)>,
@@ -105,6 +106,13 @@ impl OnnxProcessor {
         let mut fetch: Vec<usize> = outputs.iter().map(|o| o.output).collect();
         fetch.sort_unstable();
         fetch.dedup();
+        let outputs = outputs
+            .into_iter()
+            .map(|plan| {
+                let at = fetch.iter().position(|i| *i == plan.output).unwrap_or_default();
+                (plan, at)
+            })
+            .collect();
         tracing::info!(model = %model.location, version = %model.version, name = %config.model_name, "onnx model loaded");
         let echo = config.echo.iter().map(|p| (p.rsplit('.').next().unwrap_or(p).to_string(), p.clone())).collect();
         Ok(OnnxProcessor {
@@ -179,15 +187,10 @@ impl Processor for OnnxProcessor {
             let feeds = self.inputs.iter().zip(columns).map(|(plan, values)| plan.feed(values)).collect();
             let n = rows.len();
             let fetched = self.model.predict(feeds, n, self.fetch.clone()).await?;
-            // Each plan's output among those fetched.
-            let at: Vec<usize> = self
-                .outputs
-                .iter()
-                .map(|p| self.fetch.iter().position(|i| *i == p.output).unwrap_or_default())
-                .collect();
             for (k, (row, echoed)) in rows.into_iter().enumerate() {
                 let mut prediction = Map::new();
-                for (plan, &at) in self.outputs.iter().zip(&at) {
+                for (plan, at) in &self.outputs {
+                    let at = *at;
                     let value = plan.value(&fetched[at], n, k).map_err(ComponentError::Fatal)?;
                     prediction.insert(plan.field.clone(), value);
                 }

@@ -42,9 +42,11 @@ const OUTPUT: &str = "ride_duration";
 /// Predicts ride durations.
 pub struct RideDuration {
     model: Arc<OnnxModel>,
-    /// The model's inputs, in its order: whether each is `PU_DO` (else `trip_distance`), and
-    /// how it is fed.
-    inputs: Vec<(bool, InputPlan)>,
+    /// How `PU_DO` and `trip_distance` are fed.
+    pu_do: InputPlan,
+    distance: InputPlan,
+    /// Whether the model declares `PU_DO` first (feeds go in the model's order).
+    pu_do_first: bool,
     /// The `ride_duration` output.
     output: OutputPlan,
     fetch: Arc<[usize]>,
@@ -74,20 +76,21 @@ impl RideDuration {
                  {INPUT_DISTANCE}: float, output {OUTPUT}): {e}"
             )
         };
-        let mut inputs = Vec::new();
+        let (mut pu_do, mut distance) = (None, None);
         for port in model.inputs() {
-            let (pu_do, kind) = match port.name.as_str() {
-                INPUT_PU_DO => (true, ElementType::String),
-                INPUT_DISTANCE => (false, ElementType::Float),
+            let (slot, kind) = match port.name.as_str() {
+                INPUT_PU_DO => (&mut pu_do, ElementType::String),
+                INPUT_DISTANCE => (&mut distance, ElementType::Float),
                 other => return Err(not_ride_duration(("".into(), format!("it has an input {other:?}")))),
             };
-            let plan =
-                InputPlan::new(port, &Feature::field(&port.name, kind), &model.location).map_err(not_ride_duration)?;
-            inputs.push((pu_do, plan));
+            *slot = Some(
+                InputPlan::new(port, &Feature::field(&port.name, kind), &model.location).map_err(not_ride_duration)?,
+            );
         }
-        if inputs.len() != 2 {
-            return Err(not_ride_duration(("".into(), format!("it has {} inputs", inputs.len()))));
-        }
+        let (Some(pu_do), Some(distance)) = (pu_do, distance) else {
+            return Err(not_ride_duration(("".into(), format!("it has {} inputs", model.inputs().len()))));
+        };
+        let pu_do_first = model.inputs().first().is_some_and(|p| p.name == INPUT_PU_DO);
         let output = OutputPlan::new(OUTPUT, &OutputSpec::Name(OUTPUT.into()), model.outputs(), &model.location)
             .map_err(not_ride_duration)?;
         tracing::info!(model = %model.location, version = %model.version, "ride-duration model loaded");
@@ -95,7 +98,9 @@ impl RideDuration {
             version: Value::String(model.version.clone()),
             fetch: vec![output.output].into(),
             model: Arc::new(model),
-            inputs,
+            pu_do,
+            distance,
+            pu_do_first,
             output,
             model_name: Value::String(config.model_name.clone()),
         })
@@ -131,16 +136,9 @@ impl Processor for RideDuration {
         }
         if !rows.is_empty() {
             let n = rows.len();
-            let (mut pu_do, mut distance) = (Some(Values::String(pu_do)), Some(Values::Float(distance)));
-            let feeds = self
-                .inputs
-                .iter()
-                .map(|(is_pu_do, plan)| {
-                    plan.feed(
-                        if *is_pu_do { pu_do.take() } else { distance.take() }.unwrap_or(Values::Float(Vec::new())),
-                    )
-                })
-                .collect();
+            let (pu_do, distance) =
+                (self.pu_do.feed(Values::String(pu_do)), self.distance.feed(Values::Float(distance)));
+            let feeds = if self.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
             let outputs = self.model.predict(feeds, n, self.fetch.clone()).await?;
             let predictions = outputs.first().ok_or_else(|| ComponentError::Fatal("no prediction".into()))?;
             for (k, (row, ride_id)) in rows.into_iter().zip(ids).enumerate() {
