@@ -130,9 +130,21 @@ pub async fn dynamodb_client() -> aws_sdk_dynamodb::Client {
 /// An S3 client; path-style addressing when `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` is set.
 #[cfg(feature = "s3")]
 pub async fn s3_client() -> aws_sdk_s3::Client {
+    s3_client_at(None).await
+}
+
+/// As [`s3_client`], with `endpoint` (when given) in place of the SDK's endpoint: for
+/// variables other tools define, such as MLflow's `MLFLOW_S3_ENDPOINT_URL`.
+#[cfg(feature = "s3")]
+pub async fn s3_client_at(endpoint: Option<String>) -> aws_sdk_s3::Client {
     let shared = config().await;
-    let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
-    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build())
+    let custom_endpoint =
+        endpoint.is_some() || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var_os(v).is_some());
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint);
+    if let Some(endpoint) = endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 /// The service's error code, when the service answered.

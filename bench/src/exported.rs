@@ -49,9 +49,9 @@ pub async fn compare(root: &Path, records: usize) -> Result<()> {
     }
     let reference: Value = serde_json::from_slice(&output.stdout).context("bench/python/exported_models.py output")?;
     println!(
-        "| model | tributary us/record (CPU) | ONNX Runtime's own us/record | tributary above the model | Python onnxruntime us/record | ratio | scikit-learn batch predict us/record | ratio |"
+        "| model | tributary us/record (CPU) | ONNX Runtime's own us/record | tributary above the model | of which JSON decode + envelope encode | Python onnxruntime us/record | ratio | scikit-learn batch predict us/record | ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, what) in MODELS {
         let mapping = std::fs::read_to_string(root.join(format!("tests/fixtures/models/{name}.toml")))?;
         let model = fixtures.path().join(format!("{name}.onnx"));
@@ -62,11 +62,11 @@ pub async fn compare(root: &Path, records: usize) -> Result<()> {
         );
         let config = config::from_toml_str("bench.toml", &toml)?;
         let lines = good_events(&fixtures.path().join(format!("{name}.events.jsonl")))?;
-        let (ours, floor) = measure(&config, &lines, records).await?;
+        let (ours, floor, json) = measure(&config, &lines, records).await?;
         let python = reference[name]["ort"].as_f64().unwrap_or(f64::NAN);
         let sklearn = reference[name]["sklearn"].as_f64();
         println!(
-            "| {name} ({what}) | {ours:.2} | {floor:.2} | {:.2} | {python:.2} | {:.1}x | {} | {} |",
+            "| {name} ({what}) | {ours:.2} | {floor:.2} | {:.2} | {json:.2} | {python:.2} | {:.1}x | {} | {} |",
             ours - floor,
             python / ours,
             sklearn.map_or_else(|| "-".into(), |s| format!("{s:.2}")),
@@ -96,8 +96,10 @@ fn good_events(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-/// (tributary's CPU us per record, median of 5; ONNX Runtime's own us per record).
-async fn measure(config: &config::PipelineConfig, lines: &[String], records: usize) -> Result<(f64, f64)> {
+/// (tributary's CPU us per record, median of 5; ONNX Runtime's own us per record; the record
+/// model's own us per record: parsing each event into a `serde_json::Value` and encoding the
+/// envelope the pipeline made of it, the floor of any pipeline that keeps a JSON value per record).
+async fn measure(config: &config::PipelineConfig, lines: &[String], records: usize) -> Result<(f64, f64, f64)> {
     let pipeline = Pipeline::build(config, &tributary::registry()).await?;
     let graph = pipeline.graph();
     let position =
@@ -117,5 +119,45 @@ async fn measure(config: &config::PipelineConfig, lines: &[String], records: usi
     let events: Vec<Value> =
         (0..BATCH).map(|i| serde_json::from_str(&lines[i % lines.len()])).collect::<Result<_, _>>()?;
     let floor = processor.model_seconds_per_record(&events, 21).await.map_err(anyhow::Error::msg)? * 1e6;
-    Ok((median(&mut per_record), floor))
+    let json = json_seconds_per_record(&processor, &events, &lines[..BATCH.min(lines.len())]).await? * 1e6;
+    Ok((median(&mut per_record), floor, json))
+}
+
+/// Median over 21 rounds of: decode `lines` into values, drop them, and encode the envelopes the
+/// processor makes of `events`, per record. Wall time on one thread, nothing else running.
+async fn json_seconds_per_record(processor: &OnnxProcessor, events: &[Value], lines: &[String]) -> Result<f64> {
+    use tributary_framework::{Input, Outcome, Processor};
+    let records: Vec<Record> = events
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            Record::new(
+                Vec::new(),
+                Position { source: "e".into(), partition: "0".into(), offset: Offset::Index(i as u64) },
+            )
+        })
+        .collect();
+    let inputs: Vec<Input<'_>> = events.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
+    let envelopes: Vec<Value> = processor
+        .process(&inputs)
+        .await?
+        .into_iter()
+        .filter_map(|o| if let Outcome::Emit(mut v) = o { v.pop() } else { None })
+        .collect();
+    let mut rounds = Vec::new();
+    let mut buf = Vec::with_capacity(512);
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        for line in lines {
+            let value: Value = serde_json::from_str(line)?;
+            std::hint::black_box(&value);
+        }
+        for envelope in &envelopes {
+            buf.clear();
+            serde_json::to_writer(&mut buf, envelope)?;
+            std::hint::black_box(&buf);
+        }
+        rounds.push(started.elapsed().as_secs_f64() / lines.len().max(1) as f64);
+    }
+    Ok(median(&mut rounds))
 }

@@ -95,6 +95,13 @@ pub trait Processor: Send + Sync {
     /// An error applies to the whole batch: retryable errors are retried, fatal ones fail the
     /// batch's records (they are not committed).
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError>;
+
+    /// Values the processor reports about itself (the model version it serves, reloads),
+    /// exported as gauges labelled `processor="<id>"` by `--metrics-addr`. The default reports
+    /// none.
+    fn gauges(&self) -> Vec<crate::metrics::Gauge> {
+        Vec::new()
+    }
 }
 
 /// Delivers outputs and reports one result per output, in order.

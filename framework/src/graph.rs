@@ -186,6 +186,16 @@ impl Graph {
         self.metrics.clone()
     }
 
+    /// Copies every processor's gauges into the metrics (each batch read).
+    pub fn refresh_processor_gauges(&self) {
+        for node in &self.processors {
+            let gauges = node.component.gauges();
+            if !gauges.is_empty() {
+                self.metrics.set_processor_gauges(&node.id, gauges);
+            }
+        }
+    }
+
     /// The index of a source id, for [`Graph::run_batch`](crate::executor).
     pub fn source_index(&self, id: &str) -> Option<usize> {
         self.source_ids.iter().position(|s| &**s == id)

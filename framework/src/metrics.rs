@@ -25,6 +25,7 @@ pub struct Metrics {
     batches: AtomicU64,
     batch_micros: AtomicU64,
     gauges: Mutex<BTreeMap<String, Vec<Gauge>>>,
+    processor_gauges: Mutex<BTreeMap<String, Vec<Gauge>>>,
 }
 
 /// A copy of the counters at one moment.
@@ -81,6 +82,18 @@ impl Metrics {
         }
     }
 
+    /// Replaces the gauges a processor reports.
+    pub fn set_processor_gauges(&self, processor: &str, gauges: Vec<Gauge>) {
+        if let Ok(mut all) = self.processor_gauges.lock() {
+            all.insert(processor.to_string(), gauges);
+        }
+    }
+
+    /// Every processor's gauges, by processor id.
+    pub fn processor_gauges(&self) -> BTreeMap<String, Vec<Gauge>> {
+        self.processor_gauges.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
     /// Every source's gauges, by source id.
     pub fn gauges(&self) -> BTreeMap<String, Vec<Gauge>> {
         self.gauges.lock().map(|g| g.clone()).unwrap_or_default()
@@ -133,14 +146,16 @@ pub fn prometheus(pipelines: &[(&str, &Metrics)]) -> String {
     for (pipeline, metrics) in pipelines {
         let pipeline = label(pipeline);
         let pipeline = if pipeline.is_empty() { pipeline } else { format!(",{pipeline}") };
-        for (source, gauges) in metrics.gauges() {
+        let sources = metrics.gauges().into_iter().map(|(id, g)| ("source", id, g));
+        let processors = metrics.processor_gauges().into_iter().map(|(id, g)| ("processor", id, g));
+        for (kind, id, gauges) in sources.chain(processors) {
             for g in gauges {
                 let labels: String =
                     g.labels.iter().map(|(k, v)| format!(",{k}=\"{}\"", v.replace('"', "'"))).collect();
                 by_name
                     .entry(g.name)
                     .or_default()
-                    .push(format!("tributary_{}{{source=\"{source}\"{pipeline}{labels}}} {}", g.name, g.value));
+                    .push(format!("tributary_{}{{{kind}=\"{id}\"{pipeline}{labels}}} {}", g.name, g.value));
             }
         }
     }
@@ -174,6 +189,8 @@ mod tests {
         assert!(text.contains("# TYPE tributary_millis_behind_latest gauge\n"), "{text}");
         assert!(text.contains("tributary_millis_behind_latest{source=\"rides\",shard=\"shardId-0\"} 1500\n"), "{text}");
         assert!(text.contains("tributary_leases_held{source=\"rides\"} 2\n"), "{text}");
+        m.set_processor_gauges("duration", vec![Gauge { name: "model_reloads", labels: Vec::new(), value: 1.0 }]);
+        assert!(m.prometheus().contains("tributary_model_reloads{processor=\"duration\"} 1\n"));
         let other = Metrics::default();
         other.add_in(5);
         let both = prometheus(&[("fan-out", &m), ("moderation", &other)]);

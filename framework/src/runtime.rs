@@ -205,6 +205,7 @@ impl Driver {
                 read = source.next_batch(self.settings.batch_size) => read,
             };
             self.graph.metrics.set_source_gauges(&self.id, source.gauges());
+            self.graph.refresh_processor_gauges();
             match read {
                 Ok(Some(records)) if records.is_empty() => {}
                 Ok(Some(records)) => {

@@ -59,6 +59,7 @@ impl TipConfig {
             features: BTreeMap::from([("trip_distance".to_string(), feature)]),
             outputs: BTreeMap::from([("tip_amount".to_string(), OutputSpec::Name("tip_amount".to_string()))]),
             echo: vec!["ride_id".into()],
+            reload_interval_s: 0,
             sessions: 1,
             threads: 1,
         }

@@ -7,6 +7,7 @@
 //! | kinesis | Kinesis Data Streams | 4568 (`KINESIS_PORT`) | kinesis-mock: `node .tools/node_modules/kinesis-local/main.js` |
 //! | lambda | the Lambda runtime and invoke APIs | 9000 (`LAMBDA_PORT`) | `cargo lambda watch --only-lambda-apis` |
 //! | kafka | an Apache Kafka broker | 9092 (`KAFKA_PORT`) | tansu: `tansu broker --storage-engine memory://tansu/` |
+//! | mlflow | an MLflow tracking server and model registry, artifacts on moto's S3 | 5050 (`MLFLOW_PORT`) | `mlflow server --backend-store-uri sqlite:///.services/mlflow.db --artifacts-destination s3://mlflow-artifacts` |
 //! | ferrokinesis | Kinesis Data Streams (the benchmarks' third loopback Kinesis) | 4570 (`FERROKINESIS_PORT`) | `ferrokinesis --port 4570` |
 //!
 //! Process ids and logs live in `.services/`.
@@ -33,6 +34,9 @@ struct Service {
     init: Vec<Vec<String>>,
 }
 
+/// The moto bucket the MLflow server keeps artifacts in (made before the server starts).
+const MLFLOW_BUCKET: &str = "mlflow-artifacts";
+
 fn port(var: &str, default: u16) -> u16 {
     std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
 }
@@ -43,6 +47,7 @@ fn services(root: &Path) -> Vec<Service> {
     let lambda = port("LAMBDA_PORT", 9000);
     let kafka = port("KAFKA_PORT", 9092);
     let ferrokinesis = port("FERROKINESIS_PORT", 4570);
+    let mlflow = port("MLFLOW_PORT", 5050);
     let kinesis_dir = root.join(".tools/node_modules").join(crate::setup::KINESIS_MOCK.0);
     vec![
         Service {
@@ -134,6 +139,42 @@ fn services(root: &Path) -> Vec<Service> {
                 .collect(),
         },
         Service {
+            name: "mlflow",
+            port: mlflow,
+            command: vec![
+                root.join(".venv/bin/mlflow").display().to_string(),
+                "server".into(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                mlflow.to_string(),
+                "--workers".into(),
+                "1".into(),
+                "--backend-store-uri".into(),
+                format!("sqlite:///{}", state_dir(root).join("mlflow.db").display()),
+                "--artifacts-destination".into(),
+                format!("s3://{MLFLOW_BUCKET}"),
+            ],
+            cwd: state_dir(root),
+            process_env: common_env()
+                .into_iter()
+                .chain([("MLFLOW_S3_ENDPOINT_URL", format!("http://127.0.0.1:{moto}"))])
+                .collect(),
+            env: vec![
+                ("MLFLOW_TRACKING_URI", format!("http://127.0.0.1:{mlflow}")),
+                ("MLFLOW_S3_ENDPOINT_URL", format!("http://127.0.0.1:{moto}")),
+            ],
+            // Its artifact bucket on moto (which keeps state in memory; the server needs the
+            // bucket only when a model is logged).
+            init: vec![vec![
+                root.join(".venv/bin/python").display().to_string(),
+                "-c".into(),
+                format!(
+                    "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:{moto}').create_bucket(Bucket='{MLFLOW_BUCKET}')"
+                ),
+            ]],
+        },
+        Service {
             name: "ferrokinesis",
             port: ferrokinesis,
             command: vec![
@@ -214,7 +255,12 @@ pub fn up(root: &Path) -> Result<Vec<String>> {
             std::thread::sleep(Duration::from_millis(100));
         }
         for init in &service.init {
-            let status = Command::new(&init[0]).args(&init[1..]).stdout(Stdio::null()).status()?;
+            let status = Command::new(&init[0])
+                .args(&init[1..])
+                .envs(common_env())
+                .envs(service.process_env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::null())
+                .status()?;
             if !status.success() {
                 bail!("{} failed ({status})", init.join(" "));
             }

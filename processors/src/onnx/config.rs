@@ -23,14 +23,18 @@ pub use super::tensor::ElementType;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxConfig {
-    /// The ONNX model: a local path or an `s3://` URI (a URI not ending in `.onnx` is a folder
-    /// holding `model.onnx`, as MLflow stores it).
+    /// The ONNX model: a local path, an `s3://` URI, an MLflow model URI
+    /// (`models:/<name>@<alias>`, `models:/<name>/<version>`, `models:/<name>/latest`,
+    /// `runs:/<run_id>/<path>`, resolved through `MLFLOW_TRACKING_URI`) or an
+    /// `mlflow-artifacts:/` folder. A location not ending in `.onnx` is a model folder: its
+    /// `MLmodel` file names the ONNX file (else `model.onnx`).
     pub model: String,
     /// The `model` field of every output envelope.
     pub model_name: String,
-    /// The `version` field of every output envelope. Default: the MLflow run id when `model`
-    /// follows MLflow's S3 layout, else the first 12 hex digits of the model's SHA-256. An
-    /// empty string counts as unset.
+    /// The `version` field of every output envelope. Default: the registered model version for
+    /// `models:/` URIs, the run id for `runs:/` URIs and MLflow's S3 layout, else the first 12
+    /// hex digits of the model's SHA-256. An empty string counts as unset. Not allowed with
+    /// `reload_interval_s` (the version then follows the registry).
     pub version: Option<String>,
     /// One entry per model input, keyed by the input's name in the model: where its values come
     /// from in the event, and their type. Every model input must be listed
@@ -43,6 +47,12 @@ pub struct OnnxConfig {
     /// such as `ride_id`. A record without one is rejected.
     #[serde(default)]
     pub echo: Vec<String>,
+    /// Seconds between checks of where `model` points, for `models:/<name>@<alias>` and
+    /// `models:/<name>/latest`: when the alias moves (or a new version is registered), the new
+    /// version is loaded and checked in the background and takes over at a batch boundary; one
+    /// that fails to load or to check leaves the old one serving. Default: off (0).
+    #[serde(default)]
+    pub reload_interval_s: u64,
     /// ONNX Runtime sessions (batches inferred at the same time). Default 1.
     #[serde(default = "one")]
     pub sessions: usize,

@@ -86,6 +86,16 @@ enum Fill {
 }
 
 impl InputPlan {
+    /// The model input this plan fills.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// The element type it is filled with.
+    pub fn element_type(&self) -> ElementType {
+        self.ty
+    }
+
     /// Checks `feature` (configured under `features.<port.name>`) against the input the model
     /// declares.
     ///

@@ -9,7 +9,7 @@ use super::model::{OnnxModel, Port, PortKind};
 /// Fields of an `[N, F]` input listed one by one in the snippet, up to this many.
 const MAX_LISTED_FIELDS: usize = 16;
 
-/// The report for `model` (a path or an `s3://` URI).
+/// The report for `model` (a path, an `s3://` URI or an MLflow URI).
 ///
 /// # Errors
 /// The model cannot be read or loaded.
@@ -17,6 +17,9 @@ pub async fn inspect(model: &str) -> Result<String, String> {
     let loaded = OnnxModel::open(model, None, 1, 1).await?;
     let mut out = String::new();
     let _ = writeln!(out, "model: {}", loaded.location);
+    if let Some(resolution) = &loaded.resolution {
+        let _ = writeln!(out, "resolved: {resolution}");
+    }
     let _ = writeln!(out, "version (the envelope's default): {}", loaded.version);
     for (key, value) in loaded.metadata() {
         let _ = writeln!(out, "{key}: {value}");
@@ -31,6 +34,11 @@ pub async fn inspect(model: &str) -> Result<String, String> {
     }
     if let Some(signature) = mlflow_signature(model) {
         let _ = writeln!(out, "\nMLflow signature (MLmodel beside the model):\n{signature}");
+    } else if let Some(inputs) = &loaded.signature {
+        let _ = writeln!(out, "\nMLflow signature inputs (the model folder's MLmodel):");
+        for input in inputs {
+            let _ = writeln!(out, "  {input}");
+        }
     }
     let _ = writeln!(
         out,
@@ -57,7 +65,16 @@ fn snippet(model: &str, loaded: &OnnxModel) -> String {
     let path = Path::new(model.trim_end_matches('/'));
     let stem = path.file_stem().and_then(|s| s.to_str()).filter(|s| *s != "model");
     let folder = || path.parent().and_then(Path::file_name).and_then(|s| s.to_str());
-    let name = stem.or_else(folder).unwrap_or("my_model");
+    let registered = match crate::mlflow::ModelUri::parse(model) {
+        Some(Ok(crate::mlflow::ModelUri::Alias { name, .. } | crate::mlflow::ModelUri::Version { name, .. }))
+        | Some(Ok(crate::mlflow::ModelUri::Latest { name })) => Some(name),
+        _ => None,
+    };
+    let name = match &registered {
+        Some(name) => name.as_str(),
+        None if model.starts_with("runs:/") => "my_model",
+        None => stem.or_else(folder).unwrap_or("my_model"),
+    };
     let id: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let mut out = String::new();
     let _ = writeln!(out, "[processors.{id}]");

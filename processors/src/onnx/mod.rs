@@ -21,9 +21,10 @@ pub mod input;
 pub mod inspect;
 pub mod model;
 pub mod output;
+pub mod reload;
 pub mod tensor;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -37,12 +38,23 @@ use self::input::InputPlan;
 pub use self::model::{Feed, OnnxModel, Port, PortKind};
 use self::output::OutputPlan;
 pub use self::tensor::Values;
+use crate::mlflow::SignatureInput;
 
 /// A signature mismatch: the config key at fault and the message.
 pub type SignatureError = (String, String);
 
 /// The generic processor.
 pub struct OnnxProcessor {
+    /// The model serving now; a batch takes it once, so a reload swaps models between batches.
+    current: Arc<RwLock<Arc<Loaded>>>,
+    echo: Vec<(String, String)>,
+    model_name: Value,
+    /// Reload counters, when `reload_interval_s` is set.
+    reload: Option<Arc<reload::Stats>>,
+}
+
+/// A model with its checked mappings: what one batch runs on.
+pub(crate) struct Loaded {
     model: Arc<OnnxModel>,
     /// One per model input, in the model's order.
     inputs: Vec<InputPlan>,
@@ -50,8 +62,6 @@ pub struct OnnxProcessor {
     outputs: Vec<(OutputPlan, usize)>,
     /// The model outputs the plans read, by index.
     fetch: Arc<[usize]>,
-    echo: Vec<(String, String)>,
-    model_name: Value,
     version: Value,
 }
 
@@ -60,6 +70,7 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Processor>> {
     Box::pin(async move {
         let config: OnnxConfig = spec.parse()?;
         let processor = OnnxProcessor::load(&config).await.map_err(|(key, e)| spec.error(&key, e))?;
+        processor.start_reloading(&config, spec.path.component.clone());
         Ok(Arc::new(processor) as Arc<dyn Processor>)
     })
 }
@@ -73,6 +84,62 @@ impl OnnxProcessor {
         if config.outputs.is_empty() {
             return Err(("outputs".into(), "name at least one model output".into()));
         }
+        if config.reload_interval_s > 0 {
+            reload::check_config(config)?;
+        }
+        let loaded = Loaded::open(config).await?;
+        tracing::info!(model = %loaded.model.location, version = %loaded.model.version, name = %config.model_name, "onnx model loaded");
+        let echo = config.echo.iter().map(|p| (p.rsplit('.').next().unwrap_or(p).to_string(), p.clone())).collect();
+        let reload = (config.reload_interval_s > 0).then(|| Arc::new(reload::Stats::new(&loaded.model.version)));
+        Ok(OnnxProcessor {
+            current: Arc::new(RwLock::new(Arc::new(loaded))),
+            echo,
+            model_name: Value::String(config.model_name.clone()),
+            reload,
+        })
+    }
+
+    /// Starts following the registry in the background when `reload_interval_s` is set (see
+    /// [`reload`]); the task ends with the processor.
+    pub fn start_reloading(&self, config: &OnnxConfig, id: String) {
+        if let Some(stats) = &self.reload {
+            reload::spawn(config.clone(), id, Arc::downgrade(&self.current), stats.clone());
+        }
+    }
+
+    /// The model serving now.
+    fn loaded(&self) -> Arc<Loaded> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// ONNX Runtime's own time per record on `events` (features prepared beforehand, outputs
+    /// not turned into JSON): the median of `runs` calls, in seconds per record. The floor no
+    /// caller of this model can beat; for the benchmarks.
+    ///
+    /// # Errors
+    /// An event is rejected, or inference fails.
+    pub async fn model_seconds_per_record(&self, events: &[Value], runs: usize) -> Result<f64, String> {
+        let loaded = self.loaded();
+        let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(events.len())).collect();
+        for event in events {
+            loaded.features(event, &mut columns)?;
+        }
+        let feeds: Vec<Feed> = loaded.inputs.iter().zip(columns).map(|(plan, values)| plan.feed(values)).collect();
+        let mut seconds = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let feeds = feeds.clone();
+            let started = std::time::Instant::now();
+            loaded.model.predict(feeds, events.len(), loaded.fetch.clone()).await.map_err(|e| e.to_string())?;
+            seconds.push(started.elapsed().as_secs_f64() / events.len().max(1) as f64);
+        }
+        seconds.sort_by(f64::total_cmp);
+        Ok(seconds[seconds.len() / 2])
+    }
+}
+
+impl Loaded {
+    /// Opens the model `config` names and checks the mappings against it.
+    pub(crate) async fn open(config: &OnnxConfig) -> Result<Self, SignatureError> {
         let model = OnnxModel::open(&config.model, config.version.as_deref(), config.sessions, config.threads)
             .await
             .map_err(|e| ("model".to_string(), e))?;
@@ -98,6 +165,9 @@ impl OnnxProcessor {
             };
             inputs.push(InputPlan::new(port, feature, location)?);
         }
+        if let Some(signature) = &model.signature {
+            check_signature(signature, &inputs, location)?;
+        }
         let outputs: Vec<OutputPlan> = config
             .outputs
             .iter()
@@ -113,40 +183,13 @@ impl OnnxProcessor {
                 (plan, at)
             })
             .collect();
-        tracing::info!(model = %model.location, version = %model.version, name = %config.model_name, "onnx model loaded");
-        let echo = config.echo.iter().map(|p| (p.rsplit('.').next().unwrap_or(p).to_string(), p.clone())).collect();
-        Ok(OnnxProcessor {
+        Ok(Loaded {
             version: Value::String(model.version.clone()),
             model: Arc::new(model),
             inputs,
             outputs,
             fetch: fetch.into(),
-            echo,
-            model_name: Value::String(config.model_name.clone()),
         })
-    }
-
-    /// ONNX Runtime's own time per record on `events` (features prepared beforehand, outputs
-    /// not turned into JSON): the median of `runs` calls, in seconds per record. The floor no
-    /// caller of this model can beat; for the benchmarks.
-    ///
-    /// # Errors
-    /// An event is rejected, or inference fails.
-    pub async fn model_seconds_per_record(&self, events: &[Value], runs: usize) -> Result<f64, String> {
-        let mut columns: Vec<Values> = self.inputs.iter().map(|plan| plan.values(events.len())).collect();
-        for event in events {
-            self.features(event, &mut columns)?;
-        }
-        let feeds: Vec<Feed> = self.inputs.iter().zip(columns).map(|(plan, values)| plan.feed(values)).collect();
-        let mut seconds = Vec::with_capacity(runs);
-        for _ in 0..runs.max(1) {
-            let feeds = feeds.clone();
-            let started = std::time::Instant::now();
-            self.model.predict(feeds, events.len(), self.fetch.clone()).await.map_err(|e| e.to_string())?;
-            seconds.push(started.elapsed().as_secs_f64() / events.len().max(1) as f64);
-        }
-        seconds.sort_by(f64::total_cmp);
-        Ok(seconds[seconds.len() / 2])
     }
 
     /// Adds one event's values to `columns`, or says which field is wrong; a rejected record
@@ -161,13 +204,59 @@ impl OnnxProcessor {
         }
         Ok(())
     }
+
+    /// The envelope version this model writes.
+    pub(crate) fn version(&self) -> &str {
+        self.version.as_str().unwrap_or_default()
+    }
+}
+
+/// Checks an MLflow signature's tensor inputs against the inputs the features fill: each named
+/// tensor must be a model input, and its dtype the type the features give. Column signatures
+/// (a DataFrame's columns) describe the Python side's input, not the ONNX graph's, and are not
+/// compared.
+fn check_signature(signature: &[SignatureInput], inputs: &[InputPlan], location: &str) -> Result<(), SignatureError> {
+    for spec in signature {
+        let SignatureInput::Tensor { name, dtype, .. } = spec else { continue };
+        let plan = match name {
+            Some(name) => inputs.iter().find(|p| p.input() == name),
+            None if inputs.len() == 1 => inputs.first(),
+            None => None,
+        };
+        let Some(plan) = plan else {
+            return Err((
+                "model".into(),
+                format!("the MLmodel signature of {location} has input {spec}, which the ONNX model does not take"),
+            ));
+        };
+        let expected = match dtype.as_str() {
+            "float32" => Some(ElementType::Float),
+            "float64" => Some(ElementType::Double),
+            "int32" => Some(ElementType::Int32),
+            "int64" => Some(ElementType::Int64),
+            "bool" => Some(ElementType::Bool),
+            "str" | "object" | "string" => Some(ElementType::String),
+            _ => None,
+        };
+        if expected.is_some_and(|t| t != plan.element_type()) {
+            return Err((
+                format!("features.{}", plan.input()),
+                format!(
+                    "the MLmodel signature of {location} says {spec}, but the features give {}",
+                    plan.element_type().name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Processor for OnnxProcessor {
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
+        let loaded = self.loaded();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut columns: Vec<Values> = self.inputs.iter().map(|plan| plan.values(batch.len())).collect();
+        let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(batch.len())).collect();
         let mut rows = Vec::with_capacity(batch.len());
         for (i, input) in batch.iter().enumerate() {
             let echoed: Result<Map<String, Value>, String> = self
@@ -178,18 +267,18 @@ impl Processor for OnnxProcessor {
                     v.map(|v| (name.clone(), v.clone())).ok_or_else(|| format!("event has no `{path}`"))
                 })
                 .collect();
-            match echoed.and_then(|e| self.features(input.value, &mut columns).map(|()| e)) {
+            match echoed.and_then(|e| loaded.features(input.value, &mut columns).map(|()| e)) {
                 Ok(echoed) => rows.push((i, echoed)),
                 Err(reason) => outcomes[i] = Some(Outcome::Reject(reason)),
             }
         }
         if !rows.is_empty() {
-            let feeds = self.inputs.iter().zip(columns).map(|(plan, values)| plan.feed(values)).collect();
+            let feeds = loaded.inputs.iter().zip(columns).map(|(plan, values)| plan.feed(values)).collect();
             let n = rows.len();
-            let fetched = self.model.predict(feeds, n, self.fetch.clone()).await?;
+            let fetched = loaded.model.predict(feeds, n, loaded.fetch.clone()).await?;
             for (k, (row, echoed)) in rows.into_iter().enumerate() {
                 let mut prediction = Map::new();
-                for (plan, at) in &self.outputs {
+                for (plan, at) in &loaded.outputs {
                     let at = *at;
                     let value = plan.value(&fetched[at], n, k).map_err(ComponentError::Fatal)?;
                     prediction.insert(plan.field.clone(), value);
@@ -197,11 +286,15 @@ impl Processor for OnnxProcessor {
                 prediction.extend(echoed);
                 outcomes[row] = Some(Outcome::one(json!({
                     "model": self.model_name,
-                    "version": self.version,
+                    "version": loaded.version,
                     "prediction": prediction,
                 })));
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
+    }
+
+    fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
+        self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default()
     }
 }

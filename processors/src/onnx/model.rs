@@ -12,6 +12,7 @@ use tributary_framework::ComponentError;
 
 use super::graph::{self, Rewritten};
 use super::tensor::{ElementType, Values};
+use crate::mlflow::SignatureInput;
 use crate::model_store;
 use crate::onnx_runtime::{OnnxError, SessionPool};
 
@@ -113,10 +114,14 @@ pub struct OnnxModel {
     pub location: String,
     /// The envelope's version: configured, or derived from the model's location or bytes.
     pub version: String,
+    /// What an MLflow URI resolved to.
+    pub resolution: Option<String>,
+    /// The MLflow signature's inputs, when the model folder's `MLmodel` has one.
+    pub signature: Option<Vec<SignatureInput>>,
 }
 
 impl OnnxModel {
-    /// Fetches `model` (a path or an `s3://` URI), rewrites its DictVectorizer inputs and ZipMap
+    /// Fetches `model` (a path, an `s3://` URI or an MLflow URI; see [`model_store`]), rewrites its DictVectorizer inputs and ZipMap
     /// outputs (see [`graph`]), and starts `sessions` sessions of `threads` threads each.
     ///
     /// # Errors
@@ -125,6 +130,7 @@ impl OnnxModel {
         let fetched = model_store::fetch(model).await.map_err(|e| e.to_string())?;
         let version = version.filter(|v| !v.is_empty()).map_or_else(|| fetched.default_version(), str::to_string);
         let location = fetched.location.clone();
+        let (resolution, signature) = (fetched.resolution, fetched.signature);
         let bytes = fetched.bytes;
         let at = location.clone();
         let (pool, rewritten) = tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -135,7 +141,16 @@ impl OnnxModel {
         .await
         .map_err(|e| format!("model loading thread failed: {e}"))??;
         let (inputs, outputs) = ports(&pool, &rewritten);
-        Ok(OnnxModel { pool, inputs, outputs, nanos_per_row: AtomicU64::new(0), location, version })
+        Ok(OnnxModel {
+            pool,
+            inputs,
+            outputs,
+            nanos_per_row: AtomicU64::new(0),
+            location,
+            version,
+            resolution,
+            signature,
+        })
     }
 
     /// The inputs, in the order [`OnnxModel::predict`] takes them.

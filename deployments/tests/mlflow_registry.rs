@@ -1,0 +1,317 @@
+//! Models from a real MLflow tracking server (started by `cargo xtask services up`, artifacts on
+//! moto's S3), logged and registered by MLflow's own Python client
+//! (`tests/fixtures/mlflow/register.py`): every URI form resolves and predicts as onnxruntime
+//! does, with the registry's version in the envelopes; a scikit-learn pickle fails with the way
+//! out, and `processors/models/export_to_mlflow.py` is that way; an alias moved mid-stream
+//! switches versions at a batch boundary; a broken new version leaves the old one serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{required, root, unique};
+use serde_json::Value;
+
+const BIKES_MAPPING: &str = "outputs = { count = \"variable\" }\n[processors.model.features]\n\
+    float_input = { fields = [\"features.t1\", \"features.t2\", \"features.hum\", \"features.weather_code\"], type = \"float\" }\n";
+
+/// The registered models (once per test process; the server keeps them, so names are unique).
+fn registry() -> &'static (PathBuf, Value) {
+    static REGISTRY: OnceLock<(PathBuf, Value)> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        required("MLFLOW_TRACKING_URI");
+        let dir = std::env::temp_dir().join(unique("tributary-mlflow"));
+        let prefix = format!("{}_", unique("t").replace('-', "_"));
+        let status = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("tests/fixtures/mlflow/register.py"))
+            .args([&prefix, dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run register.py (cargo xtask setup installs the venv)");
+        assert!(status.success(), "tests/fixtures/mlflow/register.py failed");
+        let registry = serde_json::from_str(&std::fs::read_to_string(dir.join("registry.json")).unwrap()).unwrap();
+        (dir, registry)
+    })
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A pipeline from `source` (a `[sources.events]` body) through `model` to a file.
+fn config(work: &Path, source: &str, model: &str, extra: &str, mapping: &str) -> PathBuf {
+    let path = work.join("pipeline.toml");
+    let (out, rejected) = (work.join("out.jsonl"), work.join("rejected.jsonl"));
+    std::fs::write(
+        &path,
+        format!(
+            "[pipeline]\nbatch_size = 20\n\n[sources.events]\n{source}\n\n\
+             [processors.model]\ntype = \"onnx\"\ninputs = [\"events\"]\nmodel = {model:?}\nmodel_name = \"bikes\"\n\
+             echo = [\"id\"]\n{extra}\n{mapping}\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"model\"]\npath = {out:?}\n\n\
+             [dead_letter]\ntype = \"file\"\npath = {rejected:?}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn tributary(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tributary")).args(args).arg(config).current_dir(root()).output().unwrap()
+}
+
+/// Runs `model` over the fixture events; the envelopes by id.
+fn predict(model: &str) -> HashMap<u64, Value> {
+    let (dir, _) = registry();
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("type = \"file\"\npath = {:?}", dir.join("events.jsonl"));
+    let config = config(work.path(), &source, model, "", BIKES_MAPPING);
+    let output = tributary(&["run", "--no-status", "--config"], &config);
+    assert!(output.status.success(), "{model}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(lines(&work.path().join("rejected.jsonl")).is_empty());
+    lines(&work.path().join("out.jsonl")).into_iter().map(|e| (e["prediction"]["id"].as_u64().unwrap(), e)).collect()
+}
+
+/// Every event predicted, by `version`, as onnxruntime predicts with `expected`'s model.
+fn check(model: &str, version: &str, expected: &str) {
+    let (dir, registry) = registry();
+    let envelopes = predict(model);
+    let events = lines(&dir.join("events.jsonl"));
+    assert_eq!(envelopes.len(), events.len(), "{model}");
+    for (id, envelope) in &envelopes {
+        assert_eq!(envelope["version"], version, "{model}: {envelope}");
+        let want = registry["expected"][expected][*id as usize].as_f64().unwrap();
+        let got = envelope["prediction"]["count"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{model}: event {id}: {got} against {want}");
+    }
+}
+
+#[test]
+fn each_registry_uri_form_resolves_and_predicts_with_its_version() {
+    let (_, r) = registry();
+    let bikes = r["bikes"].as_str().unwrap();
+    check(&format!("models:/{bikes}@champion"), "1", "1");
+    check(&format!("models:/{bikes}/2"), "2", "2");
+    check(&format!("models:/{bikes}/latest"), "2", "2");
+}
+
+#[test]
+fn run_uris_resolve_in_both_mlflow_layouts() {
+    let (_, r) = registry();
+    // MLflow 3: `runs:/` names a logged model whose source run is that run.
+    let run = r["runs"]["1"].as_str().unwrap();
+    check(&format!("runs:/{run}/model"), run, "1");
+    // MLflow 2: the model folder is an artifact of the run.
+    let legacy = r["legacy_run"].as_str().unwrap();
+    check(&format!("runs:/{legacy}/model"), legacy, "legacy");
+}
+
+#[test]
+fn inspect_shows_what_a_registry_uri_resolves_to() {
+    let (_, r) = registry();
+    let bikes = r["bikes"].as_str().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["inspect", &format!("models:/{bikes}@champion")])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains(&format!("resolved: models:/{bikes}@champion -> version 1 at mlflow-artifacts:/")), "{text}");
+    assert!(text.contains("version (the envelope's default): 1\n"), "{text}");
+    assert!(text.contains("MLflow signature inputs") && text.contains("tensor float32 [-1, 4]"), "{text}");
+    assert!(text.contains(&format!("[processors.{bikes}]")), "{text}");
+}
+
+#[test]
+fn a_scikit_learn_pickle_fails_validate_with_the_migration_command() {
+    let (_, r) = registry();
+    let work = tempfile::tempdir().unwrap();
+    let uri = format!("models:/{}/1", r["rides_sklearn"].as_str().unwrap());
+    let config = config(work.path(), "type = \"stdin\"", &uri, "", BIKES_MAPPING);
+    let output = tributary(&["validate", "--config"], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("processors.model") && stderr.contains("model"), "{stderr}");
+    assert!(stderr.contains("Python pickle"), "{stderr}");
+    assert!(stderr.contains(&format!("processors/models/export_to_mlflow.py {uri}")), "{stderr}");
+}
+
+#[test]
+fn the_export_script_migrates_the_seeds_pipeline_to_a_new_onnx_version() {
+    let (dir, r) = registry();
+    let name = r["rides_sklearn"].as_str().unwrap();
+    let output = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("processors/models/export_to_mlflow.py"))
+        .args([&format!("models:/{name}/1"), "--alias", "onnx"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("registered {name} version 2")), "{stdout}");
+
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("type = \"file\"\npath = {:?}", dir.join("rides.jsonl"));
+    let mapping = "outputs = { count = \"variable\" }\n[processors.model.features]\n\
+        input = { entries = { PU_DO = { field = \"ride.PU_DO\" }, trip_distance = { field = \"ride.trip_distance\" } }, type = \"float\" }\n";
+    let config = config(work.path(), &source, &format!("models:/{name}@onnx"), "", mapping);
+    let output = tributary(&["run", "--no-status", "--config"], &config);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let envelopes = lines(&work.path().join("out.jsonl"));
+    let sklearn = r["sklearn_predictions"].as_array().unwrap();
+    assert_eq!(envelopes.len(), sklearn.len());
+    for envelope in envelopes {
+        assert_eq!(envelope["version"], "2");
+        let id = envelope["prediction"]["id"].as_u64().unwrap() as usize;
+        let (got, want) = (envelope["prediction"]["count"].as_f64().unwrap(), sklearn[id].as_f64().unwrap());
+        assert!((got - want).abs() <= 1e-4, "ride {id}: {got} against scikit-learn's {want}");
+    }
+}
+
+#[test]
+fn without_a_tracking_server_the_error_says_how_to_start_one() {
+    let work = tempfile::tempdir().unwrap();
+    let config = config(work.path(), "type = \"stdin\"", "models:/bikes@champion", "", BIKES_MAPPING);
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("MLFLOW_TRACKING_URI is not set") && stderr.contains("cargo xtask services up"),
+        "{stderr}"
+    );
+}
+
+/// Moves `alias` of `name` to `version` through MLflow's Python client.
+fn move_alias(name: &str, alias: &str, version: &str) {
+    let status = Command::new(root().join(".venv/bin/python"))
+        .args([
+            "-c",
+            "import sys; from mlflow import MlflowClient; MlflowClient().set_registered_model_alias(*sys.argv[1:])",
+        ])
+        .args([name, alias, version])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Streams events to `tributary run` on stdin (20 every 50 ms) for `seconds` and at least 4
+/// seconds after `during`, which is called once a second in (while no events are written); returns the envelopes in order, stderr, and the metrics text read at the end.
+fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, String, String) {
+    let (dir, _) = registry();
+    let work = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = config(work.path(), "type = \"stdin\"", model, "reload_interval_s = 1", BIKES_MAPPING);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["run", "--no-status", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&config)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = lines(&dir.join("events.jsonl"));
+    let mut stdin = child.stdin.take().unwrap();
+    let started = Instant::now();
+    let mut during = Some(during);
+    let mut after: Option<Instant> = None;
+    let mut id = 0usize;
+    // Until `seconds` have passed and, however long `during` took, 4 more after it.
+    while started.elapsed() < Duration::from_secs(seconds) || after.is_none_or(|t| t.elapsed() < Duration::from_secs(4))
+    {
+        for _ in 0..20 {
+            let mut event = events[id % events.len()].clone();
+            event["id"] = id.into();
+            writeln!(stdin, "{event}").unwrap();
+            id += 1;
+        }
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() > Duration::from_secs(1)
+            && let Some(f) = during.take()
+        {
+            f();
+            after = Some(Instant::now());
+        }
+    }
+    let metrics = metrics(port);
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{stderr}");
+    let envelopes = lines(&work.path().join("out.jsonl"));
+    assert_eq!(envelopes.len(), id, "every event predicted once: {stderr}");
+    for (i, e) in envelopes.iter().enumerate() {
+        assert_eq!(e["prediction"]["id"], i, "in order, none twice");
+    }
+    (envelopes, stderr, metrics)
+}
+
+fn metrics(port: u16) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Each prediction equals onnxruntime's for the version its envelope names.
+fn matches_its_version(envelopes: &[Value], expected: impl Fn(&str) -> &'static str) {
+    let (_, r) = registry();
+    for e in envelopes {
+        let version = e["version"].as_str().unwrap();
+        let id = e["prediction"]["id"].as_u64().unwrap() as usize;
+        let want = r["expected"][expected(version)][id % 300].as_f64().unwrap();
+        let got = e["prediction"]["count"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "event {id} (version {version}): {got} vs {want}");
+    }
+}
+
+#[test]
+fn a_moved_alias_switches_the_version_at_a_batch_boundary_with_every_record_predicted_once() {
+    let (_, r) = registry();
+    let bikes = r["bikes"].as_str().unwrap().to_string();
+    let (envelopes, stderr, metrics) =
+        stream(&format!("models:/{bikes}@reload"), 6, || move_alias(&bikes, "reload", "2"));
+    let versions: Vec<&str> = envelopes.iter().map(|e| e["version"].as_str().unwrap()).collect();
+    let switch = versions.iter().position(|v| *v == "2").unwrap_or_else(|| panic!("never reloaded: {stderr}"));
+    assert!(switch > 0 && versions[..switch].iter().all(|v| *v == "1"), "{versions:?}");
+    assert!(versions[switch..].iter().all(|v| *v == "2"), "one switch, never back: {versions:?}");
+    matches_its_version(&envelopes, |v| if v == "1" { "1" } else { "2" });
+    assert!(metrics.contains("tributary_model_reloads{processor=\"model\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("tributary_model_serving{processor=\"model\",version=\"2\"} 1\n"), "{metrics}");
+}
+
+#[test]
+fn a_broken_new_version_leaves_the_old_one_serving() {
+    let (_, r) = registry();
+    let broken = r["broken"].as_str().unwrap().to_string();
+    let (envelopes, stderr, metrics) =
+        stream(&format!("models:/{broken}@champion"), 4, || move_alias(&broken, "champion", "2"));
+    assert!(envelopes.iter().all(|e| e["version"] == "1"), "{stderr}");
+    matches_its_version(&envelopes, |_| "broken_1");
+    assert!(
+        stderr.contains("version 2 of") && stderr.contains("cannot serve") && stderr.contains("other_input"),
+        "{stderr}"
+    );
+    assert!(metrics.contains("tributary_model_reload_failures{processor=\"model\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("tributary_model_reloads{processor=\"model\"} 0\n"), "{metrics}");
+}

@@ -1,0 +1,127 @@
+//! Following the MLflow registry (`reload_interval_s`): every interval the processor's
+//! `models:/<name>@<alias>` or `models:/<name>/latest` is resolved again; when it names another
+//! version, that version is loaded and its mappings checked here, in the background, and then
+//! swapped in. Batches take the serving model once, when they start, so a batch in flight
+//! finishes on the model it started with and every envelope's `version` is the model that made
+//! it. A version that fails to load or to check is logged and counted, and the old one keeps
+//! serving; it is not tried again until the URI points elsewhere.
+//!
+//! Gauges (`--metrics-addr`, label `processor`): `model_serving{version}` (1 for the version
+//! serving), `model_reloads` and `model_reload_failures`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use tributary_framework::metrics::Gauge;
+
+use super::{Loaded, OnnxConfig, SignatureError};
+use crate::mlflow::{self, ModelUri, TrackingClient};
+
+/// Reload counters and the version serving.
+#[derive(Debug)]
+pub struct Stats {
+    reloads: AtomicU64,
+    failures: AtomicU64,
+    serving: Mutex<String>,
+}
+
+impl Stats {
+    pub(super) fn new(version: &str) -> Self {
+        Stats { reloads: AtomicU64::new(0), failures: AtomicU64::new(0), serving: Mutex::new(version.to_string()) }
+    }
+
+    pub(super) fn gauges(&self) -> Vec<Gauge> {
+        let serving = self.serving.lock().map(|v| v.clone()).unwrap_or_default();
+        vec![
+            Gauge { name: "model_serving", labels: vec![("version", serving)], value: 1.0 },
+            Gauge { name: "model_reloads", labels: Vec::new(), value: self.reloads.load(Ordering::Relaxed) as f64 },
+            Gauge {
+                name: "model_reload_failures",
+                labels: Vec::new(),
+                value: self.failures.load(Ordering::Relaxed) as f64,
+            },
+        ]
+    }
+}
+
+/// `reload_interval_s` needs a URI that can move, and a version that follows it.
+pub(super) fn check_config(config: &OnnxConfig) -> Result<(), SignatureError> {
+    match ModelUri::parse(&config.model) {
+        Some(Ok(uri)) if uri.moves() => {}
+        _ => {
+            return Err((
+                "reload_interval_s".into(),
+                format!(
+                    "{:?} always names the same model; reloading follows models:/<name>@<alias> or \
+                     models:/<name>/latest",
+                    config.model
+                ),
+            ));
+        }
+    }
+    if config.version.as_deref().is_some_and(|v| !v.is_empty()) {
+        return Err((
+            "version".into(),
+            "with reload_interval_s the version is the registry's (the one serving); remove `version`".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts the watcher task.
+pub(super) fn spawn(config: OnnxConfig, id: String, current: Weak<RwLock<Arc<Loaded>>>, stats: Arc<Stats>) {
+    let Some(Ok(uri)) = ModelUri::parse(&config.model) else { return };
+    let client = match TrackingClient::from_env() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(processor = %id, "model reloading off: {e}");
+            return;
+        }
+    };
+    let interval = Duration::from_secs(config.reload_interval_s.max(1));
+    tokio::spawn(async move {
+        let mut refused: Option<String> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(current) = current.upgrade() else { return };
+            let serving = current.read().map(|l| l.version().to_string()).unwrap_or_default();
+            let resolution = match mlflow::resolve(&uri, &client).await {
+                Ok(resolution) => resolution,
+                Err(e) => {
+                    tracing::warn!(processor = %id, "cannot check {} for a new version: {e}", config.model);
+                    continue;
+                }
+            };
+            if resolution.version == serving || refused.as_ref() == Some(&resolution.version) {
+                continue;
+            }
+            tracing::info!(processor = %id, from = %serving, to = %resolution.version, "{} moved; loading", config.model);
+            match Loaded::open(&config).await {
+                Ok(loaded) => {
+                    let version = loaded.version().to_string();
+                    if let Ok(mut slot) = current.write() {
+                        *slot = Arc::new(loaded);
+                    }
+                    if let Ok(mut s) = stats.serving.lock() {
+                        s.clone_from(&version);
+                    }
+                    stats.reloads.fetch_add(1, Ordering::Relaxed);
+                    refused = None;
+                    tracing::info!(processor = %id, version = %version, "now serving {} version {version}", config.model);
+                }
+                Err((key, e)) => {
+                    stats.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        processor = %id,
+                        version = %resolution.version,
+                        "version {} of {} cannot serve ({key}: {e}); version {serving} keeps serving",
+                        resolution.version,
+                        config.model
+                    );
+                    refused = Some(resolution.version);
+                }
+            }
+        }
+    });
+}
