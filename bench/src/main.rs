@@ -17,6 +17,8 @@
 //! 7. The cost of fan-out: 1, 2 and 3 model consumers read once, next to one pipeline each.
 //! 8. Models exported the standard way (skl2onnx, onnxmltools) run by configuration, next to
 //!    Python onnxruntime and scikit-learn.
+//! 9. Models from the MLflow registry: start to first prediction, the pause a reload causes,
+//!    the shadow model's cost.
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
@@ -24,6 +26,7 @@ mod exported;
 mod fan_out;
 mod kafka;
 mod lambda;
+mod registry;
 mod worker;
 
 use std::io::{BufRead, BufReader};
@@ -80,7 +83,7 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     if wants(2) {
         println!("\n### 2. Process start to first prediction (`tributary run`, model from a local file)\n");
-        let first = start_to_first_prediction(&bin, dir.path(), if quick { 3 } else { 11 })?;
+        let first = start_to_first_prediction(&bin, dir.path(), if quick { 3 } else { 11 }, MODEL)?;
         println!("median {:.1} ms, min {:.1} ms, max {:.1} ms over {} runs\n", first.0, first.1, first.2, first.3);
     }
 
@@ -123,6 +126,11 @@ fn main() -> Result<()> {
     if wants(8) {
         println!("### 8. Exported models by configuration (in process, batches of 1,000, one worker thread)\n");
         runtime.block_on(exported::compare(&root, if quick { 10_000 } else { 100_000 }))?;
+    }
+
+    if wants(9) {
+        println!("### 9. Models from the MLflow registry (tracking server and artifact proxy on loopback)\n");
+        runtime.block_on(registry::measure(&root, &bin, dir.path(), quick))?;
     }
     Ok(())
 }
@@ -220,14 +228,19 @@ fn write_config(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// (median, min, max, runs) in milliseconds.
-fn start_to_first_prediction(bin: &Path, dir: &Path, runs: usize) -> Result<(f64, f64, f64, usize)> {
+/// (median, min, max, runs) in milliseconds, with the ride-duration processor's model at `model`.
+pub(crate) fn start_to_first_prediction(
+    bin: &Path,
+    dir: &Path,
+    runs: usize,
+    model: &str,
+) -> Result<(f64, f64, f64, usize)> {
     let config = write_config(
         dir,
         "first.toml",
         &format!(
             "[sources.rides]\ntype = \"generator\"\ncount = 1\n[processors.ride_duration]\ntype = \"ride_duration\"\n\
-             inputs = [\"rides\"]\nmodel = \"{MODEL}\"\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"ride_duration\"]\n"
+             inputs = [\"rides\"]\nmodel = \"{model}\"\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"ride_duration\"]\n"
         ),
     )?;
     let mut times = Vec::new();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
@@ -153,7 +153,12 @@ pub async fn put(args: PutArgs) -> Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("PutRecords to {}: {}", args.stream, describe(&e)))?;
             let mut retry = Vec::new();
-            for ((position, entry), result) in pending.into_iter().zip(output.records()) {
+            for ((position, entry), result) in with_results(pending, output.records()) {
+                let Some(result) = result else {
+                    tracing::warn!(position, attempt, "record missing from the PutRecords answer; retrying");
+                    retry.push((position, entry));
+                    continue;
+                };
                 match result.error_code() {
                     None => {
                         put += 1;
@@ -180,6 +185,15 @@ pub async fn put(args: PutArgs) -> Result<()> {
     }
     eprintln!("put {put} record(s) to {}", args.stream);
     Ok(())
+}
+
+/// Each entry of a PutRecords call with its result, `None` for entries the answer has no result
+/// for (a short answer must not drop them: they are retried).
+fn with_results<T>(
+    pending: Vec<T>,
+    results: &[PutRecordsResultEntry],
+) -> impl Iterator<Item = (T, Option<&PutRecordsResultEntry>)> {
+    pending.into_iter().enumerate().map(move |(i, entry)| (entry, results.get(i)))
 }
 
 /// Runs `tail`.
@@ -336,4 +350,19 @@ fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>
 #[cfg(not(feature = "kafka"))]
 async fn tail_kafka(_: &str, _: &TailArgs) -> Result<()> {
     bail!("this build has no Kafka support (feature `kafka`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `put` zipped the entries with the answer's results, so entries past a short
+    /// PutRecords answer were neither counted nor retried, and dropped without a word (issue 19).
+    #[test]
+    fn put_retries_entries_missing_from_a_short_put_records_answer() {
+        let results = vec![PutRecordsResultEntry::builder().shard_id("shardId-0").sequence_number("1").build()];
+        let paired: Vec<(u32, bool)> =
+            with_results(vec![10, 11, 12], &results).map(|(e, r)| (e, r.is_some())).collect();
+        assert_eq!(paired, vec![(10, true), (11, false), (12, false)]);
+    }
 }

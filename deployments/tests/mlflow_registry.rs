@@ -315,3 +315,71 @@ fn a_broken_new_version_leaves_the_old_one_serving() {
     assert!(metrics.contains("tributary_model_reload_failures{processor=\"model\"} 1\n"), "{metrics}");
     assert!(metrics.contains("tributary_model_reloads{processor=\"model\"} 0\n"), "{metrics}");
 }
+
+#[test]
+fn a_shadow_model_writes_its_comparisons_without_changing_the_primary_deliveries() {
+    let (dir, r) = registry();
+    let bikes = r["bikes"].as_str().unwrap();
+    let events = dir.join("events.jsonl");
+    let run = |shadow: bool| {
+        let work = tempfile::tempdir().unwrap();
+        let source = format!("type = \"file\"\npath = {events:?}");
+        let mut extra = String::new();
+        if shadow {
+            extra = format!("shadow = \"models:/{bikes}/2\"");
+        }
+        let config = config(work.path(), &source, &format!("models:/{bikes}@champion"), &extra, BIKES_MAPPING);
+        if shadow {
+            let log = work.path().join("shadow.jsonl");
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str(&format!(
+                "\n[sinks.shadow_log]\ntype = \"file\"\ninputs = [\"model.shadow\"]\npath = {log:?}\n"
+            ));
+            std::fs::write(&config, text).unwrap();
+        }
+        let output = tributary(&["run", "--no-status", "--config"], &config);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let out = std::fs::read_to_string(work.path().join("out.jsonl")).unwrap();
+        (out, lines(&work.path().join("shadow.jsonl")), lines(&work.path().join("rejected.jsonl")))
+    };
+    let (without, none, _) = run(false);
+    let (with, comparisons, rejected) = run(true);
+    assert!(none.is_empty());
+    assert_eq!(with, without, "the primary's deliveries are the same, byte for byte");
+    assert!(rejected.is_empty());
+    assert_eq!(comparisons.len(), 300);
+    for c in &comparisons {
+        assert_eq!(
+            (c["model"].as_str(), c["version"].as_str(), c["shadow_version"].as_str()),
+            (Some("bikes"), Some("1"), Some("2"))
+        );
+        let id = c["prediction"]["id"].as_u64().unwrap() as usize;
+        for (field, version) in [("prediction", "1"), ("shadow_prediction", "2")] {
+            let want = r["expected"][version][id].as_f64().unwrap();
+            let got = c[field]["count"].as_f64().unwrap();
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{field} of {id}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn a_shadow_side_output_without_a_shadow_model_is_a_config_error() {
+    let work = tempfile::tempdir().unwrap();
+    let model = root().join("processors/models/ride_duration/model.onnx");
+    let text = format!(
+        "[sources.events]\ntype = \"stdin\"\n\n[processors.model]\ntype = \"onnx\"\ninputs = [\"events\"]\nmodel = {model:?}\n\
+         model_name = \"m\"\noutputs = {{ d = \"ride_duration\" }}\n[processors.model.features]\n\
+         PU_DO = {{ field = \"PU_DO\", type = \"string\" }}\ntrip_distance = {{ field = \"d\", type = \"float\" }}\n\n\
+         [sinks.out]\ntype = \"blackhole\"\ninputs = [\"model\"]\n\n\
+         [sinks.shadow_log]\ntype = \"blackhole\"\ninputs = [\"model.shadow\"]\n"
+    );
+    let path = work.path().join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = tributary(&["validate", "--config"], &path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("sinks.shadow_log") && stderr.contains("inputs") && stderr.contains("no `shadow` model"),
+        "{stderr}"
+    );
+}

@@ -102,6 +102,18 @@ pub trait Processor: Send + Sync {
     fn gauges(&self) -> Vec<crate::metrics::Gauge> {
         Vec::new()
     }
+
+    /// Hands the processor the sink that consumes its side output `output` (a sink with
+    /// `inputs = ["<processor>.<output>"]`, such as a shadow model's comparisons). The processor
+    /// delivers to it itself, best effort: side outputs never change the records' outcomes,
+    /// retries or acknowledgements. The default has no side outputs.
+    ///
+    /// # Errors
+    /// The processor has no side output of that name (or it is not configured).
+    fn attach_side_output(&self, output: &str, sink: std::sync::Arc<dyn Sink>) -> Result<(), String> {
+        let _ = sink;
+        Err(format!("this processor has no side output {output:?}"))
+    }
 }
 
 /// Delivers outputs and reports one result per output, in order.

@@ -68,6 +68,16 @@ pub fn topology(config: &PipelineConfig) -> Result<Topology, ConfigError> {
     for spec in config.processors.values().chain(config.sinks.values()) {
         let mut seen = BTreeSet::new();
         for input in &spec.inputs {
+            if let Some((processor, _)) = side_output(input, &processors) {
+                if !config.sinks.contains_key(&spec.path.component) || spec.inputs.len() != 1 {
+                    return Err(spec.error(
+                        "inputs",
+                        format!("{input:?} is a side output: only a sink can consume it, as its only input"),
+                    ));
+                }
+                consumed.insert(processor);
+                continue;
+            }
             if !sources.contains(input.as_str()) && !processors.contains(input.as_str()) {
                 let hint = if config.sinks.contains_key(input) { " (a sink produces nothing to consume)" } else { "" };
                 let known: Vec<&str> = sources.iter().chain(processors.iter()).copied().collect();
@@ -98,6 +108,12 @@ pub fn topology(config: &PipelineConfig) -> Result<Topology, ConfigError> {
         levels,
         sinks: config.sinks.keys().cloned().collect(),
     })
+}
+
+/// `"<processor>.<output>"` naming a side output of a processor in `processors`: (processor, output).
+fn side_output<'a>(input: &'a str, processors: &BTreeSet<&str>) -> Option<(&'a str, &'a str)> {
+    let (processor, output) = input.split_once('.')?;
+    (processors.contains(processor) && !output.is_empty()).then_some((processor, output))
 }
 
 /// Kahn's algorithm over processors; a processor's level is one more than its deepest
@@ -258,9 +274,20 @@ pub async fn build_with(
         processors.push(ProcessorNode { id: Arc::from(id.as_str()), inputs: resolve(spec), component });
     }
     let mut sinks = Vec::new();
+    let processor_ids: BTreeSet<&str> = order.iter().map(|p| p.as_str()).collect();
     for id in &topo.sinks {
         let spec = &config.sinks[id];
         let component = registry.sink_builder(spec)?(spec.clone()).await?;
+        // A side output's sink gets its values from the processor, not from the graph; it is
+        // kept with the others (no inputs) so that it is closed with them.
+        if let Some((processor, output)) = spec.inputs.first().and_then(|i| side_output(i, &processor_ids)) {
+            let node = processors.iter().find(|p| &*p.id == processor);
+            if let Some(node) = node {
+                node.component.attach_side_output(output, component.clone()).map_err(|e| spec.error("inputs", e))?;
+            }
+            sinks.push(SinkNode { id: Arc::from(id.as_str()), inputs: Vec::new(), component });
+            continue;
+        }
         sinks.push(SinkNode { id: Arc::from(id.as_str()), inputs: resolve(spec), component });
     }
     let dead_letter = match &config.dead_letter {

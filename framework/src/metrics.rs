@@ -122,7 +122,8 @@ impl MetricsSnapshot {
 /// Several pipelines' counters and gauges in the Prometheus text format; each series is
 /// labelled `pipeline="<name>"` unless the name is empty (a process with one pipeline).
 pub fn prometheus(pipelines: &[(&str, &Metrics)]) -> String {
-    let label = |name: &str| if name.is_empty() { String::new() } else { format!("pipeline=\"{name}\"") };
+    let label =
+        |name: &str| if name.is_empty() { String::new() } else { format!("pipeline=\"{}\"", escape_label(name)) };
     let mut out = String::new();
     type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> f64);
     let counters: [Counter; 6] = [
@@ -150,8 +151,8 @@ pub fn prometheus(pipelines: &[(&str, &Metrics)]) -> String {
         let processors = metrics.processor_gauges().into_iter().map(|(id, g)| ("processor", id, g));
         for (kind, id, gauges) in sources.chain(processors) {
             for g in gauges {
-                let labels: String =
-                    g.labels.iter().map(|(k, v)| format!(",{k}=\"{}\"", v.replace('"', "'"))).collect();
+                let labels: String = g.labels.iter().map(|(k, v)| format!(",{k}=\"{}\"", escape_label(v))).collect();
+                let id = escape_label(&id);
                 by_name
                     .entry(g.name)
                     .or_default()
@@ -169,9 +170,41 @@ pub fn prometheus(pipelines: &[(&str, &Metrics)]) -> String {
     out
 }
 
+/// A label value as the Prometheus text format wants it: backslash, double quote and line feed
+/// escaped (a shard id or version is data, and may hold any of them).
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: label values were written with `"` turned into `'` and backslashes and line
+    /// feeds left raw (issue 19), so a value holding a line feed broke the whole exposition.
+    #[test]
+    fn prometheus_label_values_are_escaped() {
+        let m = Metrics::default();
+        m.set_source_gauges(
+            "a\"b",
+            vec![Gauge { name: "lag", labels: vec![("shard", "x\\y\nz\"".into())], value: 1.0 }],
+        );
+        let text = prometheus(&[("p\n", &m)]);
+        assert!(
+            text.contains("tributary_lag{source=\"a\\\"b\",pipeline=\"p\\n\",shard=\"x\\\\y\\nz\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.starts_with('#') || l.starts_with("tributary_")), "{text}");
+    }
 
     #[test]
     fn prometheus_text_has_counters_and_labelled_gauges() {

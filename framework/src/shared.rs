@@ -30,6 +30,13 @@ use crate::record::{Offset, Position, Record};
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 
+/// What the reader hands each consumer: a batch, or the fatal error that ended the share.
+#[derive(Clone)]
+enum Feed {
+    Batch(Arc<Vec<Record>>),
+    Failed(Arc<str>),
+}
+
 /// Batches a consumer may be behind the reader before the reader waits for it.
 pub const DEFAULT_BUFFER_BATCHES: usize = 64;
 
@@ -77,7 +84,7 @@ struct Share {
     kind: String,
     options: serde_json::Map<String, Value>,
     source: Option<Box<dyn Source>>,
-    senders: Vec<mpsc::Sender<Arc<Vec<Record>>>>,
+    senders: Vec<mpsc::Sender<Feed>>,
     progress: Arc<Mutex<Progress>>,
     changed: Arc<Notify>,
     /// The real source's gauges (lag, shards, leases), as of its last read.
@@ -179,7 +186,7 @@ impl SharedSources {
 
 /// The reader of one share.
 async fn read(name: String, mut source: Box<dyn Source>, share: Share, shutdown: CancellationToken) {
-    let mut senders: Vec<Option<mpsc::Sender<Arc<Vec<Record>>>>> = share.senders.into_iter().map(Some).collect();
+    let mut senders: Vec<Option<mpsc::Sender<Feed>>> = share.senders.into_iter().map(Some).collect();
     let mut last_commit: BTreeMap<Arc<str>, Position> = BTreeMap::new();
     let mut errors = 0u32;
     loop {
@@ -204,7 +211,7 @@ async fn read(name: String, mut source: Box<dyn Source>, share: Share, shutdown:
                     // A full queue waits here: the slowest consumer bounds the reader.
                     let sent = tokio::select! {
                         () = shutdown.cancelled() => break,
-                        sent = tx.send(batch.clone()) => sent,
+                        sent = tx.send(Feed::Batch(batch.clone())) => sent,
                     };
                     if sent.is_err() {
                         // The consumer's pipeline ended (failed): its checkpoint stays as it was.
@@ -224,6 +231,15 @@ async fn read(name: String, mut source: Box<dyn Source>, share: Share, shutdown:
             }
             Err(error) => {
                 tracing::error!(share = %name, %error, "shared read failed; stopping");
+                // Every consumer fails with it (and its process exits non-zero), after the
+                // batches already queued for it: a fatal read is not a normal end.
+                let failure: Arc<str> = Arc::from(format!("shared source {name:?}: {error}"));
+                for tx in senders.iter().flatten() {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = tx.send(Feed::Failed(failure.clone())) => {}
+                    }
+                }
                 break;
             }
         }
@@ -263,7 +279,7 @@ async fn commit_lowest(
 
 /// One consumer's view of a share.
 pub struct TeeSource {
-    rx: mpsc::Receiver<Arc<Vec<Record>>>,
+    rx: mpsc::Receiver<Feed>,
     index: usize,
     /// This consumer's checkpoint: partition -> newest position it has committed.
     done: BTreeMap<Arc<str>, Position>,
@@ -276,7 +292,11 @@ pub struct TeeSource {
 #[async_trait]
 impl Source for TeeSource {
     async fn next_batch(&mut self, _max_records: usize) -> Result<Option<Vec<Record>>, ComponentError> {
-        let Some(batch) = self.rx.recv().await else { return Ok(None) };
+        let batch = match self.rx.recv().await {
+            None => return Ok(None),
+            Some(Feed::Failed(failure)) => return Err(ComponentError::Fatal(failure.to_string())),
+            Some(Feed::Batch(batch)) => batch,
+        };
         // After a restart, skip what this consumer had already done.
         let done = &self.done;
         Ok(Some(

@@ -18,7 +18,9 @@ use tributary_framework::metrics::Metrics;
 use tributary_framework::registry::{BuildFuture, Registry};
 use tributary_framework::runtime::{Pipeline, RunSummary, RuntimeError};
 use tributary_framework::shared::SharedSources;
-use tributary_framework::{ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Sink, Source};
+use tributary_framework::{
+    ComponentError, Delivery, Input, Offset, Outcome, Position, Processor, Record, Sink, Source,
+};
 
 /// Sleeps `delay` per batch; fails (retryable) the records whose id is in `fail_from..`.
 struct Model {
@@ -257,4 +259,53 @@ async fn a_share_must_be_described_alike_and_a_consumer_checkpoint_needs_a_share
     let orphan = "[sources.r]\ntype = \"counted\"\nconsumer_checkpoint = \"x.json\"\n[sinks.o]\ntype = \"out_a\"\ninputs = [\"r\"]\n";
     let err = config::from_toml_str("d.toml", orphan).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("consumer_checkpoint") && err.contains("only for a source with `shared`"), "{err}");
+}
+
+/// Yields `ok` records in batches, then fails fatally.
+struct FailsAfter {
+    inner: TestSource,
+    ok: u64,
+}
+
+#[async_trait]
+impl Source for FailsAfter {
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Record>>, ComponentError> {
+        if self.inner.next >= self.ok {
+            return Err(ComponentError::Fatal("stream deleted".into()));
+        }
+        self.inner.next_batch(max).await
+    }
+}
+
+/// Regression: a fatal read error of a shared source stopped only its reader; the consuming
+/// pipelines saw a normal end and the process exited 0 (issue 19). Now each consumer fails
+/// with the error, naming the share, after what was read before it.
+#[tokio::test]
+async fn a_fatal_shared_read_fails_every_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(
+        0,
+        10_000,
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+        Model { delay: Duration::ZERO, fail_from: u64::MAX },
+    );
+    let (reads, commits) = (w.reads.clone(), w.commits.clone());
+    let failing = World {
+        registry: w.registry.clone().source("counted", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+            let inner =
+                TestSource { next: 0, total: None, partitions: 2, reads: reads.clone(), commits: commits.clone() };
+            Box::pin(async move { Ok(Box::new(FailsAfter { inner, ok: 300 }) as Box<dyn Source>) })
+        }),
+        reads: w.reads.clone(),
+        commits: w.commits.clone(),
+        sinks: w.sinks.clone(),
+    };
+    let results = run_both(&failing, dir.path()).await;
+    for result in &results {
+        let error = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+        assert!(error.contains("shared source \"rides\"") && error.contains("stream deleted"), "{error:?}");
+    }
+    for sink in &failing.sinks {
+        assert_eq!(sink.ids.lock().unwrap().len(), 300, "what was read before the error is delivered");
+    }
 }

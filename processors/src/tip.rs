@@ -60,6 +60,7 @@ impl TipConfig {
             outputs: BTreeMap::from([("tip_amount".to_string(), OutputSpec::Name("tip_amount".to_string()))]),
             echo: vec!["ride_id".into()],
             reload_interval_s: 0,
+            shadow: None,
             sessions: 1,
             threads: 1,
         }

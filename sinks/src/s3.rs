@@ -8,7 +8,9 @@
 //! prefix = "tributary/dead-letter/"
 //! ```
 //!
-//! Object keys are `<prefix><unix ms>-<process id>-<counter>.jsonl`, so they sort by time.
+//! Object keys are `<prefix><unix ms>-<instance>-<counter>.jsonl`, so they sort by time; the
+//! instance is 64 random bits drawn when the sink is built, so that replicas writing to one
+//! prefix never collide (a process id does: it is 1 in every container).
 //! Credentials and endpoint come from the AWS SDK chain; with a custom endpoint
 //! (`AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`) path-style addressing is used.
 
@@ -40,7 +42,28 @@ pub struct S3Sink {
     client: Client,
     bucket: String,
     prefix: String,
+    keys: KeyNamer,
+}
+
+/// Object keys unique across processes and containers: time, a random instance id, a counter.
+struct KeyNamer {
+    instance: u64,
     counter: AtomicU64,
+}
+
+impl KeyNamer {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState is seeded from the OS's random source: 64 random bits, no new
+        // dependency.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        KeyNamer { instance: hasher.finish(), counter: AtomicU64::new(0) }
+    }
+
+    fn next(&self, prefix: &str, millis: u128) -> String {
+        format!("{prefix}{millis}-{:016x}-{}.jsonl", self.instance, self.counter.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 /// Builds the sink, checking that the bucket is reachable.
@@ -52,7 +75,7 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             let why = tributary_aws::error_code(&e).map_or_else(|| tributary_aws::describe(&e), str::to_owned);
             spec.error("bucket", format!("cannot use bucket {:?}: {why}", config.bucket))
         })?;
-        Ok(Arc::new(S3Sink { client, bucket: config.bucket, prefix: config.prefix, counter: AtomicU64::new(0) })
+        Ok(Arc::new(S3Sink { client, bucket: config.bucket, prefix: config.prefix, keys: KeyNamer::new() })
             as Arc<dyn Sink>)
     })
 }
@@ -79,12 +102,7 @@ impl Sink for S3Sink {
             return Ok(results);
         }
         let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        let key = format!(
-            "{}{millis}-{}-{}.jsonl",
-            self.prefix,
-            std::process::id(),
-            self.counter.fetch_add(1, Ordering::Relaxed)
-        );
+        let key = self.keys.next(&self.prefix, millis);
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -101,5 +119,19 @@ impl Sink for S3Sink {
                 }
             })?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: keys were `<ms>-<pid>-<counter>`, the same for two replicas with PID 1
+    /// writing in the same millisecond (issue 19): one overwrote the other's dead letters.
+    #[test]
+    fn dead_letter_keys_of_two_replicas_do_not_collide() {
+        let (a, b) = (KeyNamer::new(), KeyNamer::new());
+        assert_ne!(a.next("dl/", 1_750_000_000_000), b.next("dl/", 1_750_000_000_000));
+        assert!(a.next("dl/", 5).starts_with("dl/5-"));
     }
 }

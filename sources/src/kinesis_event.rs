@@ -56,8 +56,11 @@ fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -
     let arrival = kinesis
         .and_then(|k| k.get("approximateArrivalTimestamp"))
         .and_then(Value::as_f64)
-        .filter(|t| t.is_finite() && *t >= 0.0)
-        .map_or_else(SystemTime::now, |t| UNIX_EPOCH + Duration::from_secs_f64(t));
+        // A timestamp no clock can hold (negative, 1e300) is the event's mistake, not a reason to
+        // panic: the record counts as arriving now.
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+        .unwrap_or_else(SystemTime::now);
     record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
 }
 
@@ -115,6 +118,21 @@ mod tests {
         assert_eq!(recs[0].partition_key.as_deref(), Some("1"));
         assert!(matches!(&recs[1].payload, Payload::Invalid { reason, .. } if reason.contains("base64")));
         assert_eq!(&*recs[1].position.partition, "file");
+    }
+
+    /// Regression: `approximateArrivalTimestamp: 1e300` panicked in `Duration::from_secs_f64`
+    /// (issue 19), taking down the file and stdin sources and the Lambda invocation.
+    #[test]
+    fn arrival_timestamp_out_of_range_does_not_panic() {
+        for t in ["1e300", "-5", "1.8446744073709552e19", "3.0e10"] {
+            let doc: Value = serde_json::from_str(&format!(
+                r#"{{"Records":[{{"kinesis":{{"data":"eyJhIjogMX0=","approximateArrivalTimestamp":{t}}},"eventID":"shardId-0:1"}}]}}"#
+            ))
+            .unwrap();
+            let recs = records(&Arc::from("s"), &doc, "file");
+            assert_eq!(recs.len(), 1, "{t}");
+            assert!(matches!(&recs[0].payload, Payload::Bytes(_)), "{t}");
+        }
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct OnnxConfig {
     /// that fails to load or to check leaves the old one serving. Default: off (0).
     #[serde(default)]
     pub reload_interval_s: u64,
+    /// A second model (any location `model` takes, such as `models:/<name>@challenger`) run on
+    /// the same batches with the same features and outputs, after the primary, never changing
+    /// its outcomes. Its comparisons go to the sink whose `inputs` are
+    /// `["<this processor's id>.shadow"]`.
+    pub shadow: Option<String>,
     /// ONNX Runtime sessions (batches inferred at the same time). Default 1.
     #[serde(default = "one")]
     pub sessions: usize,

@@ -22,6 +22,7 @@ pub mod inspect;
 pub mod model;
 pub mod output;
 pub mod reload;
+mod shadow;
 pub mod tensor;
 
 use std::sync::{Arc, RwLock};
@@ -51,6 +52,8 @@ pub struct OnnxProcessor {
     model_name: Value,
     /// Reload counters, when `reload_interval_s` is set.
     reload: Option<Arc<reload::Stats>>,
+    /// The shadow model, when `shadow` is set.
+    shadow: Option<shadow::Shadow>,
 }
 
 /// A model with its checked mappings: what one batch runs on.
@@ -85,13 +88,18 @@ impl OnnxProcessor {
             return Err(("outputs".into(), "name at least one model output".into()));
         }
         if config.reload_interval_s > 0 {
-            reload::check_config(config)?;
+            reload::check_config(&config.model, config.version.as_deref())?;
         }
         let loaded = Loaded::open(config).await?;
         tracing::info!(model = %loaded.model.location, version = %loaded.model.version, name = %config.model_name, "onnx model loaded");
         let echo = config.echo.iter().map(|p| (p.rsplit('.').next().unwrap_or(p).to_string(), p.clone())).collect();
         let reload = (config.reload_interval_s > 0).then(|| Arc::new(reload::Stats::new(&loaded.model.version)));
+        let shadow = match &config.shadow {
+            Some(uri) => Some(shadow::Shadow::open(config, uri).await?),
+            None => None,
+        };
         Ok(OnnxProcessor {
+            shadow,
             current: Arc::new(RwLock::new(Arc::new(loaded))),
             echo,
             model_name: Value::String(config.model_name.clone()),
@@ -103,7 +111,12 @@ impl OnnxProcessor {
     /// [`reload`]); the task ends with the processor.
     pub fn start_reloading(&self, config: &OnnxConfig, id: String) {
         if let Some(stats) = &self.reload {
-            reload::spawn(config.clone(), id, Arc::downgrade(&self.current), stats.clone());
+            let config = config.clone();
+            let (model, interval) = (config.model.clone(), config.reload_interval_s);
+            reload::spawn(model, interval, id, Arc::downgrade(&self.current), stats.clone(), move || {
+                let config = config.clone();
+                async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
+            });
         }
     }
 
@@ -211,6 +224,12 @@ impl Loaded {
     }
 }
 
+impl reload::Serving for Loaded {
+    fn version(&self) -> &str {
+        Loaded::version(self)
+    }
+}
+
 /// Checks an MLflow signature's tensor inputs against the inputs the features fill: each named
 /// tensor must be a model input, and its dtype the type the features give. Column signatures
 /// (a DataFrame's columns) describe the Python side's input, not the ONNX graph's, and are not
@@ -258,6 +277,7 @@ impl Processor for OnnxProcessor {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(batch.len())).collect();
         let mut rows = Vec::with_capacity(batch.len());
+        let mut predicted = Vec::new();
         for (i, input) in batch.iter().enumerate() {
             let echoed: Result<Map<String, Value>, String> = self
                 .echo
@@ -284,6 +304,10 @@ impl Processor for OnnxProcessor {
                     prediction.insert(plan.field.clone(), value);
                 }
                 prediction.extend(echoed);
+                let prediction = Value::Object(prediction);
+                if self.shadow.is_some() {
+                    predicted.push((row, prediction.clone()));
+                }
                 outcomes[row] = Some(Outcome::one(json!({
                     "model": self.model_name,
                     "version": loaded.version,
@@ -291,10 +315,24 @@ impl Processor for OnnxProcessor {
                 })));
             }
         }
+        if let Some(shadow) = &self.shadow
+            && !predicted.is_empty()
+        {
+            shadow.compare(&self.model_name, &loaded.version, batch, predicted).await;
+        }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
     }
 
     fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
-        self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default()
+        let reload = self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default();
+        reload.into_iter().chain(self.shadow.iter().flat_map(shadow::Shadow::gauges)).collect()
+    }
+
+    fn attach_side_output(&self, output: &str, sink: Arc<dyn tributary_framework::Sink>) -> Result<(), String> {
+        match (&self.shadow, output) {
+            (Some(shadow), "shadow") => shadow.attach(sink),
+            (None, "shadow") => Err("there is no `shadow` model in this processor: set `shadow = \"<model>\"`".into()),
+            _ => Err(format!("the onnx processor's only side output is `shadow`, not {output:?}")),
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Following the MLflow registry (`reload_interval_s`): every interval the processor's
+//! Following the MLflow registry (`reload_interval_s`, for the `onnx` and `ride_duration`
+//! processors): every interval the processor's
 //! `models:/<name>@<alias>` or `models:/<name>/latest` is resolved again; when it names another
 //! version, that version is loaded and its mappings checked here, in the background, and then
 //! swapped in. Batches take the serving model once, when they start, so a batch in flight
@@ -9,14 +10,21 @@
 //! Gauges (`--metrics-addr`, label `processor`): `model_serving{version}` (1 for the version
 //! serving), `model_reloads` and `model_reload_failures`.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tributary_framework::metrics::Gauge;
 
-use super::{Loaded, OnnxConfig, SignatureError};
+use super::SignatureError;
 use crate::mlflow::{self, ModelUri, TrackingClient};
+
+/// A loaded model with its checked mappings, as a processor serves it.
+pub trait Serving: Send + Sync + 'static {
+    /// The envelope version it writes.
+    fn version(&self) -> &str;
+}
 
 /// Reload counters and the version serving.
 #[derive(Debug)]
@@ -27,11 +35,13 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub(super) fn new(version: &str) -> Self {
+    /// Counters starting with `version` serving.
+    pub fn new(version: &str) -> Self {
         Stats { reloads: AtomicU64::new(0), failures: AtomicU64::new(0), serving: Mutex::new(version.to_string()) }
     }
 
-    pub(super) fn gauges(&self) -> Vec<Gauge> {
+    /// `model_serving{version}`, `model_reloads`, `model_reload_failures`.
+    pub fn gauges(&self) -> Vec<Gauge> {
         let serving = self.serving.lock().map(|v| v.clone()).unwrap_or_default();
         vec![
             Gauge { name: "model_serving", labels: vec![("version", serving)], value: 1.0 },
@@ -45,22 +55,24 @@ impl Stats {
     }
 }
 
-/// `reload_interval_s` needs a URI that can move, and a version that follows it.
-pub(super) fn check_config(config: &OnnxConfig) -> Result<(), SignatureError> {
-    match ModelUri::parse(&config.model) {
+/// `reload_interval_s` needs a URI that can move (`model`), and a version that follows it.
+///
+/// # Errors
+/// The key at fault and why.
+pub fn check_config(model: &str, version: Option<&str>) -> Result<(), SignatureError> {
+    match ModelUri::parse(model) {
         Some(Ok(uri)) if uri.moves() => {}
         _ => {
             return Err((
                 "reload_interval_s".into(),
                 format!(
-                    "{:?} always names the same model; reloading follows models:/<name>@<alias> or \
-                     models:/<name>/latest",
-                    config.model
+                    "{model:?} always names the same model; reloading follows models:/<name>@<alias> or \
+                     models:/<name>/latest"
                 ),
             ));
         }
     }
-    if config.version.as_deref().is_some_and(|v| !v.is_empty()) {
+    if version.is_some_and(|v| !v.is_empty()) {
         return Err((
             "version".into(),
             "with reload_interval_s the version is the registry's (the one serving); remove `version`".into(),
@@ -69,9 +81,21 @@ pub(super) fn check_config(config: &OnnxConfig) -> Result<(), SignatureError> {
     Ok(())
 }
 
-/// Starts the watcher task.
-pub(super) fn spawn(config: OnnxConfig, id: String, current: Weak<RwLock<Arc<Loaded>>>, stats: Arc<Stats>) {
-    let Some(Ok(uri)) = ModelUri::parse(&config.model) else { return };
+/// Starts the watcher task for processor `id` serving `model` from `current`: `open` loads and
+/// checks the model `model` points at now.
+pub fn spawn<T, F, Fut>(
+    model: String,
+    interval_s: u64,
+    id: String,
+    current: Weak<RwLock<Arc<T>>>,
+    stats: Arc<Stats>,
+    open: F,
+) where
+    T: Serving,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, String>> + Send + 'static,
+{
+    let Some(Ok(uri)) = ModelUri::parse(&model) else { return };
     let client = match TrackingClient::from_env() {
         Ok(client) => client,
         Err(e) => {
@@ -79,7 +103,7 @@ pub(super) fn spawn(config: OnnxConfig, id: String, current: Weak<RwLock<Arc<Loa
             return;
         }
     };
-    let interval = Duration::from_secs(config.reload_interval_s.max(1));
+    let interval = Duration::from_secs(interval_s.max(1));
     tokio::spawn(async move {
         let mut refused: Option<String> = None;
         loop {
@@ -89,15 +113,15 @@ pub(super) fn spawn(config: OnnxConfig, id: String, current: Weak<RwLock<Arc<Loa
             let resolution = match mlflow::resolve(&uri, &client).await {
                 Ok(resolution) => resolution,
                 Err(e) => {
-                    tracing::warn!(processor = %id, "cannot check {} for a new version: {e}", config.model);
+                    tracing::warn!(processor = %id, "cannot check {model} for a new version: {e}");
                     continue;
                 }
             };
             if resolution.version == serving || refused.as_ref() == Some(&resolution.version) {
                 continue;
             }
-            tracing::info!(processor = %id, from = %serving, to = %resolution.version, "{} moved; loading", config.model);
-            match Loaded::open(&config).await {
+            tracing::info!(processor = %id, from = %serving, to = %resolution.version, "{model} moved; loading");
+            match open().await {
                 Ok(loaded) => {
                     let version = loaded.version().to_string();
                     if let Ok(mut slot) = current.write() {
@@ -108,16 +132,15 @@ pub(super) fn spawn(config: OnnxConfig, id: String, current: Weak<RwLock<Arc<Loa
                     }
                     stats.reloads.fetch_add(1, Ordering::Relaxed);
                     refused = None;
-                    tracing::info!(processor = %id, version = %version, "now serving {} version {version}", config.model);
+                    tracing::info!(processor = %id, version = %version, "now serving {model} version {version}");
                 }
-                Err((key, e)) => {
+                Err(e) => {
                     stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         processor = %id,
                         version = %resolution.version,
-                        "version {} of {} cannot serve ({key}: {e}); version {serving} keeps serving",
+                        "version {} of {model} cannot serve ({e}); version {serving} keeps serving",
                         resolution.version,
-                        config.model
                     );
                     refused = Some(resolution.version);
                 }

@@ -6,16 +6,24 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RideDurationConfig {
-    /// The ONNX model: a local path (relative to the working directory) or an `s3://` URI. A URI
-    /// not ending in `.onnx` is a folder holding `model.onnx` (MLflow's `artifacts/model`).
+    /// The ONNX model: a local path (relative to the working directory), an `s3://` URI or an
+    /// MLflow URI (`models:/<name>@<alias>`, `models:/<name>/<version>`, `models:/<name>/latest`,
+    /// `runs:/<run_id>/model`). A location not ending in `.onnx` is a model folder (its
+    /// `MLmodel` names the ONNX file, else `model.onnx`).
     pub model: String,
     /// The `model` field of every output envelope.
     #[serde(default = "default_model_name")]
     pub model_name: String,
-    /// The `version` field of every output envelope. Default: the MLflow run id when `model`
-    /// follows MLflow's S3 layout, else the first 12 hex digits of the model file's SHA-256.
+    /// The `version` field of every output envelope. Default: the registered version for
+    /// `models:/`, the run id for `runs:/` and MLflow's S3 layout, else the first 12 hex digits
+    /// of the model file's SHA-256.
     /// An empty string counts as unset (so `version = "${RUN_ID:-}"` falls back).
     pub version: Option<String>,
+    /// Seconds between checks of where a `models:/<name>@<alias>` or `models:/<name>/latest`
+    /// `model` points; a new version takes over at a batch boundary, as for the `onnx`
+    /// processor. Default: off (0).
+    #[serde(default)]
+    pub reload_interval_s: u64,
     /// ONNX Runtime sessions (batches inferred at the same time). Default 1.
     #[serde(default = "one")]
     pub sessions: usize,

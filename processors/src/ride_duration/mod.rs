@@ -19,7 +19,7 @@
 pub mod config;
 pub mod features;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ use features::RideFeatures;
 
 use crate::onnx::input::InputPlan;
 use crate::onnx::output::OutputPlan;
+use crate::onnx::reload;
 use crate::onnx::{ElementType, Feature, OnnxModel, OutputSpec, Values};
 
 /// The model's input and output names (see `processors/models/ride_duration/schema.json`).
@@ -41,6 +42,15 @@ const OUTPUT: &str = "ride_duration";
 
 /// Predicts ride durations.
 pub struct RideDuration {
+    /// The model serving now; a batch takes it once (a reload swaps models between batches).
+    current: Arc<RwLock<Arc<RideModel>>>,
+    model_name: Value,
+    /// Reload counters, when `reload_interval_s` is set.
+    reload: Option<Arc<reload::Stats>>,
+}
+
+/// A ride-duration model with its checked inputs and output.
+struct RideModel {
     model: Arc<OnnxModel>,
     /// How `PU_DO` and `trip_distance` are fed.
     pu_do: InputPlan,
@@ -50,15 +60,24 @@ pub struct RideDuration {
     /// The `ride_duration` output.
     output: OutputPlan,
     fetch: Arc<[usize]>,
-    model_name: Value,
     version: Value,
+}
+
+impl reload::Serving for RideModel {
+    fn version(&self) -> &str {
+        self.version.as_str().unwrap_or_default()
+    }
 }
 
 /// Builds the processor: fetches the model, starts its sessions and checks its signature.
 pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Processor>> {
     Box::pin(async move {
         let config: RideDurationConfig = spec.parse()?;
+        if config.reload_interval_s > 0 {
+            reload::check_config(&config.model, config.version.as_deref()).map_err(|(key, e)| spec.error(&key, e))?;
+        }
         let processor = RideDuration::load(&config).await.map_err(|e| spec.error("model", e))?;
+        processor.start_reloading(&config, spec.path.component.clone());
         Ok(Arc::new(processor) as Arc<dyn Processor>)
     })
 }
@@ -69,6 +88,41 @@ impl RideDuration {
     /// # Errors
     /// A message saying what is wrong with the model or the runtime.
     pub async fn load(config: &RideDurationConfig) -> Result<Self, String> {
+        let model = RideModel::open(config).await?;
+        let reload =
+            (config.reload_interval_s > 0).then(|| Arc::new(reload::Stats::new(reload::Serving::version(&model))));
+        Ok(RideDuration {
+            current: Arc::new(RwLock::new(Arc::new(model))),
+            model_name: Value::String(config.model_name.clone()),
+            reload,
+        })
+    }
+
+    /// Starts following the registry when `reload_interval_s` is set; the task ends with the
+    /// processor.
+    pub fn start_reloading(&self, config: &RideDurationConfig, id: String) {
+        if let Some(stats) = &self.reload {
+            let config = config.clone();
+            let (model, interval) = (config.model.clone(), config.reload_interval_s);
+            reload::spawn(model, interval, id, Arc::downgrade(&self.current), stats.clone(), move || {
+                let config = config.clone();
+                async move { RideModel::open(&config).await }
+            });
+        }
+    }
+
+    fn envelope(&self, model: &RideModel, prediction: Value, ride_id: Value) -> Value {
+        json!({
+            "model": self.model_name,
+            "version": model.version,
+            "prediction": {"ride_duration": prediction, "ride_id": ride_id},
+        })
+    }
+}
+
+impl RideModel {
+    /// Opens the model `config` names and checks that it is a ride-duration model.
+    async fn open(config: &RideDurationConfig) -> Result<Self, String> {
         let model = OnnxModel::open(&config.model, config.version.as_deref(), config.sessions, config.threads).await?;
         let not_ride_duration = |(_, e): (String, String)| {
             format!(
@@ -94,7 +148,7 @@ impl RideDuration {
         let output = OutputPlan::new(OUTPUT, &OutputSpec::Name(OUTPUT.into()), model.outputs(), &model.location)
             .map_err(not_ride_duration)?;
         tracing::info!(model = %model.location, version = %model.version, "ride-duration model loaded");
-        Ok(RideDuration {
+        Ok(RideModel {
             version: Value::String(model.version.clone()),
             fetch: vec![output.output].into(),
             model: Arc::new(model),
@@ -102,15 +156,6 @@ impl RideDuration {
             distance,
             pu_do_first,
             output,
-            model_name: Value::String(config.model_name.clone()),
-        })
-    }
-
-    fn envelope(&self, prediction: Value, ride_id: Value) -> Value {
-        json!({
-            "model": self.model_name,
-            "version": self.version,
-            "prediction": {"ride_duration": prediction, "ride_id": ride_id},
         })
     }
 }
@@ -118,6 +163,7 @@ impl RideDuration {
 #[async_trait]
 impl Processor for RideDuration {
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
+        let model = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut rows = Vec::with_capacity(batch.len());
         let mut pu_do = Vec::with_capacity(batch.len());
@@ -137,15 +183,19 @@ impl Processor for RideDuration {
         if !rows.is_empty() {
             let n = rows.len();
             let (pu_do, distance) =
-                (self.pu_do.feed(Values::String(pu_do)), self.distance.feed(Values::Float(distance)));
-            let feeds = if self.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
-            let outputs = self.model.predict(feeds, n, self.fetch.clone()).await?;
+                (model.pu_do.feed(Values::String(pu_do)), model.distance.feed(Values::Float(distance)));
+            let feeds = if model.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
+            let outputs = model.model.predict(feeds, n, model.fetch.clone()).await?;
             let predictions = outputs.first().ok_or_else(|| ComponentError::Fatal("no prediction".into()))?;
             for (k, (row, ride_id)) in rows.into_iter().zip(ids).enumerate() {
-                let prediction = self.output.value(predictions, n, k).map_err(ComponentError::Fatal)?;
-                outcomes[row] = Some(Outcome::one(self.envelope(prediction, ride_id)));
+                let prediction = model.output.value(predictions, n, k).map_err(ComponentError::Fatal)?;
+                outcomes[row] = Some(Outcome::one(self.envelope(&model, prediction, ride_id)));
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
+    }
+
+    fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
+        self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default()
     }
 }

@@ -316,9 +316,11 @@ impl KinesisSource {
                         partition: partition.clone(),
                         offset: Offset::Sequence(Arc::from(r.sequence_number())),
                     };
-                    let arrival = r.approximate_arrival_timestamp().map_or_else(std::time::SystemTime::now, |t| {
-                        UNIX_EPOCH + Duration::from_secs_f64(t.as_secs_f64().max(0.0))
-                    });
+                    let arrival = r
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| Duration::try_from_secs_f64(t.as_secs_f64()).ok())
+                        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+                        .unwrap_or_else(std::time::SystemTime::now);
                     self.ready.push_back(
                         Record::new(r.data().as_ref().to_vec(), position)
                             .with_partition_key(Some(r.partition_key().to_string()))
