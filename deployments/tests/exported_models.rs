@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::root;
+use common::{json_lines, root};
 use serde_json::Value;
 
 /// The exported models and their events, made once per test process.
@@ -31,15 +31,6 @@ fn fixtures() -> &'static Path {
         assert!(status.success(), "tests/fixtures/models/export.py failed");
         dir
     })
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// What a run of one model gave: predictions by id, and dead letters.
@@ -75,7 +66,7 @@ fn run(name: &str) -> Outcome {
         .output()
         .expect("start tributary run");
     assert!(output.status.success(), "tributary run failed: {}", String::from_utf8_lossy(&output.stderr));
-    let predictions = lines(&predictions)
+    let predictions = json_lines(&predictions)
         .into_iter()
         .map(|envelope| {
             assert_eq!(envelope["model"], name);
@@ -83,16 +74,16 @@ fn run(name: &str) -> Outcome {
             (prediction["id"].as_u64().unwrap(), prediction)
         })
         .collect();
-    Outcome { predictions, dead_letters: lines(&rejected) }
+    Outcome { predictions, dead_letters: json_lines(&rejected) }
 }
 
 /// Every good event predicted, every bad one dead-lettered naming its field and the model input.
 fn check_counts_and_dead_letters(name: &str, outcome: &Outcome, model_input: &str) -> Vec<Value> {
     let dir = fixtures();
-    let expected = lines(&dir.join(format!("{name}.expected.jsonl")));
+    let expected = json_lines(&dir.join(format!("{name}.expected.jsonl")));
     assert_eq!(outcome.predictions.len(), expected.len(), "{name}: predictions");
     assert!(expected.len() >= 500);
-    let bad = lines(&dir.join(format!("{name}.bad.jsonl")));
+    let bad = json_lines(&dir.join(format!("{name}.bad.jsonl")));
     assert_eq!(outcome.dead_letters.len(), bad.len(), "{name}: dead letters {:#?}", outcome.dead_letters);
     for case in &bad {
         let id = case["id"].as_u64().unwrap();
@@ -179,7 +170,7 @@ fn one_named_input_per_column_string_int64_and_float() {
             outcome.dead_letters
         );
     }
-    let expected = lines(&fixtures().join("fare_columns.expected.jsonl"));
+    let expected = json_lines(&fixtures().join("fare_columns.expected.jsonl"));
     assert_eq!(outcome.predictions.len(), expected.len());
     for expected in expected {
         let id = expected["id"].as_u64().unwrap();

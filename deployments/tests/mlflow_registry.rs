@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{required, root, unique};
+use common::{free_port, json_lines, required, root, scrape, unique};
 use serde_json::Value;
 
 const BIKES_MAPPING: &str = "outputs = { count = \"variable\" }\n[processors.model.features]\n\
@@ -39,15 +39,6 @@ fn registry() -> &'static (PathBuf, Value) {
         let registry = serde_json::from_str(&std::fs::read_to_string(dir.join("registry.json")).unwrap()).unwrap();
         (dir, registry)
     })
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A pipeline from `source` (a `[sources.events]` body) through `model` to a file.
@@ -80,15 +71,18 @@ fn predict(model: &str) -> HashMap<u64, Value> {
     let config = config(work.path(), &source, model, "", BIKES_MAPPING);
     let output = tributary(&["run", "--no-status", "--config"], &config);
     assert!(output.status.success(), "{model}: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(lines(&work.path().join("rejected.jsonl")).is_empty());
-    lines(&work.path().join("out.jsonl")).into_iter().map(|e| (e["prediction"]["id"].as_u64().unwrap(), e)).collect()
+    assert!(json_lines(&work.path().join("rejected.jsonl")).is_empty());
+    json_lines(&work.path().join("out.jsonl"))
+        .into_iter()
+        .map(|e| (e["prediction"]["id"].as_u64().unwrap(), e))
+        .collect()
 }
 
 /// Every event predicted, by `version`, as onnxruntime predicts with `expected`'s model.
 fn check(model: &str, version: &str, expected: &str) {
     let (dir, registry) = registry();
     let envelopes = predict(model);
-    let events = lines(&dir.join("events.jsonl"));
+    let events = json_lines(&dir.join("events.jsonl"));
     assert_eq!(envelopes.len(), events.len(), "{model}");
     for (id, envelope) in &envelopes {
         assert_eq!(envelope["version"], version, "{model}: {envelope}");
@@ -170,7 +164,7 @@ fn the_export_script_migrates_the_seeds_pipeline_to_a_new_onnx_version() {
     let config = config(work.path(), &source, &format!("models:/{name}@onnx"), "", mapping);
     let output = tributary(&["run", "--no-status", "--config"], &config);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let envelopes = lines(&work.path().join("out.jsonl"));
+    let envelopes = json_lines(&work.path().join("out.jsonl"));
     let sklearn = r["sklearn_predictions"].as_array().unwrap();
     assert_eq!(envelopes.len(), sklearn.len());
     for envelope in envelopes {
@@ -217,7 +211,7 @@ fn move_alias(name: &str, alias: &str, version: &str) {
 fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, String, String) {
     let (dir, _) = registry();
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let config = config(work.path(), "type = \"stdin\"", model, "reload_interval_s = 1", BIKES_MAPPING);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["run", "--no-status", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
@@ -227,7 +221,7 @@ fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, Stri
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let events = lines(&dir.join("events.jsonl"));
+    let events = json_lines(&dir.join("events.jsonl"));
     let mut stdin = child.stdin.take().unwrap();
     let started = Instant::now();
     let mut during = Some(during);
@@ -251,26 +245,17 @@ fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, Stri
             after = Some(Instant::now());
         }
     }
-    let metrics = metrics(port);
+    let metrics = scrape(port).expect("the metrics endpoint answers");
     drop(stdin);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(output.status.success(), "{stderr}");
-    let envelopes = lines(&work.path().join("out.jsonl"));
+    let envelopes = json_lines(&work.path().join("out.jsonl"));
     assert_eq!(envelopes.len(), id, "every event predicted once: {stderr}");
     for (i, e) in envelopes.iter().enumerate() {
         assert_eq!(e["prediction"]["id"], i, "in order, none twice");
     }
     (envelopes, stderr, metrics)
-}
-
-fn metrics(port: u16) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
 }
 
 /// Each prediction equals onnxruntime's for the version its envelope names.
@@ -340,7 +325,7 @@ fn a_shadow_model_writes_its_comparisons_without_changing_the_primary_deliveries
         let output = tributary(&["run", "--no-status", "--config"], &config);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let out = std::fs::read_to_string(work.path().join("out.jsonl")).unwrap();
-        (out, lines(&work.path().join("shadow.jsonl")), lines(&work.path().join("rejected.jsonl")))
+        (out, json_lines(&work.path().join("shadow.jsonl")), json_lines(&work.path().join("rejected.jsonl")))
     };
     let (without, none, _) = run(false);
     let (with, comparisons, rejected) = run(true);
@@ -382,4 +367,45 @@ fn a_shadow_side_output_without_a_shadow_model_is_a_config_error() {
         stderr.contains("sinks.shadow_log") && stderr.contains("inputs") && stderr.contains("no `shadow` model"),
         "{stderr}"
     );
+}
+
+/// A registered version's folder read straight from S3, as a server with
+/// `--default-artifact-root s3://...` hands it out, with only `MLFLOW_S3_ENDPOINT_URL` pointing at
+/// the store (as MLflow's clients take it); the version is the run id its `MLmodel` names.
+#[test]
+fn an_s3_model_folder_is_read_with_mlflow_s3_endpoint_url() {
+    let (dir, r) = registry();
+    let bikes = r["bikes"].as_str().unwrap();
+    let inspect = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["inspect", &format!("models:/{bikes}/1")])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    let folder = text
+        .lines()
+        .find_map(|l| l.strip_prefix("resolved: ").and_then(|l| l.split(" at mlflow-artifacts:/").nth(1)))
+        .unwrap_or_else(|| panic!("{text}"));
+    let s3 = format!("s3://mlflow-artifacts/{folder}");
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("type = \"file\"\npath = {:?}", dir.join("events.jsonl"));
+    let config = config(work.path(), &source, &s3, "", BIKES_MAPPING);
+    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["run", "--no-status", "--config"])
+        .arg(&config)
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_S3")
+        .env("MLFLOW_S3_ENDPOINT_URL", required("MLFLOW_S3_ENDPOINT_URL"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{s3}: {}", String::from_utf8_lossy(&output.stderr));
+    let envelopes = json_lines(&work.path().join("out.jsonl"));
+    assert_eq!(envelopes.len(), 300);
+    for e in &envelopes {
+        assert_eq!(e["version"], r["runs"]["1"], "{e}");
+        let id = e["prediction"]["id"].as_u64().unwrap() as usize;
+        let (got, want) = (e["prediction"]["count"].as_f64().unwrap(), r["expected"]["1"][id].as_f64().unwrap());
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "event {id}: {got} vs {want}");
+    }
 }

@@ -21,7 +21,7 @@ pub struct ModelBytes {
     /// Where they were read (the resolved path or URI).
     pub location: String,
     /// The version the location names: the registered model version (`models:/`), the run id
-    /// (`runs:/`, or MLflow 2's S3 layout).
+    /// (`runs:/`, the `MLmodel` file's `run_id`, or MLflow 2's S3 layout).
     pub version: Option<String>,
     /// The `MLmodel` signature's inputs, when the folder has one with a signature.
     pub signature: Option<Vec<SignatureInput>>,
@@ -137,16 +137,23 @@ async fn from_folder(folder: &str, client: Option<&TrackingClient>, configured: 
         Some(client) => mlflow::read(&uri, client).await,
         None => mlflow::read_plain(&uri).await,
     };
-    let (file, signature) = match read(format!("{folder}/MLmodel")).await? {
+    let (file, signature, run_id) = match read(format!("{folder}/MLmodel")).await? {
         Some(text) => {
             let mlmodel = MlModel::parse(&String::from_utf8_lossy(&text)).map_err(|e| format!("{folder}/{e}"))?;
-            (mlmodel.onnx_data(configured)?, mlmodel.signature_inputs().map_err(|e| format!("{folder}/{e}"))?)
+            let signature = mlmodel.signature_inputs().map_err(|e| format!("{folder}/{e}"))?;
+            (mlmodel.onnx_data(configured)?, signature, mlmodel.run_id)
         }
-        None => ("model.onnx".to_string(), None),
+        None => ("model.onnx".to_string(), None, None),
     };
     let location = format!("{folder}/{file}");
-    let bytes = read(location.clone()).await?.ok_or_else(|| format!("{location} does not exist"))?;
-    Ok(ModelBytes { bytes, location, version: None, signature, resolution: None })
+    let missing = || {
+        let why = if location.starts_with("s3://") { "NoSuchKey, no such object" } else { "no such file" };
+        format!("{location} does not exist ({why})")
+    };
+    let bytes = read(location.clone()).await?.ok_or_else(missing)?;
+    // The run that logged the model, as MLmodel says (MLflow 3 keeps logged models outside the
+    // run's folder, so the path alone does not tell).
+    Ok(ModelBytes { bytes, location, version: run_id, signature, resolution: None })
 }
 
 /// `<experiment>/<run_id>/artifacts/...` -> the run id.

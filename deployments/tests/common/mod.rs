@@ -179,6 +179,16 @@ pub fn esm_command(stream: &str, function: &str) -> Command {
 }
 
 /// The invocation records `esm --on-failure PATH` wrote, one per line.
+/// The JSON values of a JSON-lines file, blank lines skipped; none when the file is missing.
+pub fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 pub fn on_failure_records(path: &Path) -> Vec<Value> {
     let lines = std::fs::read_to_string(path).unwrap();
     lines.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()

@@ -59,16 +59,12 @@ impl TrackingClient {
                  registry over MLflow's REST API"
             ));
         }
-        let authorization = match std::env::var("MLFLOW_TRACKING_TOKEN") {
-            Ok(token) if !token.is_empty() => Some(format!("Bearer {token}")),
-            _ => match (std::env::var("MLFLOW_TRACKING_USERNAME"), std::env::var("MLFLOW_TRACKING_PASSWORD")) {
-                (Ok(user), Ok(password)) => Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-                )),
-                _ => None,
-            },
-        };
+        let var = |name: &str| std::env::var(name).ok();
+        let authorization = authorization(
+            var("MLFLOW_TRACKING_TOKEN"),
+            var("MLFLOW_TRACKING_USERNAME"),
+            var("MLFLOW_TRACKING_PASSWORD"),
+        );
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider)
@@ -153,6 +149,17 @@ impl TrackingClient {
     }
 }
 
+/// The `Authorization` header MLflow's clients send: a bearer token, else basic auth.
+fn authorization(token: Option<String>, user: Option<String>, password: Option<String>) -> Option<String> {
+    match (token.filter(|t| !t.is_empty()), user, password) {
+        (Some(token), _, _) => Some(format!("Bearer {token}")),
+        (None, Some(user), Some(password)) => {
+            Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        }
+        _ => None,
+    }
+}
+
 fn json(answer: Answer, url: &str) -> Result<Option<Value>, String> {
     match answer {
         Answer::Found(body) => {
@@ -207,6 +214,42 @@ mod tests {
             "?name=ride%20duration&alias=a%40b%2Fc"
         );
         assert_eq!(encode_query(&[]), "");
+    }
+
+    #[test]
+    fn auth_as_mlflow_clients_send_it() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(authorization(s("tok"), s("u"), s("p")), s("Bearer tok"));
+        assert_eq!(authorization(None, s("u"), s("p")), s("Basic dTpw"));
+        assert_eq!(authorization(s(""), None, None), None);
+    }
+
+    /// The header reaches the server (a loopback listener reading the request head).
+    #[tokio::test]
+    async fn the_authorization_header_is_sent() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut head = Vec::new();
+            for line in BufReader::new(stream.try_clone().unwrap_or_else(|e| panic!("{e}"))).lines() {
+                let line = line.unwrap_or_default();
+                if line.is_empty() {
+                    break;
+                }
+                head.push(line.to_ascii_lowercase());
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            head
+        });
+        let mut client = TrackingClient::new(&format!("http://127.0.0.1:{port}")).unwrap_or_else(|e| panic!("{e}"));
+        client.authorization = Some("Bearer s3cret".into());
+        let answer = client.get_json("registered-models/alias", &[("name", "m"), ("alias", "a")]).await;
+        assert_eq!(answer, Ok(Some(serde_json::json!({}))));
+        let head = server.join().unwrap_or_default();
+        assert!(head.iter().any(|l| l == "authorization: bearer s3cret"), "{head:?}");
+        assert!(head[0].starts_with("get /api/2.0/mlflow/registered-models/alias?name=m&alias=a "), "{head:?}");
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub struct OnnxConfig {
     /// The `model` field of every output envelope.
     pub model_name: String,
     /// The `version` field of every output envelope. Default: the registered model version for
-    /// `models:/` URIs, the run id for `runs:/` URIs and MLflow's S3 layout, else the first 12
-    /// hex digits of the model's SHA-256. An empty string counts as unset. Not allowed with
+    /// `models:/` URIs, the run id for `runs:/` URIs, a model folder's `MLmodel` `run_id` and
+    /// MLflow 2's S3 layout, else the first 12 hex digits of the model's SHA-256. An empty string counts as unset. Not allowed with
     /// `reload_interval_s` (the version then follows the registry).
     pub version: Option<String>,
     /// One entry per model input, keyed by the input's name in the model: where its values come
