@@ -62,9 +62,6 @@ pub enum ModelStoreError {
         /// The service's answer.
         message: String,
     },
-    /// This build was made without the `s3` feature.
-    #[error("{0}: this build has no S3 support (build with the `s3` feature)")]
-    NoS3(String),
     /// An MLflow URI could not be resolved, or its folder does not hold an ONNX model.
     #[error("{uri}: {message}")]
     Mlflow {
@@ -167,7 +164,8 @@ fn mlflow_run_id(key: &str) -> Option<String> {
 /// (MLflow's `MLFLOW_S3_ENDPOINT_URL`).
 ///
 /// # Errors
-/// S3 refused or failed otherwise.
+/// S3 refused or failed otherwise (the message does not repeat the URI), or this build has no
+/// S3 support.
 #[cfg(feature = "s3")]
 pub(crate) async fn s3_get_optional(
     bucket: &str,
@@ -177,39 +175,25 @@ pub(crate) async fn s3_get_optional(
     use aws_sdk_s3::operation::get_object::GetObjectError;
     let client = tributary_aws::s3_client_at(endpoint).await;
     match client.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => {
-            let body = object.body.collect().await.map_err(|e| format!("s3://{bucket}/{key}: {e}"))?;
-            Ok(Some(body.into_bytes().to_vec()))
-        }
+        Ok(object) => Ok(Some(object.body.collect().await.map_err(|e| e.to_string())?.into_bytes().to_vec())),
         Err(e) if matches!(e.as_service_error(), Some(GetObjectError::NoSuchKey(_))) => Ok(None),
-        Err(e) => Err(format!("s3://{bucket}/{key}: {}", tributary_aws::describe(&e))),
+        Err(e) => Err(tributary_aws::describe(&e)),
     }
 }
 
 #[cfg(not(feature = "s3"))]
-pub(crate) async fn s3_get_optional(bucket: &str, key: &str, _: Option<String>) -> Result<Option<Vec<u8>>, String> {
-    Err(ModelStoreError::NoS3(format!("s3://{bucket}/{key}")).to_string())
+pub(crate) async fn s3_get_optional(_: &str, _: &str, _: Option<String>) -> Result<Option<Vec<u8>>, String> {
+    Err("this build has no S3 support (build with the `s3` feature)".into())
 }
 
-#[cfg(feature = "s3")]
+/// An S3 object that must exist (a model key ending in `.onnx`).
 async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
-    let uri = format!("s3://{bucket}/{key}");
-    let client = tributary_aws::s3_client_at(None).await;
-    let object = client
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: tributary_aws::describe(&e) })?;
-    let body =
-        object.body.collect().await.map_err(|e| ModelStoreError::S3 { uri: uri.clone(), message: e.to_string() })?;
-    Ok(body.into_bytes().to_vec())
-}
-
-#[cfg(not(feature = "s3"))]
-async fn s3_get(bucket: &str, key: &str) -> Result<Vec<u8>, ModelStoreError> {
-    Err(ModelStoreError::NoS3(format!("s3://{bucket}/{key}")))
+    let uri = || format!("s3://{bucket}/{key}");
+    match s3_get_optional(bucket, key, None).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(ModelStoreError::S3 { uri: uri(), message: "NoSuchKey, no such object".into() }),
+        Err(message) => Err(ModelStoreError::S3 { uri: uri(), message }),
+    }
 }
 
 #[cfg(test)]

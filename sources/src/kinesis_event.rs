@@ -56,12 +56,18 @@ fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -
     let arrival = kinesis
         .and_then(|k| k.get("approximateArrivalTimestamp"))
         .and_then(Value::as_f64)
-        // A timestamp no clock can hold (negative, 1e300) is the event's mistake, not a reason to
-        // panic: the record counts as arriving now.
-        .and_then(|t| Duration::try_from_secs_f64(t).ok())
-        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
-        .unwrap_or_else(SystemTime::now);
+        .map_or_else(SystemTime::now, arrival_at);
     record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
+}
+
+/// The time `epoch_seconds` after the Unix epoch, as Kinesis gives a record's arrival. A
+/// timestamp no clock can hold (negative, 1e300) is the event's mistake, not a reason to panic:
+/// the record counts as arriving now.
+pub fn arrival_at(epoch_seconds: f64) -> SystemTime {
+    Duration::try_from_secs_f64(epoch_seconds)
+        .ok()
+        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
+        .unwrap_or_else(SystemTime::now)
 }
 
 /// Partition names: `<stream>/<shardId>` from `eventSourceARN` and `eventID`, the shard alone

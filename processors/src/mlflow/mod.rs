@@ -229,7 +229,8 @@ pub async fn read(uri: &str, client: &TrackingClient) -> Result<Option<Vec<u8>>,
 pub async fn read_plain(uri: &str) -> Result<Option<Vec<u8>>, String> {
     if let Some(rest) = uri.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').ok_or_else(|| format!("{uri:?} is not an s3://bucket/key URI"))?;
-        return crate::model_store::s3_get_optional(bucket, key, std::env::var("MLFLOW_S3_ENDPOINT_URL").ok()).await;
+        let endpoint = std::env::var("MLFLOW_S3_ENDPOINT_URL").ok();
+        return crate::model_store::s3_get_optional(bucket, key, endpoint).await.map_err(|e| format!("{uri}: {e}"));
     }
     let path = uri.strip_prefix("file://").unwrap_or(uri);
     match tokio::fs::read(path).await {

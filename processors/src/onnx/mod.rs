@@ -25,7 +25,7 @@ pub mod reload;
 mod shadow;
 pub mod tensor;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
@@ -47,11 +47,9 @@ pub type SignatureError = (String, String);
 /// The generic processor.
 pub struct OnnxProcessor {
     /// The model serving now; a batch takes it once, so a reload swaps models between batches.
-    current: Arc<RwLock<Arc<Loaded>>>,
+    current: reload::Current<Loaded>,
     echo: Vec<(String, String)>,
     model_name: Value,
-    /// Reload counters, when `reload_interval_s` is set.
-    reload: Option<Arc<reload::Stats>>,
     /// The shadow model, when `shadow` is set.
     shadow: Option<shadow::Shadow>,
 }
@@ -93,36 +91,27 @@ impl OnnxProcessor {
         let loaded = Loaded::open(config).await?;
         tracing::info!(model = %loaded.model.location, version = %loaded.model.version, name = %config.model_name, "onnx model loaded");
         let echo = config.echo.iter().map(|p| (p.rsplit('.').next().unwrap_or(p).to_string(), p.clone())).collect();
-        let reload = (config.reload_interval_s > 0).then(|| Arc::new(reload::Stats::new(&loaded.model.version)));
         let shadow = match &config.shadow {
             Some(uri) => Some(shadow::Shadow::open(config, uri).await?),
             None => None,
         };
         Ok(OnnxProcessor {
             shadow,
-            current: Arc::new(RwLock::new(Arc::new(loaded))),
+            current: reload::Current::new(loaded, config.reload_interval_s > 0),
             echo,
             model_name: Value::String(config.model_name.clone()),
-            reload,
         })
     }
 
     /// Starts following the registry in the background when `reload_interval_s` is set (see
     /// [`reload`]); the task ends with the processor.
     pub fn start_reloading(&self, config: &OnnxConfig, id: String) {
-        if let Some(stats) = &self.reload {
+        let config = config.clone();
+        let (model, interval) = (config.model.clone(), config.reload_interval_s);
+        self.current.follow(model, interval, id, move || {
             let config = config.clone();
-            let (model, interval) = (config.model.clone(), config.reload_interval_s);
-            reload::spawn(model, interval, id, Arc::downgrade(&self.current), stats.clone(), move || {
-                let config = config.clone();
-                async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
-            });
-        }
-    }
-
-    /// The model serving now.
-    fn loaded(&self) -> Arc<Loaded> {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+            async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
+        });
     }
 
     /// ONNX Runtime's own time per record on `events` (features prepared beforehand, outputs
@@ -132,7 +121,7 @@ impl OnnxProcessor {
     /// # Errors
     /// An event is rejected, or inference fails.
     pub async fn model_seconds_per_record(&self, events: &[Value], runs: usize) -> Result<f64, String> {
-        let loaded = self.loaded();
+        let loaded = self.current.get();
         let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(events.len())).collect();
         for event in events {
             loaded.features(event, &mut columns)?;
@@ -273,7 +262,7 @@ fn check_signature(signature: &[SignatureInput], inputs: &[InputPlan], location:
 #[async_trait]
 impl Processor for OnnxProcessor {
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
-        let loaded = self.loaded();
+        let loaded = self.current.get();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(batch.len())).collect();
         let mut rows = Vec::with_capacity(batch.len());
@@ -324,8 +313,7 @@ impl Processor for OnnxProcessor {
     }
 
     fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
-        let reload = self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default();
-        reload.into_iter().chain(self.shadow.iter().flat_map(shadow::Shadow::gauges)).collect()
+        self.current.gauges().into_iter().chain(self.shadow.iter().flat_map(shadow::Shadow::gauges)).collect()
     }
 
     fn attach_side_output(&self, output: &str, sink: Arc<dyn tributary_framework::Sink>) -> Result<(), String> {

@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use tributary_framework::metrics::Gauge;
@@ -26,33 +26,55 @@ pub trait Serving: Send + Sync + 'static {
     fn version(&self) -> &str;
 }
 
-/// Reload counters and the version serving.
-#[derive(Debug)]
-pub struct Stats {
-    reloads: AtomicU64,
-    failures: AtomicU64,
-    serving: Mutex<String>,
+/// The model a processor serves now, swapped between batches when it follows the registry,
+/// with the reload counters.
+pub struct Current<T> {
+    slot: Arc<RwLock<Arc<T>>>,
+    /// The counters, when the processor follows the registry.
+    stats: Option<Arc<Stats>>,
 }
 
-impl Stats {
-    /// Counters starting with `version` serving.
-    pub fn new(version: &str) -> Self {
-        Stats { reloads: AtomicU64::new(0), failures: AtomicU64::new(0), serving: Mutex::new(version.to_string()) }
+impl<T: Serving> Current<T> {
+    /// Serves `loaded`; `reloading` when `reload_interval_s` is set (then it reports gauges).
+    pub fn new(loaded: T, reloading: bool) -> Self {
+        Current { slot: Arc::new(RwLock::new(Arc::new(loaded))), stats: reloading.then(Arc::default) }
     }
 
-    /// `model_serving{version}`, `model_reloads`, `model_reload_failures`.
+    /// The model serving now: a batch takes it once, when it starts.
+    pub fn get(&self) -> Arc<T> {
+        self.slot.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// `model_serving{version}`, `model_reloads`, `model_reload_failures`; none unless reloading.
     pub fn gauges(&self) -> Vec<Gauge> {
-        let serving = self.serving.lock().map(|v| v.clone()).unwrap_or_default();
+        let Some(stats) = &self.stats else { return Vec::new() };
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         vec![
-            Gauge { name: "model_serving", labels: vec![("version", serving)], value: 1.0 },
-            Gauge { name: "model_reloads", labels: Vec::new(), value: self.reloads.load(Ordering::Relaxed) as f64 },
-            Gauge {
-                name: "model_reload_failures",
-                labels: Vec::new(),
-                value: self.failures.load(Ordering::Relaxed) as f64,
-            },
+            Gauge { name: "model_serving", labels: vec![("version", self.get().version().to_string())], value: 1.0 },
+            Gauge { name: "model_reloads", labels: Vec::new(), value: count(&stats.reloads) },
+            Gauge { name: "model_reload_failures", labels: Vec::new(), value: count(&stats.failures) },
         ]
     }
+
+    /// When reloading, starts the watcher task for processor `id` serving `model`, re-resolved
+    /// every `interval_s`: `open` loads and checks the model `model` points at then. The task
+    /// ends with the processor.
+    pub fn follow<F, Fut>(&self, model: String, interval_s: u64, id: String, open: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, String>> + Send + 'static,
+    {
+        if let Some(stats) = &self.stats {
+            spawn(model, interval_s, id, Arc::downgrade(&self.slot), stats.clone(), open);
+        }
+    }
+}
+
+/// Reload counters.
+#[derive(Debug, Default)]
+struct Stats {
+    reloads: AtomicU64,
+    failures: AtomicU64,
 }
 
 /// `reload_interval_s` needs a URI that can move (`model`), and a version that follows it.
@@ -81,9 +103,8 @@ pub fn check_config(model: &str, version: Option<&str>) -> Result<(), SignatureE
     Ok(())
 }
 
-/// Starts the watcher task for processor `id` serving `model` from `current`: `open` loads and
-/// checks the model `model` points at now.
-pub fn spawn<T, F, Fut>(
+/// The watcher task of [`Current::follow`].
+fn spawn<T, F, Fut>(
     model: String,
     interval_s: u64,
     id: String,
@@ -126,9 +147,6 @@ pub fn spawn<T, F, Fut>(
                     let version = loaded.version().to_string();
                     if let Ok(mut slot) = current.write() {
                         *slot = Arc::new(loaded);
-                    }
-                    if let Ok(mut s) = stats.serving.lock() {
-                        s.clone_from(&version);
                     }
                     stats.reloads.fetch_add(1, Ordering::Relaxed);
                     refused = None;

@@ -19,7 +19,7 @@
 pub mod config;
 pub mod features;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -43,10 +43,8 @@ const OUTPUT: &str = "ride_duration";
 /// Predicts ride durations.
 pub struct RideDuration {
     /// The model serving now; a batch takes it once (a reload swaps models between batches).
-    current: Arc<RwLock<Arc<RideModel>>>,
+    current: reload::Current<RideModel>,
     model_name: Value,
-    /// Reload counters, when `reload_interval_s` is set.
-    reload: Option<Arc<reload::Stats>>,
 }
 
 /// A ride-duration model with its checked inputs and output.
@@ -89,26 +87,21 @@ impl RideDuration {
     /// A message saying what is wrong with the model or the runtime.
     pub async fn load(config: &RideDurationConfig) -> Result<Self, String> {
         let model = RideModel::open(config).await?;
-        let reload =
-            (config.reload_interval_s > 0).then(|| Arc::new(reload::Stats::new(reload::Serving::version(&model))));
         Ok(RideDuration {
-            current: Arc::new(RwLock::new(Arc::new(model))),
+            current: reload::Current::new(model, config.reload_interval_s > 0),
             model_name: Value::String(config.model_name.clone()),
-            reload,
         })
     }
 
     /// Starts following the registry when `reload_interval_s` is set; the task ends with the
     /// processor.
     pub fn start_reloading(&self, config: &RideDurationConfig, id: String) {
-        if let Some(stats) = &self.reload {
+        let config = config.clone();
+        let (model, interval) = (config.model.clone(), config.reload_interval_s);
+        self.current.follow(model, interval, id, move || {
             let config = config.clone();
-            let (model, interval) = (config.model.clone(), config.reload_interval_s);
-            reload::spawn(model, interval, id, Arc::downgrade(&self.current), stats.clone(), move || {
-                let config = config.clone();
-                async move { RideModel::open(&config).await }
-            });
-        }
+            async move { RideModel::open(&config).await }
+        });
     }
 
     fn envelope(&self, model: &RideModel, prediction: Value, ride_id: Value) -> Value {
@@ -163,7 +156,7 @@ impl RideModel {
 #[async_trait]
 impl Processor for RideDuration {
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError> {
-        let model = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let model = self.current.get();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         let mut rows = Vec::with_capacity(batch.len());
         let mut pu_do = Vec::with_capacity(batch.len());
@@ -196,6 +189,6 @@ impl Processor for RideDuration {
     }
 
     fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
-        self.reload.as_ref().map(|stats| stats.gauges()).unwrap_or_default()
+        self.current.gauges()
     }
 }

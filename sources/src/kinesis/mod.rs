@@ -318,9 +318,7 @@ impl KinesisSource {
                     };
                     let arrival = r
                         .approximate_arrival_timestamp()
-                        .and_then(|t| Duration::try_from_secs_f64(t.as_secs_f64()).ok())
-                        .and_then(|since_epoch| UNIX_EPOCH.checked_add(since_epoch))
-                        .unwrap_or_else(std::time::SystemTime::now);
+                        .map_or_else(std::time::SystemTime::now, |t| crate::kinesis_event::arrival_at(t.as_secs_f64()));
                     self.ready.push_back(
                         Record::new(r.data().as_ref().to_vec(), position)
                             .with_partition_key(Some(r.partition_key().to_string()))
