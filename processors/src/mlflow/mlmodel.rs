@@ -145,6 +145,33 @@ mod tests {
         );
     }
 
+    /// Everything tributary does with an `MLmodel` it read from a store.
+    fn read_all(text: &str) {
+        if let Ok(m) = MlModel::parse(text) {
+            let _ = m.onnx_data("uri");
+            let _ = m.signature_inputs().map(|inputs| inputs.map(|i| i.iter().map(ToString::to_string).count()));
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text as an `MLmodel` file: an error or a model, never a panic.
+        #[test]
+        fn any_text_is_an_error_or_an_mlmodel(text in "\\PC{0,400}") {
+            read_all(&text);
+        }
+
+        /// A real `MLmodel` with one character changed or cut short: an error or a model, never a
+        /// panic (the signature's JSON inside the YAML included).
+        #[test]
+        fn damaged_mlmodels_are_an_error_or_an_mlmodel(at in 0usize..600, c in proptest::prelude::any::<char>(), cut in 0usize..600) {
+            let mut chars: Vec<char> = ONNX.chars().collect();
+            let at = at % chars.len();
+            chars[at] = c;
+            chars.truncate(chars.len() - cut % chars.len());
+            read_all(&chars.into_iter().collect::<String>());
+        }
+    }
+
     #[test]
     fn sklearn_flavor_names_the_migration() {
         let m = MlModel::parse("flavors:\n  sklearn:\n    pickled_model: model.pkl\n  python_function: {}\n")
