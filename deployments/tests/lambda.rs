@@ -470,3 +470,59 @@ async fn a_function_that_cannot_start_answers_with_the_reason_and_exits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The function on a registry model (`MODEL_LOCATION=models:/<name>@champion`, as the seeds'
+/// `mlflow.pyfunc.load_model(f"models:/{name}@{alias}")`) answers with its registered version
+/// and, with `reload_interval_s` set through the environment, follows the alias when it moves:
+/// the answers switch from version 1 to version 2 once, never back.
+#[tokio::test]
+async fn a_registry_model_in_the_function_follows_its_alias() {
+    let _turn = TURN.lock().await;
+    required("MLFLOW_TRACKING_URI");
+    let name = unique("lambda_rides").replace('-', "_");
+    let python = root().join(".venv/bin/python");
+    let registered = Command::new(&python)
+        .args(["bench/python/register_ride_duration.py", &name])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run register_ride_duration.py (cargo xtask setup installs the venv)");
+    assert!(registered.success());
+    let (client, out) = (kinesis().await, unique("predictions"));
+    create_stream(&client, &out, 1).await;
+    let model = format!("models:/{name}@champion");
+    let env = [
+        ("MODEL_LOCATION", model.as_str()),
+        ("RUN_ID", ""),
+        ("TRIBUTARY_PROCESSORS__RIDE_DURATION__RELOAD_INTERVAL_S", "1"),
+    ];
+    let _function = start_function_with(&out, &env, Stdio::null());
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let version = |answer: &tributary::esm::invoke::Invocation| {
+        assert!(!answer.function_error, "{:?}", answer.body);
+        answer.body["predictions"][0]["version"].as_str().unwrap().to_string()
+    };
+    let mut versions = vec![version(&invoker.invoke_raw(&ride(1, 130)).await.unwrap())];
+    let moved = Command::new(&python)
+        .args([
+            "-c",
+            "import sys; from mlflow import MlflowClient; MlflowClient().set_registered_model_alias(*sys.argv[1:])",
+            &name,
+            "champion",
+            "2",
+        ])
+        .status()
+        .unwrap();
+    assert!(moved.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while versions.last().is_some_and(|v| v != "2") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        versions.push(version(&invoker.invoke_raw(&ride(versions.len() as u64 + 1, 130)).await.unwrap()));
+    }
+    let switch = versions.iter().position(|v| v == "2").unwrap_or_else(|| panic!("never reloaded: {versions:?}"));
+    assert!(switch > 0 && versions[..switch].iter().all(|v| v == "1"), "{versions:?}");
+    for _ in 0..3 {
+        versions.push(version(&invoker.invoke_raw(&ride(99, 130)).await.unwrap()));
+    }
+    assert!(versions[switch..].iter().all(|v| v == "2"), "never back: {versions:?}");
+}

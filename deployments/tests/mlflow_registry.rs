@@ -3,7 +3,8 @@
 //! (`tests/fixtures/mlflow/register.py`): every URI form resolves and predicts as onnxruntime
 //! does, with the registry's version in the envelopes; a scikit-learn pickle fails with the way
 //! out, and `processors/models/export_to_mlflow.py` is that way; an alias moved mid-stream
-//! switches versions at a batch boundary; a broken new version leaves the old one serving.
+//! switches versions at a batch boundary; a broken new version leaves the old one serving. A
+//! second server, with MLflow's basic auth, is started by its test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,26 +17,34 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{free_port, json_lines, required, root, scrape, unique};
+use common::{Function, free_port, json_lines, required, root, scrape, unique};
 use serde_json::Value;
 
 const BIKES_MAPPING: &str = "outputs = { count = \"variable\" }\n[processors.model.features]\n\
     float_input = { fields = [\"features.t1\", \"features.t2\", \"features.hum\", \"features.weather_code\"], type = \"float\" }\n";
 
-/// The registered models (once per test process; the server keeps them, so names are unique).
+/// The registered models: once per test run (nextest runs each test in its own process, so
+/// they share one registration, under a file lock, keyed by `NEXTEST_RUN_ID`), or once per
+/// process under `cargo test`. The tests that move aliases each move their own.
 fn registry() -> &'static (PathBuf, Value) {
     static REGISTRY: OnceLock<(PathBuf, Value)> = OnceLock::new();
     REGISTRY.get_or_init(|| {
         required("MLFLOW_TRACKING_URI");
-        let dir = std::env::temp_dir().join(unique("tributary-mlflow"));
-        let prefix = format!("{}_", unique("t").replace('-', "_"));
-        let status = Command::new(root().join(".venv/bin/python"))
-            .arg(root().join("tests/fixtures/mlflow/register.py"))
-            .args([&prefix, dir.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run register.py (cargo xtask setup installs the venv)");
-        assert!(status.success(), "tests/fixtures/mlflow/register.py failed");
+        let run = std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| unique("run"));
+        let dir = std::env::temp_dir().join(format!("tributary-mlflow-{run}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+        if !dir.join("registry.json").exists() {
+            let prefix = format!("{}_", unique("t").replace('-', "_"));
+            let status = Command::new(root().join(".venv/bin/python"))
+                .arg(root().join("tests/fixtures/mlflow/register.py"))
+                .args([&prefix, dir.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .status()
+                .expect("run register.py (cargo xtask setup installs the venv)");
+            assert!(status.success(), "tests/fixtures/mlflow/register.py failed");
+        }
         let registry = serde_json::from_str(&std::fs::read_to_string(dir.join("registry.json")).unwrap()).unwrap();
         (dir, registry)
     })
@@ -206,13 +215,35 @@ fn move_alias(name: &str, alias: &str, version: &str) {
     assert!(status.success());
 }
 
-/// Streams events to `tributary run` on stdin (20 every 50 ms) for `seconds` and at least 4
-/// seconds after `during`, which is called once a second in (while no events are written); returns the envelopes in order, stderr, and the metrics text read at the end.
-fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, String, String) {
+/// What [`stream`] saw: the envelopes in order, stderr, the metrics text read at the end and
+/// the shadow's comparisons.
+struct Streamed {
+    envelopes: Vec<Value>,
+    stderr: String,
+    metrics: String,
+    comparisons: Vec<Value>,
+}
+
+/// Streams events to `tributary run` on stdin (20 every 50 ms) through `model` (and `shadow`,
+/// when given) for `seconds` and at least 4 seconds after `during`, which is called once a
+/// second in (while no events are written).
+fn stream(model: &str, shadow: Option<&str>, seconds: u64, during: impl FnOnce()) -> Streamed {
     let (dir, _) = registry();
     let work = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = config(work.path(), "type = \"stdin\"", model, "reload_interval_s = 1", BIKES_MAPPING);
+    let shadow_log = work.path().join("shadow.jsonl");
+    let extra = match shadow {
+        Some(uri) => format!("reload_interval_s = 1\nshadow = {uri:?}"),
+        None => "reload_interval_s = 1".to_string(),
+    };
+    let config = config(work.path(), "type = \"stdin\"", model, &extra, BIKES_MAPPING);
+    if shadow.is_some() {
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[sinks.shadow_log]\ntype = \"file\"\ninputs = [\"model.shadow\"]\npath = {shadow_log:?}\n"
+        ));
+        std::fs::write(&config, text).unwrap();
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["run", "--no-status", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
         .arg(&config)
@@ -255,7 +286,7 @@ fn stream(model: &str, seconds: u64, during: impl FnOnce()) -> (Vec<Value>, Stri
     for (i, e) in envelopes.iter().enumerate() {
         assert_eq!(e["prediction"]["id"], i, "in order, none twice");
     }
-    (envelopes, stderr, metrics)
+    Streamed { envelopes, stderr, metrics, comparisons: json_lines(&shadow_log) }
 }
 
 /// Each prediction equals onnxruntime's for the version its envelope names.
@@ -274,23 +305,44 @@ fn matches_its_version(envelopes: &[Value], expected: impl Fn(&str) -> &'static 
 fn a_moved_alias_switches_the_version_at_a_batch_boundary_with_every_record_predicted_once() {
     let (_, r) = registry();
     let bikes = r["bikes"].as_str().unwrap().to_string();
-    let (envelopes, stderr, metrics) =
-        stream(&format!("models:/{bikes}@reload"), 6, || move_alias(&bikes, "reload", "2"));
-    let versions: Vec<&str> = envelopes.iter().map(|e| e["version"].as_str().unwrap()).collect();
-    let switch = versions.iter().position(|v| *v == "2").unwrap_or_else(|| panic!("never reloaded: {stderr}"));
-    assert!(switch > 0 && versions[..switch].iter().all(|v| *v == "1"), "{versions:?}");
-    assert!(versions[switch..].iter().all(|v| *v == "2"), "one switch, never back: {versions:?}");
+    // The shadow follows its own alias the other way, from version 2 to 1.
+    move_alias(&bikes, "challenger", "2");
+    let shadow = format!("models:/{bikes}@challenger");
+    let Streamed { envelopes, stderr, metrics, comparisons } =
+        stream(&format!("models:/{bikes}@reload"), Some(&shadow), 6, || {
+            move_alias(&bikes, "reload", "2");
+            move_alias(&bikes, "challenger", "1");
+        });
+    let one_switch = |versions: Vec<&str>, from: &str, to: &str| {
+        let switch = versions.iter().position(|v| *v == to).unwrap_or_else(|| panic!("never reloaded: {stderr}"));
+        assert!(switch > 0 && versions[..switch].iter().all(|v| *v == from), "{versions:?}");
+        assert!(versions[switch..].iter().all(|v| *v == to), "one switch, never back: {versions:?}");
+    };
+    one_switch(envelopes.iter().map(|e| e["version"].as_str().unwrap()).collect(), "1", "2");
     matches_its_version(&envelopes, |v| if v == "1" { "1" } else { "2" });
     assert!(metrics.contains("tributary_model_reloads{processor=\"model\"} 1\n"), "{metrics}");
     assert!(metrics.contains("tributary_model_serving{processor=\"model\",version=\"2\"} 1\n"), "{metrics}");
+
+    assert_eq!(comparisons.len(), envelopes.len(), "a comparison per prediction: {stderr}");
+    one_switch(comparisons.iter().map(|c| c["shadow_version"].as_str().unwrap()).collect(), "2", "1");
+    let (_, r) = registry();
+    for c in &comparisons {
+        let id = c["prediction"]["id"].as_u64().unwrap() as usize;
+        let version = c["shadow_version"].as_str().unwrap();
+        let want = r["expected"][version][id % 300].as_f64().unwrap();
+        let got = c["shadow_prediction"]["count"].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "shadow of {id} ({version}): {got} vs {want}");
+    }
+    assert!(metrics.contains("tributary_shadow_reloads{processor=\"model\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("tributary_shadow_serving{processor=\"model\",version=\"1\"} 1\n"), "{metrics}");
 }
 
 #[test]
 fn a_broken_new_version_leaves_the_old_one_serving() {
     let (_, r) = registry();
     let broken = r["broken"].as_str().unwrap().to_string();
-    let (envelopes, stderr, metrics) =
-        stream(&format!("models:/{broken}@champion"), 4, || move_alias(&broken, "champion", "2"));
+    let Streamed { envelopes, stderr, metrics, .. } =
+        stream(&format!("models:/{broken}@champion"), None, 4, || move_alias(&broken, "champion", "2"));
     assert!(envelopes.iter().all(|e| e["version"] == "1"), "{stderr}");
     matches_its_version(&envelopes, |_| "broken_1");
     assert!(
@@ -308,7 +360,10 @@ fn a_shadow_model_writes_its_comparisons_without_changing_the_primary_deliveries
     let events = dir.join("events.jsonl");
     let run = |shadow: bool| {
         let work = tempfile::tempdir().unwrap();
-        let source = format!("type = \"file\"\npath = {events:?}");
+        // A share with one consumer, for its checkpoint: the watermark the primary committed.
+        let checkpoint = work.path().join("checkpoint.json");
+        let source =
+            format!("type = \"file\"\npath = {events:?}\nshared = \"events\"\nconsumer_checkpoint = {checkpoint:?}");
         let mut extra = String::new();
         if shadow {
             extra = format!("shadow = \"models:/{bikes}/2\"");
@@ -325,12 +380,16 @@ fn a_shadow_model_writes_its_comparisons_without_changing_the_primary_deliveries
         let output = tributary(&["run", "--no-status", "--config"], &config);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let out = std::fs::read_to_string(work.path().join("out.jsonl")).unwrap();
-        (out, json_lines(&work.path().join("shadow.jsonl")), json_lines(&work.path().join("rejected.jsonl")))
+        let watermark = std::fs::read_to_string(&checkpoint).unwrap();
+        let rejected = json_lines(&work.path().join("rejected.jsonl"));
+        (out, watermark, json_lines(&work.path().join("shadow.jsonl")), rejected)
     };
-    let (without, none, _) = run(false);
-    let (with, comparisons, rejected) = run(true);
+    let (without, watermark_without, none, _) = run(false);
+    let (with, watermark, comparisons, rejected) = run(true);
     assert!(none.is_empty());
     assert_eq!(with, without, "the primary's deliveries are the same, byte for byte");
+    assert_eq!(watermark, watermark_without, "and so is the watermark it committed");
+    assert!(watermark.contains("\"offset\": 300"), "the watermark covers the file's 300 events: {watermark}");
     assert!(rejected.is_empty());
     assert_eq!(comparisons.len(), 300);
     for c in &comparisons {
@@ -345,6 +404,26 @@ fn a_shadow_model_writes_its_comparisons_without_changing_the_primary_deliveries
             assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "{field} of {id}: {got} vs {want}");
         }
     }
+}
+
+#[test]
+fn a_signature_that_disagrees_with_the_features_fails_validate_naming_the_feature() {
+    let (dir, r) = registry();
+    let broken = r["broken"].as_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let source = format!("type = \"file\"\npath = {:?}", dir.join("events.jsonl"));
+    let config = config(work.path(), &source, &format!("models:/{broken}/3"), "", BIKES_MAPPING);
+    let output = tributary(&["validate", "--config"], &config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("processors.model")
+            && stderr.contains("features.float_input")
+            && stderr.contains("MLmodel signature")
+            && stderr.contains("float64")
+            && stderr.contains("the features give float"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -408,4 +487,76 @@ fn an_s3_model_folder_is_read_with_mlflow_s3_endpoint_url() {
         let (got, want) = (e["prediction"]["count"].as_f64().unwrap(), r["expected"]["1"][id].as_f64().unwrap());
         assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "event {id}: {got} vs {want}");
     }
+}
+
+/// A tracking server with MLflow's basic auth (`mlflow server --app-name basic-auth`, as teams
+/// run a shared registry): tributary sends `MLFLOW_TRACKING_USERNAME`/`PASSWORD` as MLflow's
+/// clients do, and without them (or with a wrong password) says which variables to set.
+#[test]
+fn a_server_with_basic_auth_takes_the_credentials_mlflow_clients_use() {
+    let work = tempfile::tempdir().unwrap();
+    let password = "s3cret-for-the-test";
+    let ini = work.path().join("basic_auth.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{}\nadmin_username = admin\n\
+             admin_password = {password}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+            work.path().join("auth.db").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let server = Command::new(root().join(".venv/bin/mlflow"))
+        .args(["server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--workers", "1", "--backend-store-uri"])
+        .arg(format!("sqlite:///{}", work.path().join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(work.path().join("artifacts"))
+        .env("MLFLOW_AUTH_CONFIG_PATH", &ini)
+        .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "tributary-test")
+        .current_dir(work.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mlflow server (cargo xtask setup installs the venv)");
+    let _server = Function(server);
+    let uri = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the basic-auth MLflow server did not start");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // No model is registered there (registering through MLflow's client costs half a minute):
+    // with the right credentials the server answers that the model does not exist, past its
+    // authentication; without them, 401.
+    let name = unique("authed").replace('-', "_");
+    let inspect = |credentials: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["inspect", &format!("models:/{name}@champion")])
+            .current_dir(root())
+            .env("MLFLOW_TRACKING_URI", &uri)
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .envs(credentials.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let with = inspect(&[("MLFLOW_TRACKING_USERNAME", "admin"), ("MLFLOW_TRACKING_PASSWORD", password)]);
+    let stderr = String::from_utf8_lossy(&with.stderr);
+    assert!(!with.status.success());
+    assert!(
+        stderr.contains(&format!("registered model {name:?} has no alias \"champion\"")) && !stderr.contains("401"),
+        "{stderr}"
+    );
+
+    let without = inspect(&[]);
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success());
+    assert!(stderr.contains("401") && stderr.contains("MLFLOW_TRACKING_USERNAME"), "{stderr}");
+    let wrong = inspect(&[("MLFLOW_TRACKING_USERNAME", "admin"), ("MLFLOW_TRACKING_PASSWORD", "wrong")]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && stderr.contains("401"), "{stderr}");
+    assert!(!stderr.contains(password) && !stderr.contains("wrong"), "no password in the message: {stderr}");
 }

@@ -56,7 +56,7 @@ pub struct OnnxConfig {
     /// A second model (any location `model` takes, such as `models:/<name>@challenger`) run on
     /// the same batches with the same features and outputs, after the primary, never changing
     /// its outcomes. Its comparisons go to the sink whose `inputs` are
-    /// `["<this processor's id>.shadow"]`.
+    /// `["<this processor's id>.shadow"]`. With `reload_interval_s`, it follows its alias too.
     pub shadow: Option<String>,
     /// ONNX Runtime sessions (batches inferred at the same time). Default 1.
     #[serde(default = "one")]

@@ -108,6 +108,9 @@ impl OnnxProcessor {
     pub fn start_reloading(&self, config: &OnnxConfig, id: String) {
         let config = config.clone();
         let (model, interval) = (config.model.clone(), config.reload_interval_s);
+        if let (Some(shadow), Some(uri)) = (&self.shadow, &config.shadow) {
+            shadow.start_reloading(&config, uri, &id);
+        }
         self.current.follow(model, interval, id, move || {
             let config = config.clone();
             async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }

@@ -47,12 +47,17 @@ impl<T: Serving> Current<T> {
 
     /// `model_serving{version}`, `model_reloads`, `model_reload_failures`; none unless reloading.
     pub fn gauges(&self) -> Vec<Gauge> {
+        self.gauges_named(["model_serving", "model_reloads", "model_reload_failures"])
+    }
+
+    /// [`Current::gauges`] under other names (serving, reloads, failures): a shadow model's.
+    pub(crate) fn gauges_named(&self, [serving, reloads, failures]: [&'static str; 3]) -> Vec<Gauge> {
         let Some(stats) = &self.stats else { return Vec::new() };
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
         vec![
-            Gauge { name: "model_serving", labels: vec![("version", self.get().version().to_string())], value: 1.0 },
-            Gauge { name: "model_reloads", labels: Vec::new(), value: count(&stats.reloads) },
-            Gauge { name: "model_reload_failures", labels: Vec::new(), value: count(&stats.failures) },
+            Gauge { name: serving, labels: vec![("version", self.get().version().to_string())], value: 1.0 },
+            Gauge { name: reloads, labels: Vec::new(), value: count(&stats.reloads) },
+            Gauge { name: failures, labels: Vec::new(), value: count(&stats.failures) },
         ]
     }
 

@@ -8,6 +8,9 @@
 //! shadow rejects, a failed shadow inference or a failed shadow delivery is counted
 //! (`shadow_failures`) and logged, never retried and never dead-lettered. The shadow costs the
 //! batch its own compute and its sink's write.
+//!
+//! With `reload_interval_s`, the shadow follows its own URI as the primary follows `model` (see
+//! [`super::reload`]): moving the `challenger` alias changes the shadow at a batch boundary.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,11 +19,11 @@ use serde_json::{Map, Value, json};
 use tributary_framework::metrics::Gauge;
 use tributary_framework::{Delivery, Input, Sink};
 
-use super::{Loaded, OnnxConfig, SignatureError, Values};
+use super::{Loaded, OnnxConfig, SignatureError, Values, reload};
 
 /// The shadow model and where its comparisons go.
 pub(crate) struct Shadow {
-    loaded: Loaded,
+    current: reload::Current<Loaded>,
     sink: OnceLock<Arc<dyn Sink>>,
     compared: AtomicU64,
     failures: AtomicU64,
@@ -29,15 +32,35 @@ pub(crate) struct Shadow {
 impl Shadow {
     /// Loads `uri` with `config`'s mapping.
     pub(crate) async fn open(config: &OnnxConfig, uri: &str) -> Result<Self, SignatureError> {
-        let mut shadow = config.clone();
-        shadow.model = uri.to_string();
-        shadow.version = None;
-        let loaded = Loaded::open(&shadow).await.map_err(|(key, e)| {
+        let loaded = Loaded::open(&Self::config(config, uri)).await.map_err(|(key, e)| {
             let key = if key == "model" { "shadow".to_string() } else { key };
             (key, format!("the shadow model: {e}"))
         })?;
         tracing::info!(model = %loaded.model.location, version = %loaded.version(), "shadow model loaded");
-        Ok(Shadow { loaded, sink: OnceLock::new(), compared: AtomicU64::new(0), failures: AtomicU64::new(0) })
+        Ok(Shadow {
+            current: reload::Current::new(loaded, config.reload_interval_s > 0),
+            sink: OnceLock::new(),
+            compared: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// The primary's config with the shadow's model.
+    fn config(config: &OnnxConfig, uri: &str) -> OnnxConfig {
+        let mut shadow = config.clone();
+        shadow.model = uri.to_string();
+        shadow.version = None;
+        shadow
+    }
+
+    /// Follows `uri` in the registry when the processor reloads (`id`: the processor's).
+    pub(crate) fn start_reloading(&self, config: &OnnxConfig, uri: &str, id: &str) {
+        let config = Self::config(config, uri);
+        let (model, interval) = (config.model.clone(), config.reload_interval_s);
+        self.current.follow(model, interval, format!("{id}.shadow"), move || {
+            let config = config.clone();
+            async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
+        });
     }
 
     /// Sets the sink of the `shadow` side output.
@@ -46,11 +69,17 @@ impl Shadow {
     }
 
     pub(crate) fn gauges(&self) -> Vec<Gauge> {
-        vec![
-            Gauge { name: "shadow_serving", labels: vec![("version", self.loaded.version().to_string())], value: 1.0 },
+        let mut gauges = vec![
             Gauge { name: "shadow_compared", labels: Vec::new(), value: self.compared.load(Ordering::Relaxed) as f64 },
             Gauge { name: "shadow_failures", labels: Vec::new(), value: self.failures.load(Ordering::Relaxed) as f64 },
-        ]
+        ];
+        let reloading = self.current.gauges_named(["shadow_serving", "shadow_reloads", "shadow_reload_failures"]);
+        if reloading.is_empty() {
+            let version = self.current.get().version().to_string();
+            gauges.push(Gauge { name: "shadow_serving", labels: vec![("version", version)], value: 1.0 });
+        }
+        gauges.extend(reloading);
+        gauges
     }
 
     fn failed(&self, n: usize, why: &str) {
@@ -68,7 +97,7 @@ impl Shadow {
         predicted: Vec<(usize, Value)>,
     ) {
         let Some(sink) = self.sink.get() else { return };
-        let loaded = &self.loaded;
+        let loaded = self.current.get();
         let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(predicted.len())).collect();
         let mut rows = Vec::with_capacity(predicted.len());
         for (row, prediction) in predicted {
