@@ -26,6 +26,14 @@ pub struct FileConfig {
     /// Layout of the file; `auto` detects JSON lines or JSON documents.
     #[serde(default)]
     pub format: Format,
+    /// The longest line (or documents input) read, in bytes; a longer line is dead-lettered
+    /// with its line number, never held whole. Default 16 MiB.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_max_line_bytes() -> usize {
+    crate::document::DEFAULT_MAX_LINE_BYTES
 }
 
 /// Builds the source, opening the file so that a missing file fails at start.
@@ -37,7 +45,9 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Box<dyn Source>> {
             .map_err(|e| spec.error("path", format!("cannot open {:?}: {e}", config.path)))?;
         let reader = BufReader::with_capacity(256 * 1024, file);
         let source: Arc<str> = Arc::from(spec.path.component.as_str());
-        Ok(Box::new(DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format))
-            as Box<dyn Source>)
+        Ok(Box::new(
+            DocumentReader::new(reader, source, Arc::from(config.path.as_str()), config.format)
+                .with_max_line_bytes(config.max_line_bytes),
+        ) as Box<dyn Source>)
     })
 }
