@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -106,37 +108,42 @@ impl Pipeline {
     }
 
     /// Runs until every source is exhausted or `shutdown` is cancelled, then finishes the
-    /// batches in flight, commits, and closes the sinks.
+    /// batches in flight, commits, and closes the sinks. A source that fails fatally (or whose
+    /// task panics) stops the others the same way, and the run ends with its error.
     ///
     /// # Errors
     /// A fatal source error, a record that failed permanently, or a sink that failed to close.
     /// Positions are committed up to the watermark in every case.
     pub async fn run(self, shutdown: CancellationToken) -> Result<RunSummary, RuntimeError> {
         let stop = shutdown.child_token();
-        let mut drivers = Vec::new();
+        let mut drivers = FuturesUnordered::new();
         for (index, source) in self.sources.into_iter().enumerate() {
+            let id = self.graph.source_ids[index].to_string();
             let driver = Driver {
                 index,
-                id: self.graph.source_ids[index].to_string(),
+                id: id.clone(),
                 graph: self.graph.clone(),
                 settings: self.settings.clone(),
                 stop: stop.clone(),
             };
-            drivers.push(tokio::spawn(driver.run(source)));
+            let task = tokio::spawn(driver.run(source));
+            drivers.push(async move { (id, task.await) });
         }
         let mut committed = Vec::new();
         let mut first_error = None;
-        for handle in drivers {
-            let result = match handle.await {
-                Ok(result) => result,
-                Err(join) => Err(RuntimeError::Source {
-                    source_id: "?".into(),
-                    error: ComponentError::Fatal(format!("source task panicked: {join}")),
-                }),
-            };
+        // As each source ends: the first to fail (or panic) stops the others, which finish
+        // their batches in flight and commit.
+        while let Some((id, ended)) = drivers.next().await {
+            let result = ended.unwrap_or_else(|join| {
+                Err(RuntimeError::Source {
+                    source_id: id.clone(),
+                    error: ComponentError::Fatal(format!("the source task panicked: {join}")),
+                })
+            });
             match result {
                 Ok(positions) => committed.extend(positions),
                 Err(e) => {
+                    tracing::error!(source = %id, error = %e, "source failed; stopping the pipeline's other sources");
                     stop.cancel();
                     first_error.get_or_insert(e);
                 }
@@ -235,6 +242,8 @@ impl Driver {
                     tracing::error!(source = %self.id, %error, "read failed; stopping");
                     failure.get_or_insert(RuntimeError::Source { source_id: self.id.clone(), error });
                     reading = false;
+                    // The pipeline's other sources stop too (see `Pipeline::run`).
+                    self.stop.cancel();
                 }
             }
         }
