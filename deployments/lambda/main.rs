@@ -1,12 +1,22 @@
 //! `tributary-lambda`: the AWS Lambda function (`bootstrap` once packaged by
 //! `cargo xtask package-lambda`). See `deployments/lambda/README.md`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use tributary::cli::{LogFormat, init_logging};
 use tributary::lambda::Function;
+
+/// Time kept to send the answer after the last retry: the invocation's deadline (milliseconds
+/// since the epoch) less this is when no more retries start.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+
+/// The instant by which the batch must be done, from the invocation's deadline.
+fn answer_by(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(ANSWER_MARGIN)
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,7 +25,8 @@ async fn main() -> Result<(), Error> {
         Ok(function) => {
             let function = &function;
             lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-                function.handle(event.payload).await
+                let deadline = answer_by(event.context.deadline);
+                function.handle_until(event.payload, deadline).await
             }))
             .await
         }

@@ -110,6 +110,17 @@ impl Function {
         self.direct(event).await
     }
 
+    /// [`Function::handle`] with the invocation's deadline: no retry is started that would end
+    /// after it (see [`tributary_framework::retry::DEADLINE`]), so records still failing are
+    /// reported in `batchItemFailures` in time, instead of the function timing out and the
+    /// event source mapping resending the whole batch.
+    ///
+    /// # Errors
+    /// As [`Function::handle`].
+    pub async fn handle_until(&self, event: Value, deadline: std::time::Instant) -> Result<Value, InvocationError> {
+        tributary_framework::retry::DEADLINE.scope(deadline, self.handle(event)).await
+    }
+
     async fn kinesis(&self, records: &[Record]) -> Value {
         let report = self.graph.run_batch(self.source, records).await;
         let failures: Vec<KinesisBatchItemFailure> = report

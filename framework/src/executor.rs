@@ -310,18 +310,21 @@ impl Graph {
             };
             let mut again = Vec::new();
             let mut last_reason = String::new();
+            let pause = self.retry.backoff(attempt);
+            let in_time = crate::retry::before_deadline(pause);
             for (&i, verdict) in pending.iter().zip(verdicts) {
                 finals[i] = match verdict {
                     Verdict::Done(values) => Some(Final::Done(values)),
                     Verdict::Reject(reason) => Some(Final::DeadLetter(reason)),
                     Verdict::Fatal(reason) => Some(Final::Failed(reason)),
                     Verdict::Retry(reason) => {
-                        if self.retry.may_retry(attempt, records[items[i].origin].arrival) {
+                        if in_time && self.retry.may_retry(attempt, records[items[i].origin].arrival) {
                             again.push(i);
                             last_reason = reason;
                             None
                         } else {
-                            let reason = format!("gave up after {attempt} attempt(s): {reason}");
+                            let late = if in_time { "" } else { ", the next would end after the deadline" };
+                            let reason = format!("gave up after {attempt} attempt(s){late}: {reason}");
                             Some(match self.retry.on_exhausted {
                                 OnExhausted::DeadLetter => Final::DeadLetter(reason),
                                 OnExhausted::Fail => Final::Failed(reason),
@@ -331,7 +334,6 @@ impl Graph {
                 };
             }
             if !again.is_empty() {
-                let pause = self.retry.backoff(attempt);
                 tracing::warn!(component = id, records = again.len(), attempt, ?pause, reason = %last_reason, "retrying");
                 tokio::time::sleep(pause).await;
             }

@@ -1,6 +1,7 @@
-//! Retry policy: exponential backoff with jitter, bounded by attempts and record age.
+//! Retry policy: exponential backoff with jitter, bounded by attempts, record age and, for a
+//! batch run under [`DEADLINE`] (a Lambda invocation), the time left to answer.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use serde::Deserialize;
@@ -15,6 +16,18 @@ pub enum OnExhausted {
     /// Report it as failed and never commit past it (the Lambda adapter's choice, so that the
     /// event source mapping retries it).
     Fail,
+}
+
+tokio::task_local! {
+    /// When set (with `DEADLINE.scope(instant, batch)`), the time by which the batch must be
+    /// answered, as the Lambda function's invocation deadline: a retry whose backoff would end
+    /// after it is not made, and its records are given up as when their attempts run out.
+    pub static DEADLINE: Instant;
+}
+
+/// Whether a pause of `pause` still ends before the batch's [`DEADLINE`] (true without one).
+pub fn before_deadline(pause: Duration) -> bool {
+    DEADLINE.try_with(|deadline| Instant::now() + pause < *deadline).unwrap_or(true)
 }
 
 /// The `[retry]` table.

@@ -324,6 +324,39 @@ async fn run_batch_reports_each_record() {
     assert!(dead.iter().any(|d| d["reason"] == "kinesis.data is not valid base64" && d["payload"] == "%%"));
 }
 
+/// Regression (issue 19): the Lambda handler ignored the invocation's deadline, so a sink in
+/// backoff kept a batch retrying until the function timed out and the event source mapping
+/// resent the whole batch. Under `retry::DEADLINE`, no retry starts that would end after it:
+/// the batch is answered in time, the failing records reported as failed, the others delivered.
+#[tokio::test]
+async fn no_retry_starts_that_would_end_after_the_batch_deadline() {
+    let out = sink(|v, _| if v["id"] == 1 { Delivery::Retry("throttled".into()) } else { Delivery::Delivered });
+    let h = harness(None, |v, _| Outcome::one(v.clone()), vec![("a", out.clone()), ("dl", ok_sink())]);
+    let p = pipeline(
+        &h,
+        "[retry]\non_exhausted = \"fail\"\nmax_attempts = 1000\ninitial_backoff_ms = 200\nmax_backoff_ms = 200\n\
+         [sources.s]\ntype = \"test\"\n[processors.m]\ntype = \"tag\"\n\
+         inputs = [\"s\"]\n[sinks.out]\ntype = \"a\"\ninputs = [\"m\"]\n[dead_letter]\ntype = \"dl\"\n",
+    )
+    .await;
+    let graph = p.graph();
+    let pos = |i| Position { source: "s".into(), partition: "p".into(), offset: Offset::Index(i) };
+    let records = vec![Record::new(&b"{\"id\": 0}"[..], pos(0)), Record::new(&b"{\"id\": 1}"[..], pos(1))];
+    let started = std::time::Instant::now();
+    let deadline = started + std::time::Duration::from_secs(1);
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tributary_framework::retry::DEADLINE.scope(deadline, graph.run_batch(0, &records)),
+    )
+    .await
+    .expect("answered before the deadline, not after 1000 attempts");
+    // By the deadline, give or take the last call (the sink's own time): not 1000 x 200 ms.
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(report.statuses[0], RecordStatus::Delivered);
+    let RecordStatus::Failed(reason) = &report.statuses[1] else { panic!("{:?}", report.statuses) };
+    assert!(reason.contains("after the deadline") && reason.contains("throttled"), "{reason}");
+}
+
 #[tokio::test]
 async fn shutdown_finishes_in_flight_batches_and_commits_only_delivered_records() {
     let out = ok_sink();
