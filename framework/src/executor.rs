@@ -72,6 +72,51 @@ enum Stage<'a> {
 }
 
 impl Stage<'_> {
+    /// One verdict per input. A processor that fails a batch fatally is asked again on its
+    /// halves, recursively, so that the records it cannot take (a poison record: values ONNX
+    /// Runtime rejects) are isolated and dead-lettered with its error, and the rest go on;
+    /// when every record fails alone too, the failure is the processor's, not the records', and
+    /// stays fatal. A sink's fatal error is always the sink's (access denied, no such stream).
+    async fn verdicts(&self, inputs: &[Input<'_>]) -> Vec<Verdict> {
+        let verdicts = self.bisect(inputs).await;
+        let fatal = verdicts.iter().filter(|v| matches!(v, Verdict::Fatal(_))).count();
+        if fatal == 0 || fatal == verdicts.len() {
+            return verdicts;
+        }
+        verdicts
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Fatal(reason) => Verdict::Reject(format!("isolated from its batch: {reason}")),
+                other => other,
+            })
+            .collect()
+    }
+
+    fn bisect<'s, 'i: 's>(&'s self, inputs: &'s [Input<'i>]) -> futures::future::BoxFuture<'s, Vec<Verdict>> {
+        Box::pin(async move {
+            match self.call(inputs).await {
+                Ok(v) if v.len() == inputs.len() => v,
+                Ok(v) => {
+                    let msg = format!(
+                        "component returned {} results for {} inputs (a bug in the plugin)",
+                        v.len(),
+                        inputs.len()
+                    );
+                    inputs.iter().map(|_| Verdict::Fatal(msg.clone())).collect()
+                }
+                Err(e) if e.is_retryable() => inputs.iter().map(|_| Verdict::Retry(e.to_string())).collect(),
+                Err(e) if matches!(self, Stage::Processor(_)) && inputs.len() > 1 => {
+                    tracing::warn!(records = inputs.len(), error = %e, "processor failed the batch; splitting it to isolate the records at fault");
+                    let (left, right) = inputs.split_at(inputs.len() / 2);
+                    let mut verdicts = self.bisect(left).await;
+                    verdicts.extend(self.bisect(right).await);
+                    verdicts
+                }
+                Err(e) => inputs.iter().map(|_| Verdict::Fatal(e.to_string())).collect(),
+            }
+        })
+    }
+
     async fn call(&self, inputs: &[Input<'_>]) -> Result<Vec<Verdict>, ComponentError> {
         Ok(match self {
             Stage::Processor(p) => p
@@ -295,19 +340,7 @@ impl Graph {
             attempt += 1;
             let inputs: Vec<Input<'_>> =
                 pending.iter().map(|&i| Input { value: &items[i].value, record: &records[items[i].origin] }).collect();
-            let verdicts = match stage.call(&inputs).await {
-                Ok(v) if v.len() == inputs.len() => v,
-                Ok(v) => {
-                    let msg = format!(
-                        "component returned {} results for {} inputs (a bug in the plugin)",
-                        v.len(),
-                        inputs.len()
-                    );
-                    inputs.iter().map(|_| Verdict::Fatal(msg.clone())).collect()
-                }
-                Err(e) if e.is_retryable() => inputs.iter().map(|_| Verdict::Retry(e.to_string())).collect(),
-                Err(e) => inputs.iter().map(|_| Verdict::Fatal(e.to_string())).collect(),
-            };
+            let verdicts = stage.verdicts(&inputs).await;
             let mut again = Vec::new();
             let mut last_reason = String::new();
             let pause = self.retry.backoff(attempt);
