@@ -6,7 +6,9 @@
 //! - [`Context`]: a librdkafka client context that reports broker errors (down at start, gone
 //!   away) through `tracing`, rate-limited, and keeps per-partition consumer lag from
 //!   librdkafka's statistics;
-//! - [`create_topic`]: topic administration for the CLI and tests.
+//! - [`create_topic`]: topic administration for the CLI and tests;
+//! - [`is_fatal`]: the errors no retry fixes (authorization, authentication), which the
+//!   context remembers ([`Context::fatal`]) so that the source and sink stop on them.
 //!
 //! librdkafka (2.12, through `rdkafka-sys`) is compiled from source and linked statically, so
 //! binaries do not depend on the host's librdkafka (Debian 12 ships 2.0, too old for some
@@ -55,17 +57,77 @@ pub struct Context {
     brokers: String,
     last_logged: Mutex<HashMap<String, Instant>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// The first fatal error (see [`is_fatal`]) seen, returned or reported.
+    fatal: FatalError,
+}
+
+/// Where a client's first fatal error is kept; clones share it (a producer's owner keeps one,
+/// since librdkafka's wrappers do not lend their context back).
+#[derive(Clone, Debug)]
+pub struct FatalError {
+    slot: std::sync::Arc<Mutex<Option<String>>>,
+    /// The component and brokers, for the message.
+    who: std::sync::Arc<str>,
+}
+
+impl FatalError {
+    /// The first fatal error noted.
+    pub fn get(&self) -> Option<String> {
+        self.slot.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Keeps `error` when it is fatal (the first one only); true if it is fatal.
+    pub fn note(&self, error: &KafkaError) -> bool {
+        if !is_fatal(error) {
+            return false;
+        }
+        if let Ok(mut fatal) = self.slot.lock() {
+            fatal.get_or_insert_with(|| {
+                format!("{}: {}; no retry fixes this (check the ACLs and credentials)", self.who, describe(error))
+            });
+        }
+        true
+    }
+}
+
+/// Whether `error` is one no retry can fix: a missing ACL (topic, group, cluster, transactional
+/// id), failed SASL or TLS authentication. A component stops on it with the broker's reason
+/// (a missing ACL would otherwise dead-letter every record, or retry forever).
+pub fn is_fatal(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_fatal_code)
+}
+
+fn is_fatal_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::DelegationTokenAuthorizationFailed
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::Authentication
+    )
 }
 
 impl Context {
     /// A context for the component `component` connecting to `brokers`.
     pub fn new(component: impl Into<String>, brokers: impl Into<String>) -> Self {
-        Context {
-            component: component.into(),
-            brokers: brokers.into(),
-            last_logged: Mutex::new(HashMap::new()),
-            lag: Mutex::new(BTreeMap::new()),
-        }
+        let (component, brokers) = (component.into(), brokers.into());
+        let fatal =
+            FatalError { slot: std::sync::Arc::default(), who: format!("{component} (brokers {brokers})").into() };
+        Context { component, brokers, last_logged: Mutex::new(HashMap::new()), lag: Mutex::new(BTreeMap::new()), fatal }
+    }
+
+    /// The first fatal error the client returned or reported (see [`is_fatal`]), described
+    /// with the component and brokers: the source and sink fail with it.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.get()
+    }
+
+    /// The shared slot of [`Context::fatal`], for the client's owner.
+    pub fn fatal_error(&self) -> FatalError {
+        self.fatal.clone()
     }
 
     /// Consumer lag per (topic, partition), as of the last statistics report.
@@ -76,6 +138,7 @@ impl Context {
     /// Logs an error a client returned (rather than reported through the error callback), with
     /// the same rate limit.
     pub fn report(&self, error: &KafkaError) {
+        self.fatal.note(error);
         if self.should_log(&format!("returned {:?}", error.rdkafka_error_code())) {
             tracing::warn!(component = %self.component, brokers = %self.brokers, "Kafka client: {}", describe(error));
         }
@@ -107,6 +170,7 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.fatal.note(&error);
         let kind = format!("{:?}", error.rdkafka_error_code());
         if !self.should_log(&kind) {
             return;
@@ -166,5 +230,39 @@ pub fn describe(error: &KafkaError) -> String {
     match error.rdkafka_error_code() {
         Some(code) => format!("{error} ({code:?})"),
         None => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    use super::{Context, is_fatal};
+
+    /// Regression (issue 19): a `TopicAuthorizationFailed` (a missing ACL) was treated as a
+    /// per-record rejection, so it dead-lettered the whole stream instead of stopping it.
+    #[test]
+    fn a_topic_authorization_failure_is_fatal_not_a_per_record_rejection() {
+        let denied = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(is_fatal(&denied));
+        for code in [RDKafkaErrorCode::SaslAuthenticationFailed, RDKafkaErrorCode::GroupAuthorizationFailed] {
+            assert!(is_fatal(&KafkaError::MessageConsumption(code)), "{code:?}");
+        }
+        for code in
+            [RDKafkaErrorCode::MessageSizeTooLarge, RDKafkaErrorCode::AllBrokersDown, RDKafkaErrorCode::RequestTimedOut]
+        {
+            assert!(!is_fatal(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        let context = Context::new("sinks.out", "127.0.0.1:9092");
+        assert_eq!(context.fatal(), None);
+        context.report(&KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown));
+        assert_eq!(context.fatal(), None, "a broker down is retried");
+        context.report(&denied);
+        let fatal = context.fatal().unwrap();
+        assert!(
+            fatal.contains("sinks.out") && fatal.contains("TopicAuthorizationFailed") && fatal.contains("ACL"),
+            "{fatal}"
+        );
     }
 }

@@ -78,6 +78,8 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Produces to a topic.
 pub struct KafkaSink {
     producer: FutureProducer<Context>,
+    /// The producer's first authorization or authentication failure: the sink stops on it.
+    fatal: tributary_kafka::FatalError,
     topic: String,
     key: Template,
 }
@@ -100,12 +102,13 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             ("message.timeout.ms", "30000"),
         ];
         let context = Context::new(&spec.path.component, &config.brokers);
+        let fatal = context.fatal_error();
         let producer: FutureProducer<Context> =
             tributary_kafka::client_config(&config.brokers, &defaults, &config.librdkafka)
                 .create_with_context(context)
                 .map_err(|e| spec.error("librdkafka", e.to_string()))?;
         check_topic(&producer, &config.topic).map_err(|e| spec.error("topic", e))?;
-        Ok(Arc::new(KafkaSink { producer, topic: config.topic, key }) as Arc<dyn Sink>)
+        Ok(Arc::new(KafkaSink { producer, topic: config.topic, key, fatal }) as Arc<dyn Sink>)
     })
 }
 
@@ -125,7 +128,9 @@ fn check_topic(producer: &FutureProducer<Context>, topic: &str) -> Result<(), St
     }
 }
 
-/// Whether the broker will never take this message.
+/// Whether the broker will never take this message (the message's fault: dead-lettered).
+/// Authorization and authentication failures are the sink's, and stop it (see
+/// [`tributary_kafka::is_fatal`]).
 fn is_permanent(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
@@ -134,7 +139,6 @@ fn is_permanent(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::TopicAuthorizationFailed
         )
     )
 }
@@ -142,6 +146,9 @@ fn is_permanent(error: &KafkaError) -> bool {
 #[async_trait]
 impl Sink for KafkaSink {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
+        if let Some(fatal) = self.fatal.get() {
+            return Err(ComponentError::Fatal(fatal));
+        }
         let mut encoded = Vec::with_capacity(batch.len());
         for input in batch {
             let payload = serde_json::to_vec(input.value).map_err(|e| format!("cannot encode as JSON: {e}"));
@@ -161,11 +168,16 @@ impl Sink for KafkaSink {
             }
             match self.producer.send(record, QUEUE_TIMEOUT).await {
                 Ok(_) => Delivery::Delivered,
+                Err((error, _)) if self.fatal.note(&error) => Delivery::Retry(tributary_kafka::describe(&error)),
                 Err((error, _)) if is_permanent(&error) => Delivery::Reject(tributary_kafka::describe(&error)),
                 Err((error, _)) => Delivery::Retry(tributary_kafka::describe(&error)),
             }
         });
-        Ok(join_all(sends).await)
+        let deliveries = join_all(sends).await;
+        match self.fatal.get() {
+            Some(fatal) => Err(ComponentError::Fatal(fatal)),
+            None => Ok(deliveries),
+        }
     }
 
     async fn close(&self) -> Result<(), ComponentError> {

@@ -217,13 +217,22 @@ impl Source for KafkaSource {
         // Wait for the first message, then take what is already fetched, up to the batch size.
         // An idle second returns an empty batch, so that gauges (assignment, lag) stay fresh.
         let mut records = Vec::new();
+        // Authorization and authentication failures (reported or returned) are not retried:
+        // see `tributary_kafka::is_fatal`.
+        if let Some(fatal) = self.consumer.context().inner.fatal() {
+            return Err(ComponentError::Fatal(fatal));
+        }
         match tokio::time::timeout(IDLE_RETURN, self.consumer.recv()).await {
             Err(_) => return Ok(Some(records)),
             Ok(Ok(message)) => records.push(record(&self.id, &mut self.partitions, &message)),
             // Consumer errors are reports (a broker down, an unknown topic): librdkafka retries
-            // by itself, so the source logs them and keeps consuming, without backing off.
+            // by itself, so the source logs them and keeps consuming, without backing off;
+            // a fatal one (a missing ACL) stops the source.
             Ok(Err(e)) => {
                 self.consumer.context().inner.report(&e);
+                if let Some(fatal) = self.consumer.context().inner.fatal() {
+                    return Err(ComponentError::Fatal(fatal));
+                }
                 return Ok(Some(records));
             }
         }
