@@ -12,6 +12,7 @@
 //! - A source position is committed only when every branch delivered or dead-lettered the
 //!   record and every earlier record of the same partition ([`watermark`]).
 
+pub mod checkpoint_file;
 pub mod component;
 pub mod config;
 pub mod dead_letter;

@@ -314,7 +314,7 @@ impl Source for TeeSource {
         for position in positions {
             self.done.insert(position.partition.clone(), position.clone());
         }
-        write_checkpoint(&self.path, &self.done).map_err(ComponentError::Retryable)?;
+        write_checkpoint(&self.path, &self.done).await.map_err(ComponentError::Retryable)?;
         if let Ok(mut progress) = self.progress.lock() {
             progress.committed[self.index].clone_from(&self.done);
         }
@@ -360,13 +360,8 @@ fn read_checkpoint(path: &std::path::Path) -> Result<BTreeMap<Arc<str>, Position
     Ok(positions.into_iter().map(|p| (p.partition.clone(), p)).collect())
 }
 
-fn write_checkpoint(path: &std::path::Path, done: &BTreeMap<Arc<str>, Position>) -> Result<(), String> {
+async fn write_checkpoint(path: &std::path::Path, done: &BTreeMap<Arc<str>, Position>) -> Result<(), String> {
     let positions: Vec<&Position> = done.values().collect();
     let text = serde_json::to_string_pretty(&positions).map_err(|e| e.to_string())?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("replacing {}: {e}", path.display()))
+    crate::checkpoint_file::replace(path, text.into_bytes()).await
 }

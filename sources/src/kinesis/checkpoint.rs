@@ -65,18 +65,14 @@ impl FileStore {
         }
     }
 
-    /// Writes the checkpoints atomically.
+    /// Writes the checkpoints atomically and durably (see
+    /// [`tributary_framework::checkpoint_file`]).
     ///
     /// # Errors
     /// The folder or file cannot be written.
-    pub fn save(&self, checkpoints: &Checkpoints) -> Result<(), String> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
+    pub async fn save(&self, checkpoints: &Checkpoints) -> Result<(), String> {
         let bytes = serde_json::to_vec_pretty(checkpoints).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| format!("cannot replace {}: {e}", self.path.display()))
+        tributary_framework::checkpoint_file::replace(&self.path, bytes).await
     }
 }
 
@@ -84,14 +80,14 @@ impl FileStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_stream_check() {
+    #[tokio::test]
+    async fn round_trip_and_stream_check() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("cp/rides.json"));
         assert!(store.load("rides").unwrap().shards.is_empty());
         let mut cp = Checkpoints { stream: "rides".into(), ..Checkpoints::default() };
         cp.shards.insert("shardId-0".into(), ShardCheckpoint { sequence: Some("42".into()), finished: true });
-        store.save(&cp).unwrap();
+        store.save(&cp).await.unwrap();
         assert_eq!(store.load("rides").unwrap(), cp);
         assert!(store.load("other").unwrap_err().contains("belongs to stream"));
     }

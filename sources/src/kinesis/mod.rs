@@ -396,7 +396,7 @@ impl KinesisSource {
     /// stops being read here (its new owner resumes from its own checkpoint).
     async fn persist(&mut self, shards: &[String]) -> Result<(), ComponentError> {
         match &mut self.store {
-            Store::File(store) => store.save(&self.checkpoints).map_err(ComponentError::Retryable),
+            Store::File(store) => store.save(&self.checkpoints).await.map_err(ComponentError::Retryable),
             Store::Leases(leases) => {
                 for id in shards {
                     let cp = self.checkpoints.shards.get(id).cloned().unwrap_or_default();
