@@ -11,6 +11,7 @@
 //! - `package-lambda`: `target/lambda/tributary-lambda.zip` (and the same files in
 //!   `target/lambda/tributary-lambda/`): `bootstrap`, ONNX Runtime and the model.
 
+mod fuzz;
 mod services;
 mod setup;
 
@@ -40,9 +41,10 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => test(root, rest),
         ["bench", rest @ ..] => bench(root, rest),
         ["package-lambda"] => package_lambda(root),
+        ["fuzz", rest @ ..] => fuzz::run(root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | package-lambda>"
+                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | fuzz [--seconds N] [--runs N] [target ...] | package-lambda>"
             );
             return ExitCode::from(2);
         }

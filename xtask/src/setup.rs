@@ -10,7 +10,8 @@
 //!   for the benchmarks: `cargo install`ed once into a cache outside the clone
 //!   (`$TRIBUTARY_TOOLS_CACHE`, default `~/.cache/tributary/tools`), because they take about ten
 //!   and three minutes to build on two cores. The packaging step copies the virtual
-//!   environment's `cargo-lambda` there too ([`stable_cargo_lambda`]).
+//!   environment's `cargo-lambda` there too ([`stable_cargo_lambda`]). cargo-fuzz is installed
+//!   the same way by `cargo xtask fuzz`, which alone uses it.
 //! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
 //!   `rdkafka` compiles librdkafka from source with TLS and zlib.
 
@@ -66,6 +67,10 @@ pub const FERROKINESIS: CargoTool = CargoTool {
     build_minutes: 3,
 };
 
+/// cargo-fuzz, for `cargo xtask fuzz` only (it drives the nightly toolchain's libFuzzer).
+pub const CARGO_FUZZ: CargoTool =
+    CargoTool { name: "cargo-fuzz", version: "0.13.2", features: &[], what: "the fuzzing driver", build_minutes: 2 };
+
 /// Where tools built from source are cached, outside any clone.
 fn tools_cache() -> PathBuf {
     std::env::var_os("TRIBUTARY_TOOLS_CACHE").map_or_else(
@@ -81,7 +86,7 @@ impl CargoTool {
     }
 
     /// Builds and installs it unless it is already installed.
-    fn install(&self, root: &Path) -> Result<()> {
+    pub fn install(&self, root: &Path) -> Result<()> {
         let binary = self.binary();
         if binary.is_file() {
             return Ok(());
