@@ -9,8 +9,15 @@
 //! expired ones (a lease whose counter has not moved for `lease_duration_ms`), up to its fair
 //! share, ceil(unfinished leases / live workers). When there are none to take, it steals one
 //! lease from the busiest worker. A worker that stops gracefully releases its leases.
+//!
+//! Leases are also renewed by their own task (as the Kinesis Client Library's renewer), every
+//! third of `lease_duration_ms`, whatever the pipeline is doing: a batch slower than the lease
+//! duration (a slow model, a sink in backoff) keeps its leases. Conditional writes (renewals,
+//! checkpoints, take-overs, releases) take turns, so none of them sees a counter the other
+//! just moved.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -39,10 +46,28 @@ pub struct LeaseTable {
     table: String,
     owner: String,
     duration: Duration,
-    /// Leases this worker holds, with the counter it last wrote.
-    held: BTreeMap<String, i64>,
+    /// Leases this worker holds, with the counter it last wrote (shared with the renewer).
+    held: Held,
+    /// Held while a conditional write sequence runs (see the module).
+    writes: Arc<tokio::sync::Mutex<()>>,
+    /// Leases the renewer found lost since the last sync.
+    lost_by_renewer: Arc<Mutex<Vec<String>>>,
     /// Last counter seen on each lease, and when it was first seen.
     seen: HashMap<String, (i64, Instant)>,
+    /// The renewer task, stopped with the table.
+    renewer: tokio::task::AbortHandle,
+}
+
+type Held = Arc<Mutex<BTreeMap<String, i64>>>;
+
+impl Drop for LeaseTable {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn s(value: &str) -> AttributeValue {
@@ -74,19 +99,41 @@ impl LeaseTable {
         client.describe_table().table_name(table).send().await.map_err(|e| {
             format!("lease table {table:?}: {} (create it with hash key `leaseKey` of type S)", describe(&e))
         })?;
+        let held = Held::default();
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        let lost_by_renewer: Arc<Mutex<Vec<String>>> = Arc::default();
+        let renewer = {
+            let (client, table, owner) = (client.clone(), table.to_string(), owner.to_string());
+            let (held, writes, lost) = (held.clone(), Arc::clone(&writes), lost_by_renewer.clone());
+            let every = duration / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let _turn = writes.lock().await;
+                    match renew(&client, &table, &owner, &held).await {
+                        Ok(gone) => lock(&lost).extend(gone),
+                        Err(e) => tracing::warn!(table = %table, "renewing leases: {e}"),
+                    }
+                }
+            })
+            .abort_handle()
+        };
         Ok(LeaseTable {
             client,
             table: table.to_string(),
             owner: owner.to_string(),
             duration,
-            held: BTreeMap::new(),
+            held,
+            writes,
+            lost_by_renewer,
             seen: HashMap::new(),
+            renewer,
         })
     }
 
     /// Shards this worker holds.
     pub fn held(&self) -> BTreeSet<String> {
-        self.held.keys().cloned().collect()
+        lock(&self.held).keys().cloned().collect()
     }
 
     async fn scan(&self) -> Result<Vec<Lease>, ComponentError> {
@@ -141,42 +188,15 @@ impl LeaseTable {
         }
     }
 
-    /// Conditional update; `Ok(Some(counter))` on success, `Ok(None)` when the condition failed.
+    /// Conditional update of one of this table's leases (see [`update`]).
     async fn update(
         &self,
         shard: &str,
-        update: &str,
+        update_expression: &str,
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<Option<i64>, ComponentError> {
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("leaseKey", s(shard))
-            .update_expression(update)
-            .condition_expression(condition)
-            .return_values(ReturnValue::AllNew);
-        // Attribute names, some of them reserved words, by placeholder (only those used).
-        for (placeholder, name) in [("#o", "owner"), ("#c", "counter"), ("#k", "checkpoint"), ("#f", "finished")] {
-            if update.contains(placeholder) || condition.contains(placeholder) {
-                request = request.expression_attribute_names(placeholder, name);
-            }
-        }
-        for (name, value) in values {
-            request = request.expression_attribute_values(name, value);
-        }
-        match request.send().await {
-            Ok(out) => Ok(Some(
-                out.attributes()
-                    .and_then(|a| a.get("counter"))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            )),
-            Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
-            Err(e) => Err(ComponentError::Retryable(format!("updating lease {shard}: {}", describe(&e)))),
-        }
+        update(&self.client, &self.table, shard, update_expression, condition, values).await
     }
 
     /// Renews, creates missing leases for `shards` (id -> parents), takes and steals.
@@ -185,28 +205,11 @@ impl LeaseTable {
     /// The table cannot be read or written (retried by the caller).
     pub async fn sync(&mut self, shards: &BTreeMap<String, Vec<String>>) -> Result<Sync, ComponentError> {
         let mut sync = Sync::default();
-        // Renew what we hold.
-        let held: Vec<(String, i64)> = self.held.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        for (shard, counter) in held {
-            let renewed = self
-                .update(
-                    &shard,
-                    "SET #c = #c + :one",
-                    "#o = :me AND #c = :c",
-                    vec![(":one", n(1)), (":me", s(&self.owner)), (":c", n(counter))],
-                )
-                .await?;
-            match renewed {
-                Some(c) => {
-                    self.held.insert(shard, c);
-                }
-                None => {
-                    tracing::warn!(shard = %shard, "lease lost to another worker");
-                    self.held.remove(&shard);
-                    sync.lost.push(shard);
-                }
-            }
-        }
+        let writes = Arc::clone(&self.writes);
+        let _turn = writes.lock().await;
+        // Renew what we hold (the renewer does too, between syncs).
+        sync.lost = std::mem::take(&mut *lock(&self.lost_by_renewer));
+        sync.lost.extend(renew(&self.client, &self.table, &self.owner, &self.held).await?);
         let mut leases = self.scan().await?;
         let known: BTreeSet<String> = leases.iter().map(|l| l.shard.clone()).collect();
         let mut created = false;
@@ -246,14 +249,15 @@ impl LeaseTable {
         let target = open.len().div_ceil(workers);
         let mut candidates: Vec<&Lease> =
             open.iter().copied().filter(|l| l.owner.is_none() || expired.contains(&l.shard)).collect();
-        if candidates.is_empty() && self.held.len() < target {
+        let holding = lock(&self.held).len();
+        if candidates.is_empty() && holding < target {
             // Steal one from the busiest worker.
             if let Some((_, theirs)) = per_owner.iter().max_by_key(|(_, v)| v.len()).filter(|(_, v)| v.len() > target) {
                 candidates.extend(theirs.first().copied());
             }
         }
         for lease in candidates {
-            if self.held.len() >= target {
+            if lock(&self.held).len() >= target {
                 break;
             }
             let taken = self
@@ -266,7 +270,7 @@ impl LeaseTable {
                 .await?;
             if let Some(c) = taken {
                 tracing::info!(shard = %lease.shard, previous = ?lease.owner, "lease taken");
-                self.held.insert(lease.shard.clone(), c);
+                lock(&self.held).insert(lease.shard.clone(), c);
                 sync.gained.push(lease.shard.clone());
             }
         }
@@ -285,7 +289,9 @@ impl LeaseTable {
         sequence: Option<&str>,
         finished: bool,
     ) -> Result<bool, ComponentError> {
-        let Some(&counter) = self.held.get(shard) else { return Ok(false) };
+        let writes = Arc::clone(&self.writes);
+        let _turn = writes.lock().await;
+        let Some(counter) = lock(&self.held).get(shard).copied() else { return Ok(false) };
         let mut values = vec![(":me", s(&self.owner)), (":c", n(counter)), (":f", AttributeValue::Bool(finished))];
         let update = match sequence {
             Some(seq) => {
@@ -297,14 +303,16 @@ impl LeaseTable {
         let ok = self.update(shard, update, "#o = :me AND #c = :c", values).await?.is_some();
         if !ok {
             tracing::warn!(shard, "lease lost; checkpoint not written");
-            self.held.remove(shard);
+            lock(&self.held).remove(shard);
         }
         Ok(ok)
     }
 
     /// Gives every held lease back.
     pub async fn release_all(&mut self) {
-        let held = std::mem::take(&mut self.held);
+        let writes = Arc::clone(&self.writes);
+        let _turn = writes.lock().await;
+        let held = std::mem::take(&mut *lock(&self.held));
         for (shard, counter) in held {
             let released = self
                 .update(
@@ -316,5 +324,134 @@ impl LeaseTable {
                 .await;
             tracing::info!(shard = %shard, ok = matches!(released, Ok(Some(_))), "lease released");
         }
+    }
+}
+
+/// Conditional update; `Ok(Some(counter))` on success, `Ok(None)` when the condition failed.
+async fn update(
+    client: &Client,
+    table: &str,
+    shard: &str,
+    update: &str,
+    condition: &str,
+    values: Vec<(&str, AttributeValue)>,
+) -> Result<Option<i64>, ComponentError> {
+    let mut request = client
+        .update_item()
+        .table_name(table)
+        .key("leaseKey", s(shard))
+        .update_expression(update)
+        .condition_expression(condition)
+        .return_values(ReturnValue::AllNew);
+    // Attribute names, some of them reserved words, by placeholder (only those used).
+    for (placeholder, name) in [("#o", "owner"), ("#c", "counter"), ("#k", "checkpoint"), ("#f", "finished")] {
+        if update.contains(placeholder) || condition.contains(placeholder) {
+            request = request.expression_attribute_names(placeholder, name);
+        }
+    }
+    for (name, value) in values {
+        request = request.expression_attribute_values(name, value);
+    }
+    match request.send().await {
+        Ok(out) => Ok(Some(
+            out.attributes()
+                .and_then(|a| a.get("counter"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )),
+        Err(e) if error_code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e) => Err(ComponentError::Retryable(format!("updating lease {shard}: {}", describe(&e)))),
+    }
+}
+
+/// Renews every lease in `held` (bumps its counter if this worker still owns it); returns the
+/// shards found lost, which leave `held`. The caller holds the write turn.
+async fn renew(client: &Client, table: &str, owner: &str, held: &Held) -> Result<Vec<String>, ComponentError> {
+    let snapshot: Vec<(String, i64)> = lock(held).iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let mut lost = Vec::new();
+    for (shard, counter) in snapshot {
+        let renewed = update(
+            client,
+            table,
+            &shard,
+            "SET #c = #c + :one",
+            "#o = :me AND #c = :c",
+            vec![(":one", n(1)), (":me", s(owner)), (":c", n(counter))],
+        )
+        .await?;
+        match renewed {
+            Some(c) => {
+                if let Some(at) = lock(held).get_mut(&shard) {
+                    *at = c;
+                }
+            }
+            None => {
+                tracing::warn!(shard = %shard, "lease lost to another worker");
+                lock(held).remove(&shard);
+                lost.push(shard);
+            }
+        }
+    }
+    Ok(lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+
+    use super::*;
+
+    /// A new lease table on the local DynamoDB (moto).
+    async fn table() -> String {
+        if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
+            panic!(
+                "AWS_ENDPOINT_URL is not set: start moto with `cargo xtask services up` and export the \
+                 variables it prints (`cargo xtask test` does both)"
+            );
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let table = format!("leases-renewer-{}-{nanos}", std::process::id());
+        let schema = KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build();
+        let attribute =
+            AttributeDefinition::builder().attribute_name("leaseKey").attribute_type(ScalarAttributeType::S).build();
+        tributary_aws::dynamodb_client()
+            .await
+            .create_table()
+            .table_name(&table)
+            .key_schema(schema.unwrap_or_else(|e| panic!("{e}")))
+            .attribute_definitions(attribute.unwrap_or_else(|e| panic!("{e}")))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateTable on moto: {e}"));
+        table
+    }
+
+    /// Regression (issue 19): leases were renewed only when the source read its next batch, so a
+    /// batch slower than the lease duration let other workers take every lease (duplicates and
+    /// churn). The renewer keeps them; a worker that stops (is dropped: killed) loses them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_are_kept_through_a_batch_slower_than_the_lease_duration() {
+        let table = table().await;
+        let duration = Duration::from_millis(900);
+        let shards = BTreeMap::from([("shardId-0".to_string(), Vec::new())]);
+        let mut busy = LeaseTable::open(&table, "busy", duration).await.unwrap_or_else(|e| panic!("{e}"));
+        busy.sync(&shards).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(busy.held().len(), 1);
+        let mut other = LeaseTable::open(&table, "other", duration).await.unwrap_or_else(|e| panic!("{e}"));
+        other.sync(&shards).await.unwrap_or_else(|e| panic!("{e}"));
+        // The busy worker does not sync for three lease durations (a slow batch).
+        tokio::time::sleep(duration * 3).await;
+        let sync = other.sync(&shards).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(sync.gained.is_empty(), "a lease was taken from a live, busy worker: {sync:?}");
+        assert_eq!(busy.held().len(), 1);
+        // A worker that is gone stops renewing: its lease is taken once it expires.
+        drop(busy);
+        tokio::time::sleep(duration / 2).await;
+        other.sync(&shards).await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(duration * 2).await;
+        let sync = other.sync(&shards).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sync.gained, vec!["shardId-0".to_string()]);
     }
 }
