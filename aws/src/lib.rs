@@ -1,7 +1,8 @@
 //! Shared AWS SDK plumbing for tributary's plugins, so that every AWS client is configured the
 //! same way: the SDK's standard credential chain and endpoint variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_<SERVICE>`), path-style S3 addressing when a custom endpoint is set (local
-//! stand-ins such as moto answer on one host name), and one-line error descriptions.
+//! stand-ins such as moto answer on one host name), one-line error descriptions, and one
+//! classification of errors ([`classify`]) that every plugin uses.
 
 use std::fmt::Debug;
 
@@ -160,5 +161,126 @@ pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: Debug>
             format!("{}: {}", service.code().unwrap_or("service error"), service.message().unwrap_or("(no message)"))
         }
         None => DisplayErrorContext(error).to_string(),
+    }
+}
+
+/// What to do about a failed AWS call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry with backoff: throttling, a 5xx, a timeout, a connection that failed or broke, an
+    /// expired session token (the credential chain refreshes it).
+    Retry,
+    /// Stop and say why: access denied, not found, invalid request or credentials, a request
+    /// that could not be built. No retry changes the answer.
+    Fatal,
+}
+
+/// Service error codes that mean "slow down" or "try again" whatever their HTTP status (most
+/// throttling answers are 400).
+const TRANSIENT: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "KMSThrottlingException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+];
+
+/// Classifies a failed SDK call once, from the SDK's typed error: the kind of failure (timeout,
+/// dispatch, response, construction), then for a service's answer its HTTP status and error
+/// code. Callers handle the codes that mean something to them (an expired iterator, a failed
+/// condition) before asking.
+pub fn classify<E: ProvideErrorMetadata>(error: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> ErrorClass {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorClass::Retry,
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let throttled = context.err().code().is_some_and(|code| TRANSIENT.contains(&code));
+            if throttled || status == 429 || status >= 500 { ErrorClass::Retry } else { ErrorClass::Fatal }
+        }
+        // A request that cannot be built (missing region, bad input) fails the same way again.
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// [`classify`] as a component error, with `context` (the call and its target) and the
+/// service's message.
+pub fn component_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    context: &str,
+    error: &SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> tributary_framework::ComponentError {
+    let message = format!("{context}: {}", describe(error));
+    match classify(error) {
+        ErrorClass::Retry => tributary_framework::ComponentError::Retryable(message),
+        ErrorClass::Fatal => tributary_framework::ComponentError::Fatal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    use super::{ErrorClass, classify};
+
+    fn answer(status: u16, code: &str) -> SdkError<ErrorMetadata, Response> {
+        let response = Response::new(StatusCode::try_from(status).unwrap_or_else(|e| panic!("{e}")), SdkBody::empty());
+        SdkError::service_error(ErrorMetadata::builder().code(code).message("m").build(), response)
+    }
+
+    /// Regression (issue 19): AWS errors were recognised by matching a few codes in each
+    /// plugin, so bad credentials (`UnrecognizedClientException`, 400) or a disabled KMS key
+    /// were retried forever by the Kinesis sink, while other places let a throttled call stop
+    /// the pipeline. Now one classification from the typed error decides.
+    #[test]
+    fn aws_errors_are_classified_once_from_the_sdks_typed_errors() {
+        for (status, code) in [
+            (400, "UnrecognizedClientException"),
+            (400, "KMSDisabledException"),
+            (400, "AccessDeniedException"),
+            (400, "ResourceNotFoundException"),
+            (400, "ValidationException"),
+            (403, "AccessDenied"),
+            (404, "NoSuchBucket"),
+        ] {
+            assert_eq!(classify(&answer(status, code)), ErrorClass::Fatal, "{status} {code}");
+        }
+        for (status, code) in [
+            (400, "ProvisionedThroughputExceededException"),
+            (400, "ThrottlingException"),
+            (400, "LimitExceededException"),
+            (400, "ExpiredTokenException"),
+            (503, "SlowDown"),
+            (500, "InternalFailure"),
+            (429, "Whatever"),
+            (502, ""),
+        ] {
+            assert_eq!(classify(&answer(status, code)), ErrorClass::Retry, "{status} {code}");
+        }
+        let refused: SdkError<ErrorMetadata, Response> =
+            SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
+        assert_eq!(classify(&refused), ErrorClass::Retry);
+        let timeout: SdkError<ErrorMetadata, Response> = SdkError::timeout_error("took too long");
+        assert_eq!(classify(&timeout), ErrorClass::Retry);
+        let unbuildable: SdkError<ErrorMetadata, Response> = SdkError::construction_failure("no region");
+        assert_eq!(classify(&unbuildable), ErrorClass::Fatal);
     }
 }

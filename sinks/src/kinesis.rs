@@ -230,17 +230,11 @@ impl KinesisSink {
     }
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     stream: &str,
-    error: SdkError<E, R>,
+    error: SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
 ) -> ComponentError {
-    let message = format!("PutRecords to {stream}: {}", tributary_aws::describe(&error));
-    match tributary_aws::error_code(&error).unwrap_or_default() {
-        "ResourceNotFoundException" | "AccessDeniedException" | "ValidationException" | "InvalidArgumentException" => {
-            ComponentError::Fatal(message)
-        }
-        _ => ComponentError::Retryable(message),
-    }
+    tributary_aws::component_error(&format!("PutRecords to {stream}"), &error)
 }
 
 #[async_trait]

@@ -111,13 +111,7 @@ impl Sink for S3Sink {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| {
-                let message = format!("PutObject s3://{}/{key}: {}", self.bucket, tributary_aws::describe(&e));
-                match tributary_aws::error_code(&e) {
-                    Some("NoSuchBucket" | "AccessDenied") => ComponentError::Fatal(message),
-                    _ => ComponentError::Retryable(message),
-                }
-            })?;
+            .map_err(|e| tributary_aws::component_error(&format!("PutObject s3://{}/{key}", self.bucket), &e))?;
         Ok(results)
     }
 }

@@ -220,13 +220,9 @@ fn unknown(shard: &str) -> ComponentError {
 impl KinesisSource {
     /// Lists the shards and adds the new ones.
     async fn discover(&mut self) -> Result<(), ComponentError> {
-        let shards = tributary_aws::list_shards(&self.client, &self.config.stream).await.map_err(|e| {
-            let message = format!("ListShards {}: {}", self.config.stream, describe(&e));
-            match error_code(&e) {
-                Some("ResourceNotFoundException" | "AccessDeniedException") => ComponentError::Fatal(message),
-                _ => ComponentError::Retryable(message),
-            }
-        })?;
+        let shards = tributary_aws::list_shards(&self.client, &self.config.stream)
+            .await
+            .map_err(|e| tributary_aws::component_error(&format!("ListShards {}", self.config.stream), &e))?;
         for shard in &shards {
             let id = shard.shard_id().to_string();
             if self.shards.contains_key(&id) {
@@ -362,7 +358,9 @@ impl KinesisSource {
                         shard.next_poll = Instant::now();
                         Ok(())
                     }
-                    "ResourceNotFoundException" | "AccessDeniedException" => Err(ComponentError::Fatal(message)),
+                    _ if tributary_aws::classify(&e) == tributary_aws::ErrorClass::Fatal => {
+                        Err(ComponentError::Fatal(message))
+                    }
                     _ => {
                         tracing::warn!(source = %self.id, shard = %id, ?backoff, %message, "read failed; backing off");
                         Ok(())
