@@ -305,3 +305,105 @@ async fn a_broker_down_at_start_is_retried_until_it_comes_up() {
     signal(&w.0, "-INT");
     assert!(w.0.wait().unwrap().success());
 }
+
+/// Chaos for a consumer group: three members on an 8-partition topic with rides written
+/// continuously; every five seconds the oldest member is killed (SIGKILL) and a new one
+/// joins. Every ride arrives (none lost); duplicates stay within what the killed members had
+/// delivered but not committed. Prints the figures; `-- --nocapture kafka_group` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_with_members_killed_and_replaced_loses_nothing() {
+    let t = topics(8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let group = unique("chaos-group");
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let input = t.input.clone();
+    let flag = writing.clone();
+    // 100 rides every half second, from a thread (each put is a `tributary put` process).
+    let writer = std::thread::spawn(move || {
+        let mut next = 1u64;
+        while flag.load(std::sync::atomic::Ordering::SeqCst) {
+            put_lines(&input, &rides(next..=next + 99));
+            next += 100;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        next - 1
+    });
+    let mut members: Vec<Running> = (0..3).map(|_| worker(&config, &t, &group, &brokers(), None)).collect();
+    let began = Instant::now();
+    let mut kills = 0u64;
+    while began.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut victim = members.remove(0);
+        signal(&victim.0, "-KILL");
+        victim.0.wait().unwrap();
+        kills += 1;
+        members.push(worker(&config, &t, &group, &brokers(), None));
+    }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let total = writer.join().unwrap();
+    // Until every ride is in (or a minute passes).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ids = loop {
+        let output = t.output.clone();
+        let ids = tokio::task::spawn_blocking(move || ride_ids(&read_topic(&output))).await.unwrap();
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() as u64 >= total || Instant::now() > deadline {
+            let missing: Vec<u64> = (1..=total).filter(|id| distinct.binary_search(id).is_err()).collect();
+            if !missing.is_empty() {
+                let dead = tokio::task::spawn_blocking({
+                    let dead = t.dead.clone();
+                    move || read_topic(&dead)
+                })
+                .await
+                .unwrap();
+                let (input, group) = (t.input.clone(), group.clone());
+                let offsets = tokio::task::spawn_blocking(move || committed_and_end(&input, &group)).await.unwrap();
+                panic!(
+                    "missing {} rides {:?}...; dead letters: {dead:?}; (partition, committed, end): {offsets:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(10)]
+                );
+            }
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for member in &members {
+        signal(&member.0, "-INT");
+    }
+    for mut member in members {
+        assert!(member.0.wait().unwrap().success(), "{}", member.log());
+    }
+    let duplicates = assert_all_present(&ids, total);
+    eprintln!(
+        "chaos (kafka): {total} rides written, {} delivered, 0 lost, {duplicates} duplicates, {kills} members killed",
+        ids.len()
+    );
+    // A killed member repeats at most what it delivered since its last commit (200 ms): its
+    // batches in flight (100 records each) and one commit interval.
+    assert!(duplicates as u64 <= kills * 4 * 100, "{duplicates} duplicates after {kills} kills");
+}
+
+/// For each partition of `topic`: the offset `group` committed and the end, read from the broker.
+fn committed_and_end(topic: &str, group: &str) -> Vec<(i32, String, i64)> {
+    let consumer: BaseConsumer =
+        tributary_kafka::client_config(&brokers(), &[("group.id", group)], &BTreeMap::new()).create().unwrap();
+    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let mut list = TopicPartitionList::new();
+    for p in meta.topics()[0].partitions() {
+        list.add_partition(topic, p.id());
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(5)).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let end =
+                consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(5)).map_or(-1, |(_, high)| high);
+            (e.partition(), format!("{:?}", e.offset()), end)
+        })
+        .collect()
+}

@@ -84,9 +84,9 @@ fn no_secret_appears_in_logs_validate_output_or_errors() {
     std::fs::write(&path, &s3).unwrap();
     all.push_str(&tributary(&["validate", "--config"], &path, b""));
 
-    let registry_config = format!(
+    let registry_config = String::from(
         "[sources.rides]\ntype = \"stdin\"\n\n[processors.d]\ntype = \"ride_duration\"\ninputs = [\"rides\"]\n\
-         model = \"models:/no_such_model_for_secrets@champion\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"d\"]\n"
+         model = \"models:/no_such_model_for_secrets@champion\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"d\"]\n",
     );
     let path = work.path().join("registry.toml");
     std::fs::write(&path, registry_config).unwrap();

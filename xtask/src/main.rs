@@ -14,6 +14,7 @@
 mod fuzz;
 mod services;
 mod setup;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -42,9 +43,10 @@ fn main() -> ExitCode {
         ["bench", rest @ ..] => bench(root, rest),
         ["package-lambda"] => package_lambda(root),
         ["fuzz", rest @ ..] => fuzz::run(root, rest),
+        ["soak", rest @ ..] => soak::run(root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | fuzz [--seconds N] [--runs N] [target ...] | package-lambda>"
+                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | fuzz [--seconds N] [--runs N] [target ...] | soak [--minutes N] [--rate R] | package-lambda>"
             );
             return ExitCode::from(2);
         }

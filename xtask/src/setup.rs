@@ -34,6 +34,12 @@ pub fn all(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What running a pipeline needs (the virtual environment and ONNX Runtime), for `soak`.
+pub fn runtime_only(root: &Path) -> Result<()> {
+    python(root)?;
+    onnxruntime(root)
+}
+
 /// A server built from crates.io with `cargo install`, cached outside any clone.
 pub struct CargoTool {
     /// The crate (and binary) name.
