@@ -1,5 +1,5 @@
 //! Chaos for the Kinesis worker: three workers sharing an 8-shard stream through a DynamoDB
-//! lease table (moto), rides written continuously; every few seconds one worker is killed
+//! lease table (moto), rides written continuously; every three seconds one worker is killed
 //! (SIGKILL) and a new one started; one shard is split mid-run; GetRecords calls are throttled
 //! through the fault proxy. At the end every ride id has been delivered (none lost), and the
 //! duplicates stay within what the commit interval allows. Prints the figures (records, lost,
@@ -50,7 +50,7 @@ fn worker(proxy: &str, input: &str, output: &str, table: &str, id: &str, log: &s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kinesis_workers_killed_restarted_throttled_and_resharded_lose_nothing() {
+async fn chaos_kinesis_workers_killed_restarted_throttled_and_resharded_lose_nothing() {
     common::required("AWS_ENDPOINT_URL");
     let client = kinesis().await;
     let (proxy, counts) = fault_proxy::in_front_of_kinesis(throttle_some).await;
@@ -104,8 +104,8 @@ async fn kinesis_workers_killed_restarted_throttled_and_resharded_lose_nothing()
     let began = Instant::now();
     let mut kills = 0;
     let mut split_done = false;
-    while began.elapsed() < Duration::from_secs(36) {
-        tokio::time::sleep(Duration::from_secs(4)).await;
+    while began.elapsed() < Duration::from_secs(24) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
         // Kill the oldest worker and start a new one in its place.
         let victim = workers.remove(0);
         signal(&victim, "-KILL");
@@ -116,7 +116,7 @@ async fn kinesis_workers_killed_restarted_throttled_and_resharded_lose_nothing()
         .await;
         kills += 1;
         start(&mut workers);
-        if !split_done && began.elapsed() > Duration::from_secs(15) {
+        if !split_done && began.elapsed() > Duration::from_secs(10) {
             let shards = open_shards(&client, &input).await;
             split(&client, &input, &shards[0]).await;
             split_done = true;

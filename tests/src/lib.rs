@@ -2,6 +2,8 @@
 //! TOML with file sinks, and finding the local services (which must be running: tests fail with
 //! instructions rather than skip).
 
+pub mod fuzz;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

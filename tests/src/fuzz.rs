@@ -1,0 +1,109 @@
+//! The fuzz targets' bodies: one function per decoder of outside input, each taking any bytes
+//! and returning normally whatever they are (an error is a normal answer; a panic, a hang or
+//! unbounded memory is a bug). `fuzz/fuzz_targets/*.rs` call them under libFuzzer
+//! (`cargo xtask fuzz`, nightly); `tests/tests/fuzz_corpora.rs` replays every committed corpus
+//! and crash file through them on stable, in every `cargo xtask test`.
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use tributary::lambda::Function;
+use tributary_framework::config;
+use tributary_framework::template::Template;
+use tributary_sources::document::{DocumentReader, Format};
+use tributary_sources::kinesis_event;
+
+/// A target's name and body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, by the name of its corpus folder (`fuzz/corpus/<name>`).
+pub const TARGETS: &[Target] = &[
+    ("documents", documents),
+    ("kinesis_event", kinesis_event),
+    ("lambda_event", lambda_event),
+    ("template", template),
+    ("config", config),
+];
+
+/// One current-thread runtime for the async decoders, made once.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("runtime: {e}"))
+    })
+}
+
+/// The `file`/`stdin` sources' reader: JSON lines, documents, Kinesis event lines, in each
+/// format (the first byte picks it), with a small `max_line_bytes` so that the long-line path
+/// is reached, in batches of 7; each record's payload then parsed as the runtime does.
+pub fn documents(data: &[u8]) {
+    let (format, input) = match data.split_first() {
+        Some((b, rest)) if *b % 4 == 1 => (Format::JsonLines, rest),
+        Some((b, rest)) if *b % 4 == 2 => (Format::Documents, rest),
+        _ => (Format::Auto, data),
+    };
+    runtime().block_on(async {
+        let mut reader = DocumentReader::new(input, "fuzz".into(), "input".into(), format).with_max_line_bytes(4096);
+        while let Ok(Some(batch)) = reader.next_batch(7).await {
+            assert!(!batch.is_empty() && batch.len() <= 7, "a batch of {} records", batch.len());
+            for record in &batch {
+                let _ = serde_json::from_slice::<Value>(record.raw_bytes());
+            }
+        }
+    });
+}
+
+/// A Lambda Kinesis event document: recognised, then split into records.
+pub fn kinesis_event(data: &[u8]) {
+    let Ok(document) = serde_json::from_slice::<Value>(data) else { return };
+    if kinesis_event::is_event_document(&document) {
+        let source: Arc<str> = "fuzz".into();
+        let records = kinesis_event::records(&source, &document, "fallback");
+        for record in &records {
+            let _ = serde_json::from_slice::<Value>(record.raw_bytes());
+        }
+    }
+}
+
+/// The Lambda function's handler (the parse of the event and the answer), on a pipeline from
+/// the `lambda` source to a blackhole: any JSON event gets an answer or an error, and a Kinesis
+/// event's answer is a partial batch response naming only sequence numbers of its records.
+pub fn lambda_event(data: &[u8]) {
+    static FUNCTION: OnceLock<Function> = OnceLock::new();
+    let Ok(event) = serde_json::from_slice::<Value>(data) else { return };
+    let function = FUNCTION.get_or_init(|| {
+        let text =
+            "[sources.kinesis]\ntype = \"lambda\"\n\n[sinks.out]\ntype = \"blackhole\"\ninputs = [\"kinesis\"]\n";
+        runtime().block_on(async {
+            let config = config::from_toml_str("fuzz.toml", text).unwrap_or_else(|e| panic!("{e}"));
+            Function::build(&config).await.unwrap_or_else(|e| panic!("{e}"))
+        })
+    });
+    let is_kinesis = kinesis_event::is_event_document(&event);
+    let answer = runtime().block_on(function.handle(event));
+    if is_kinesis {
+        let answer = answer.unwrap_or_else(|e| panic!("a Kinesis event is always answered: {e}"));
+        assert!(answer["batchItemFailures"].is_array(), "{answer}");
+    }
+}
+
+/// A partition-key or object-key template (text up to the first newline) rendered over a JSON
+/// value (the rest).
+pub fn template(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (template, value) = text.split_once('\n').unwrap_or((&text, "{}"));
+    let Ok(template) = Template::parse(template) else { return };
+    let value = serde_json::from_str::<Value>(value).unwrap_or(Value::Null);
+    let rendered = template.render(&value);
+    let missing = template.missing_field(&value);
+    assert!(rendered.is_some() || missing.is_some(), "a template that does not render names what is missing");
+}
+
+/// A pipeline configuration: loaded (`${VAR}` substitution, typed sections) and its topology
+/// checked (ids, inputs, cycles), as `tributary validate` does before building components.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(config) = config::from_toml_str("fuzz.toml", text) {
+        let _ = tributary_framework::graph::topology(&config);
+    }
+}
