@@ -94,7 +94,7 @@ pub fn run(root: &Path, args: &[&str]) -> Result<()> {
         let lag_slope = slope(after_first.iter().map(|s| (s.0 / 60.0, s.3)));
         println!(
             "\nRSS after the first minute: {:.1} -> {:.1} MiB ({growth:+.2}%), slope {rss_slope:+.3} MiB/min; \
-             lag slope {lag_slope:+.1} rides/min; {errors} warnings or errors logged; exit {status}",
+             lag slope {lag_slope:+.1} rides/min; {errors} warnings or errors logged; {status}",
             first.1, last.1
         );
     }
