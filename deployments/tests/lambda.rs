@@ -1,6 +1,7 @@
 //! The Lambda function and the local event source mapping against real local servers:
 //! kinesis-mock (`AWS_ENDPOINT_URL_KINESIS`) and cargo-lambda's runtime emulator
-//! (`TRIBUTARY_LAMBDA_EMULATOR`), both started by `cargo xtask services up`.
+//! (`TRIBUTARY_LAMBDA_EMULATOR`), both started by `cargo xtask services up`, and for the
+//! registry test the MLflow server (`MLFLOW_TRACKING_URI`).
 //!
 //! The emulator serves one function name, so the tests in this file take turns.
 
