@@ -104,7 +104,7 @@ async fn chaos_kinesis_workers_killed_restarted_throttled_and_resharded_lose_not
     let began = Instant::now();
     let mut kills = 0;
     let mut split_done = false;
-    while began.elapsed() < Duration::from_secs(24) {
+    while began.elapsed() < Duration::from_secs(18) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         // Kill the oldest worker and start a new one in its place.
         let victim = workers.remove(0);
@@ -116,7 +116,7 @@ async fn chaos_kinesis_workers_killed_restarted_throttled_and_resharded_lose_not
         .await;
         kills += 1;
         start(&mut workers);
-        if !split_done && began.elapsed() > Duration::from_secs(10) {
+        if !split_done && began.elapsed() > Duration::from_secs(7) {
             let shards = open_shards(&client, &input).await;
             split(&client, &input, &shards[0]).await;
             split_done = true;

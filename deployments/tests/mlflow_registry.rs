@@ -12,12 +12,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{Function, free_port, json_lines, required, root, scrape, unique};
+use common::{free_port, json_lines, required, root, scrape, unique};
 use serde_json::Value;
 
 const BIKES_MAPPING: &str = "outputs = { count = \"variable\" }\n[processors.model.features]\n\
@@ -518,9 +519,11 @@ fn a_server_with_basic_auth_takes_the_credentials_mlflow_clients_use() {
         .current_dir(work.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group: the server's workers and job runners stop with it.
+        .process_group(0)
         .spawn()
         .expect("start mlflow server (cargo xtask setup installs the venv)");
-    let _server = Function(server);
+    let _server = ProcessGroup(server);
     let uri = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(90);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -559,4 +562,21 @@ fn a_server_with_basic_auth_takes_the_credentials_mlflow_clients_use() {
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success() && stderr.contains("401"), "{stderr}");
     assert!(!stderr.contains(password) && !stderr.contains("wrong"), "no password in the message: {stderr}");
+}
+
+/// A process started in its own group, stopped with its children on drop (SIGTERM to the
+/// group, SIGKILL after three seconds).
+struct ProcessGroup(std::process::Child);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.0.wait();
+    }
 }

@@ -57,11 +57,11 @@ fn no_secret_appears_in_logs_validate_output_or_errors() {
     let model = root().join("processors/models/ride_duration/model.onnx");
     let dead_broker = format!("127.0.0.1:{}", free_port());
     let kafka_config = format!(
-        "[pipeline]\nbatch_size = 5\n\n[retry]\nmax_attempts = 2\n\n[sources.rides]\ntype = \"stdin\"\n\n\
+        "[pipeline]\nbatch_size = 5\n\n[retry]\nmax_attempts = 1\n\n[sources.rides]\ntype = \"stdin\"\n\n\
          [processors.d]\ntype = \"ride_duration\"\ninputs = [\"rides\"]\nmodel = {model:?}\n\n\
          [sinks.out]\ntype = \"kafka\"\ninputs = [\"d\"]\nbrokers = {dead_broker:?}\ntopic = \"predictions\"\n\
          [sinks.out.librdkafka]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
-         \"sasl.username\" = \"tributary\"\n\"sasl.password\" = {SASL_PASSWORD:?}\n\"message.timeout.ms\" = \"2000\"\n\n\
+         \"sasl.username\" = \"tributary\"\n\"sasl.password\" = {SASL_PASSWORD:?}\n\"message.timeout.ms\" = \"1500\"\n\n\
          [dead_letter]\ntype = \"file\"\npath = {:?}\n",
         work.path().join("rejected.jsonl")
     );
@@ -70,7 +70,7 @@ fn no_secret_appears_in_logs_validate_output_or_errors() {
     let ride =
         b"{\"ride\": {\"PULocationID\": 1, \"DOLocationID\": 2, \"trip_distance\": 3.5}, \"ride_id\": 1}\nnot json\n";
     let mut all = tributary(&["validate", "--config"], &path, b"");
-    // Runs until the delivery gives up (two attempts of two seconds) and the ride is
+    // Runs until the delivery gives up (one attempt of 1.5 seconds) and the ride is
     // dead-lettered.
     let run = tributary(&["run", "--no-status", "--config"], &path, ride);
     all.push_str(&run);
@@ -108,7 +108,7 @@ fn no_secret_appears_in_logs_validate_output_or_errors() {
     assert!(all.contains("no_such_model_for_secrets"), "{all}");
     assert!(all.contains("no-such-bucket-for-secrets"), "{all}");
     let rejected = std::fs::read_to_string(work.path().join("rejected.jsonl")).unwrap_or_default();
-    assert!(rejected.contains("gave up after 2 attempt(s)"), "the Kafka delivery was tried and failed: {rejected}");
+    assert!(rejected.contains("gave up after 1 attempt(s)"), "the Kafka delivery was tried and failed: {rejected}");
     assert_no_secret(&rejected);
     assert_no_secret(&all);
 }

@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -243,6 +244,9 @@ pub fn up(root: &Path) -> Result<Vec<String>> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            // Its own process group, so that stopping it stops the workers it forks (MLflow's
+            // uvicorn and job consumers) too.
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {} ({})", service.name, service.command.join(" ")))?;
         fs::write(dir.join(format!("{}.pid", service.name)), child.id().to_string())?;
@@ -286,11 +290,16 @@ pub fn stop(root: &Path, names: &[String]) -> Result<()> {
         let Ok(pid) = fs::read_to_string(&pid_file) else { continue };
         let pid = pid.trim();
         let alive = || Path::new(&format!("/proc/{pid}")).exists();
+        // The service's process group (see `up`); a service started before groups were used
+        // has none, so the process itself too.
+        let group = format!("-{pid}");
+        let _ = Command::new("kill").args(["--", &group]).stderr(Stdio::null()).status();
         let _ = Command::new("kill").arg(pid).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(3);
         while alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = Command::new("kill").args(["-9", "--", &group]).stderr(Stdio::null()).status();
         if alive() {
             let _ = Command::new("kill").args(["-9", pid]).stderr(Stdio::null()).status();
         }
