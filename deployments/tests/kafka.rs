@@ -108,10 +108,10 @@ fn worker(config: &Path, t: &Topics, group: &str, brokers: &str, metrics_port: O
     Running(cmd.spawn().expect("start tributary run"), Some(log))
 }
 
-/// Every message of `topic`, decoded, read from the beginning without a consumer group, until
-/// a second passes without one. (tansu reports high watermarks in batches, not records, so they
-/// cannot mark the end.)
-fn read_topic(topic: &str) -> Vec<Value> {
+/// Every message of `topic` (partition, offset, decoded value), read from the beginning
+/// without a consumer group, until a second passes without one. (tansu reports high watermarks
+/// in batches, not records, so they cannot mark the end.)
+fn read_messages(topic: &str) -> Vec<(i32, i64, Value)> {
     let consumer: BaseConsumer =
         tributary_kafka::client_config(&brokers(), &[("group.id", "tests-reader")], &BTreeMap::new()).create().unwrap();
     let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
@@ -124,10 +124,17 @@ fn read_topic(topic: &str) -> Vec<Value> {
     let mut last = Instant::now();
     while last.elapsed() < Duration::from_secs(1) {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-        out.push(serde_json::from_slice(message.unwrap().payload().unwrap_or_default()).unwrap());
+        let message = message.unwrap();
+        let value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+        out.push((message.partition(), message.offset(), value));
         last = Instant::now();
     }
     out
+}
+
+/// Every message of `topic`, decoded (see [`read_messages`]).
+fn read_topic(topic: &str) -> Vec<Value> {
+    read_messages(topic).into_iter().map(|(_, _, value)| value).collect()
 }
 
 fn ride_ids(values: &[Value]) -> Vec<u64> {
@@ -416,24 +423,11 @@ fn committed_offsets(topic: &str, group: &str) -> BTreeMap<i32, i64> {
         .collect()
 }
 
-/// Where each ride of `topic` is: ride id -> (partition, offset).
+/// Where each ride of `topic` is: ride id -> (partition, offset) of its first copy.
 fn read_positions(topic: &str) -> BTreeMap<u64, (i32, i64)> {
-    let consumer: BaseConsumer =
-        tributary_kafka::client_config(&brokers(), &[("group.id", "tests-reader")], &BTreeMap::new()).create().unwrap();
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in meta.topics()[0].partitions() {
-        assignment.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
     let mut out = BTreeMap::new();
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(1) {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let message = message.unwrap();
-        let value: Value = serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
-        out.entry(value["ride_id"].as_u64().unwrap()).or_insert((message.partition(), message.offset()));
-        last = Instant::now();
+    for (partition, offset, value) in read_messages(topic) {
+        out.entry(value["ride_id"].as_u64().unwrap()).or_insert((partition, offset));
     }
     out
 }
