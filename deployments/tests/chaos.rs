@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use common::fault_proxy::{self, Call};
 use common::{create_stream, kinesis, open_shards, put_now, ride, root, signal, split, unique, written_ride_ids};
 
@@ -51,26 +50,10 @@ fn worker(proxy: &str, input: &str, output: &str, table: &str, id: &str, log: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kinesis_workers_killed_restarted_throttled_and_resharded_lose_nothing() {
-    common::required("AWS_ENDPOINT_URL");
     let client = kinesis().await;
     let (proxy, counts) = fault_proxy::in_front_of_kinesis(throttle_some).await;
     let (input, output, table) = (unique("chaos-rides"), unique("chaos-predictions"), unique("chaos-leases"));
-    let schema = KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap();
-    let attribute = AttributeDefinition::builder()
-        .attribute_name("leaseKey")
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .unwrap();
-    tributary_aws::dynamodb_client()
-        .await
-        .create_table()
-        .table_name(&table)
-        .key_schema(schema)
-        .attribute_definitions(attribute)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("CreateTable on moto");
+    common::create_lease_table(&table).await;
     create_stream(&client, &input, 8).await;
     create_stream(&client, &output, 1).await;
     let logs = tempfile::tempdir().unwrap();

@@ -179,26 +179,9 @@ fn leased_worker(input: &str, output: &str, table: &str, id: &str) -> Child {
 
 #[tokio::test]
 async fn two_workers_share_the_shards_and_one_takes_over_when_the_other_is_killed() {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    common::required("AWS_ENDPOINT_URL");
     let client = kinesis().await;
     let (input, output, table) = (unique("rides"), unique("predictions"), unique("leases"));
-    tributary_aws::dynamodb_client()
-        .await
-        .create_table()
-        .table_name(&table)
-        .key_schema(KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap())
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("leaseKey")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("CreateTable on moto");
+    common::create_lease_table(&table).await;
     create_stream(&client, &input, 4).await;
     create_stream(&client, &output, 1).await;
     put(&input, &rides(1..=800));

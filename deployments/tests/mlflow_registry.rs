@@ -73,6 +73,11 @@ fn tributary(args: &[&str], config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tributary")).args(args).arg(config).current_dir(root()).output().unwrap()
 }
 
+/// `tributary inspect <uri>`.
+fn inspect(uri: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tributary")).args(["inspect", uri]).current_dir(root()).output().unwrap()
+}
+
 /// Runs `model` over the fixture events; the envelopes by id.
 fn predict(model: &str) -> HashMap<u64, Value> {
     let (dir, _) = registry();
@@ -126,11 +131,7 @@ fn run_uris_resolve_in_both_mlflow_layouts() {
 fn inspect_shows_what_a_registry_uri_resolves_to() {
     let (_, r) = registry();
     let bikes = r["bikes"].as_str().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["inspect", &format!("models:/{bikes}@champion")])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let output = inspect(&format!("models:/{bikes}@champion"));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains(&format!("resolved: models:/{bikes}@champion -> version 1 at mlflow-artifacts:/")), "{text}");
@@ -456,11 +457,7 @@ fn a_shadow_side_output_without_a_shadow_model_is_a_config_error() {
 fn an_s3_model_folder_is_read_with_mlflow_s3_endpoint_url() {
     let (dir, r) = registry();
     let bikes = r["bikes"].as_str().unwrap();
-    let inspect = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["inspect", &format!("models:/{bikes}/1")])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let inspect = inspect(&format!("models:/{bikes}/1"));
     let text = String::from_utf8_lossy(&inspect.stdout);
     let folder = text
         .lines()

@@ -45,6 +45,29 @@ pub async fn kinesis() -> Client {
     tributary_aws::kinesis_client().await
 }
 
+/// Creates a DynamoDB lease table `name` (hash key `leaseKey`, type S) on moto
+/// (`AWS_ENDPOINT_URL`).
+pub async fn create_lease_table(name: &str) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    required("AWS_ENDPOINT_URL");
+    let schema = KeySchemaElement::builder().attribute_name("leaseKey").key_type(KeyType::Hash).build().unwrap();
+    let attribute = AttributeDefinition::builder()
+        .attribute_name("leaseKey")
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .unwrap();
+    tributary_aws::dynamodb_client()
+        .await
+        .create_table()
+        .table_name(name)
+        .key_schema(schema)
+        .attribute_definitions(attribute)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("CreateTable on moto");
+}
+
 pub async fn create_stream(client: &Client, name: &str, shards: i32) {
     client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream on kinesis-mock");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -106,15 +106,10 @@ impl OnnxProcessor {
     /// Starts following the registry in the background when `reload_interval_s` is set (see
     /// [`reload`]); the task ends with the processor.
     pub fn start_reloading(&self, config: &OnnxConfig, id: String) {
-        let config = config.clone();
-        let (model, interval) = (config.model.clone(), config.reload_interval_s);
         if let (Some(shadow), Some(uri)) = (&self.shadow, &config.shadow) {
-            shadow.start_reloading(&config, uri, &id);
+            shadow.start_reloading(config, uri, &id);
         }
-        self.current.follow(model, interval, id, move || {
-            let config = config.clone();
-            async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
-        });
+        follow(&self.current, config.clone(), id);
     }
 
     /// ONNX Runtime's own time per record on `events` (features prepared beforehand, outputs
@@ -214,6 +209,16 @@ impl Loaded {
     pub(crate) fn version(&self) -> &str {
         self.version.as_str().unwrap_or_default()
     }
+}
+
+/// Starts `current` following `config.model` for processor `id` (see [`reload`]): each new
+/// version is opened and checked with `config`'s mapping. The primary's and the shadow's.
+fn follow(current: &reload::Current<Loaded>, config: OnnxConfig, id: String) {
+    let (model, interval) = (config.model.clone(), config.reload_interval_s);
+    current.follow(model, interval, id, move || {
+        let config = config.clone();
+        async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
+    });
 }
 
 impl reload::Serving for Loaded {

@@ -55,12 +55,7 @@ impl Shadow {
 
     /// Follows `uri` in the registry when the processor reloads (`id`: the processor's).
     pub(crate) fn start_reloading(&self, config: &OnnxConfig, uri: &str, id: &str) {
-        let config = Self::config(config, uri);
-        let (model, interval) = (config.model.clone(), config.reload_interval_s);
-        self.current.follow(model, interval, format!("{id}.shadow"), move || {
-            let config = config.clone();
-            async move { Loaded::open(&config).await.map_err(|(key, e)| format!("{key}: {e}")) }
-        });
+        super::follow(&self.current, Self::config(config, uri), format!("{id}.shadow"));
     }
 
     /// Sets the sink of the `shadow` side output.
