@@ -51,6 +51,10 @@ pub enum Command {
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
     },
+    /// Answer prediction requests over HTTP with the pipeline: the seeds' `POST /predict`, the
+    /// Open Inference Protocol v2 and `/metrics`, with dynamic batching.
+    #[cfg(feature = "serve")]
+    Serve(crate::serve::ServeArgs),
     /// Check a configuration and build every component (models load, files open) without
     /// reading any record.
     Validate {
@@ -158,6 +162,8 @@ pub async fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config, no_status, metrics_addr } => run(&config, no_status, metrics_addr, &registry).await,
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => crate::serve::main(args, &registry).await,
         #[cfg(feature = "kinesis")]
         Command::Put(args) => report(crate::kinesis_cli::put(args).await),
         #[cfg(feature = "kinesis")]
@@ -250,10 +256,15 @@ fn pipeline_name(path: &std::path::Path) -> String {
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
 async fn on_signals(shutdown: CancellationToken) {
+    on_signals_saying(shutdown, "finishing records in flight, then committing").await;
+}
+
+/// [`on_signals`], saying what the graceful shutdown does.
+pub(crate) async fn on_signals_saying(shutdown: CancellationToken, doing: &str) {
     for round in 0..2 {
         wait_for_signal().await;
         if round == 0 {
-            eprintln!("\nshutting down: finishing records in flight, then committing (signal again to abort)");
+            eprintln!("\nshutting down: {doing} (signal again to abort)");
             shutdown.cancel();
         } else {
             eprintln!("aborting");

@@ -9,6 +9,12 @@
 //!   record, answered directly with `{"predictions": [...]}` and not sent to the sinks; a record
 //!   the processors reject is answered with an error naming the reason.
 //!
+//! - An API Gateway request (REST `httpMethod` or HTTP API / function URL `routeKey` shape) is
+//!   served as `tributary serve` serves it, when the config's source has `type = "http"`: the
+//!   same request mapping, response body and status codes ([`crate::http_api`]), answered as
+//!   `{"statusCode", "headers", "body"}`. The other sinks (the tee) get the records before the
+//!   function answers, since a frozen function runs nothing.
+//!
 //! Kinesis entries are decoded leniently from JSON (not with `aws_lambda_events`' typed event),
 //! so that one entry with broken base64 is dead-lettered alone instead of failing the whole event.
 
@@ -25,6 +31,8 @@ use tributary_framework::runtime::Pipeline;
 use tributary_framework::{ConfigError, Offset, Position, Record};
 use tributary_sources::kinesis_event;
 
+use crate::http_api::{self, HttpPlan, Reply};
+
 /// The configuration compiled into the binary (`deployments/config/lambda.toml`).
 pub const BUNDLED_CONFIG: &str = include_str!("../config/lambda.toml");
 
@@ -33,6 +41,8 @@ pub struct Function {
     graph: Arc<Graph>,
     source: usize,
     source_id: Arc<str>,
+    /// The HTTP request mapping, when the source has `type = "http"`.
+    http: Option<HttpPlan>,
 }
 
 /// Why an invocation was answered with an error.
@@ -92,10 +102,14 @@ impl Function {
                 ),
             });
         }
+        let http = match config.sources.values().next() {
+            Some(spec) if spec.kind == "http" => Some(HttpPlan::of(config)?),
+            _ => None,
+        };
         let pipeline = Pipeline::build(config, registry).await?;
         let graph = pipeline.graph();
         let source_id = graph.source_ids()[0].clone();
-        Ok(Function { graph, source: 0, source_id })
+        Ok(Function { graph, source: 0, source_id, http })
     }
 
     /// Serves one invocation.
@@ -106,6 +120,9 @@ impl Function {
         if kinesis_event::is_event_document(&event) {
             let records = kinesis_event::records(&self.source_id, &event, "lambda");
             return Ok(self.kinesis(&records).await);
+        }
+        if let Some(request) = api_request(&event) {
+            return Ok(self.http(request).await);
         }
         self.direct(event).await
     }
@@ -138,6 +155,56 @@ impl Function {
         serde_json::to_value(response).unwrap_or_else(|_| json!({"batchItemFailures": []}))
     }
 
+    /// An API Gateway request, answered in API Gateway's response shape.
+    async fn http(&self, request: ApiRequest) -> Value {
+        let reply = match &self.http {
+            None => Reply::error(
+                404,
+                "this function's config has no `type = \"http\"` source to serve HTTP requests \
+                 (see deployments/config/web-service.toml)",
+            ),
+            Some(plan) => self.http_reply(plan, request).await,
+        };
+        let mut headers = serde_json::Map::new();
+        headers.insert("content-type".into(), json!("application/json"));
+        if reply.retry_later() {
+            headers.insert("retry-after".into(), json!("1"));
+        }
+        json!({"statusCode": reply.status, "headers": headers, "body": reply.body.to_string(), "isBase64Encoded": false})
+    }
+
+    async fn http_reply(&self, plan: &HttpPlan, request: ApiRequest) -> Reply {
+        if !request.path.ends_with(&plan.http.route) {
+            return Reply::error(
+                404,
+                format!("no route {}; predictions are at POST {}", request.path, plan.http.route),
+            );
+        }
+        if request.method != "POST" {
+            return Reply::error(405, format!("{} takes POST, not {}", plan.http.route, request.method));
+        }
+        if request.body.len() > plan.http.max_body_bytes {
+            return Reply::error(
+                413,
+                format!("the request body is over {} bytes (max_body_bytes)", plan.http.max_body_bytes),
+            );
+        }
+        let n = HTTP_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = request.id.unwrap_or_else(|| format!("r{n}"));
+        let parsed = match http_api::records(plan, request.body, &id, n) {
+            Ok(parsed) => parsed,
+            Err(message) => return Reply::error(400, message),
+        };
+        let response = self.graph.sink_index(&plan.response_sink).into_iter().collect::<Vec<_>>();
+        let evaluated = self.graph.evaluate_batch(self.source, &parsed.records).await;
+        let answers = self.graph.answers(&evaluated, &response);
+        let report = self.graph.deliver_evaluated(evaluated, &parsed.records, &response, plan.dead_letter).await;
+        for (index, reason) in report.failed() {
+            tracing::error!(position = %parsed.records[index].position, %reason, "served record not delivered to the tee");
+        }
+        http_api::reply(plan, answers, parsed.array)
+    }
+
     async fn direct(&self, event: Value) -> Result<Value, InvocationError> {
         let position =
             Position { source: self.source_id.clone(), partition: "direct".into(), offset: Offset::Index(0) };
@@ -153,6 +220,52 @@ impl Function {
             None => Err(InvocationError::Failed("no result".into())),
         }
     }
+}
+
+/// Numbers the API Gateway requests of this execution environment.
+static HTTP_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The parts of an API Gateway request the function uses.
+#[derive(Debug)]
+struct ApiRequest {
+    method: String,
+    path: String,
+    body: Bytes,
+    /// The `X-Request-Id` header (or API Gateway's request id).
+    id: Option<String>,
+}
+
+/// An API Gateway request: REST (`httpMethod`, `path`) or HTTP API / function URL payload 2.0
+/// (`requestContext.http.method`, `rawPath`). `None` for any other event.
+fn api_request(event: &Value) -> Option<ApiRequest> {
+    let context = event.get("requestContext")?;
+    let (method, path) = match (event.get("httpMethod"), context.get("http")) {
+        (Some(method), _) => (method.as_str()?, event.get("path").and_then(Value::as_str).unwrap_or("/")),
+        (None, Some(http)) => (
+            http.get("method")?.as_str()?,
+            event.get("rawPath").or_else(|| http.get("path")).and_then(Value::as_str).unwrap_or("/"),
+        ),
+        (None, None) => return None,
+    };
+    let text = event.get("body").and_then(Value::as_str).unwrap_or_default();
+    let body = if event.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(bytes) => Bytes::from(bytes),
+            // Not JSON either: the mapping answers 400.
+            Err(_) => Bytes::from_static(b"<body is not valid base64>"),
+        }
+    } else {
+        Bytes::from(text.to_owned())
+    };
+    let header = event
+        .get("headers")
+        .and_then(Value::as_object)
+        .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case("x-request-id")))
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_owned);
+    let id = header.or_else(|| context.get("requestId").and_then(Value::as_str).map(str::to_owned));
+    Some(ApiRequest { method: method.to_ascii_uppercase(), path: path.to_string(), body, id })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod cli;
 #[cfg(feature = "kinesis")]
 pub mod esm;
+pub mod http_api;
 #[cfg(feature = "kafka")]
 pub mod kafka_cli;
 #[cfg(feature = "kinesis")]
@@ -24,6 +25,8 @@ pub mod kinesis_cli;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics_endpoint;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod status;
 
 use tributary_framework::registry::Registry;
@@ -35,6 +38,7 @@ pub fn registry() -> Registry {
         .source("stdin", tributary_sources::stdin::build)
         .source("generator", tributary_sources::generator::build)
         .source("lambda", tributary_sources::lambda::build)
+        .source("http", tributary_sources::http::build)
         .processor("copyright", tributary_processors::moderation::build_copyright)
         .processor("nsfw", tributary_processors::moderation::build_nsfw)
         .processor("violence", tributary_processors::moderation::build_violence)
@@ -42,7 +46,8 @@ pub fn registry() -> Registry {
         .sink("stdout", tributary_sinks::console::build_stdout)
         .sink("stderr", tributary_sinks::console::build_stderr)
         .sink("file", tributary_sinks::file::build)
-        .sink("blackhole", tributary_sinks::blackhole::build);
+        .sink("blackhole", tributary_sinks::blackhole::build)
+        .sink("response", tributary_sinks::response::build);
     #[cfg(feature = "onnx")]
     let registry = registry
         .processor("onnx", tributary_processors::onnx::build)

@@ -527,3 +527,51 @@ async fn a_registry_model_in_the_function_follows_its_alias() {
     }
     assert!(versions[switch..].iter().all(|v| v == "2"), "never back: {versions:?}");
 }
+
+#[tokio::test]
+async fn api_gateway_and_function_url_requests_get_the_web_service_answers() {
+    let _turn = TURN.lock().await;
+    let _function = start_function_with(
+        "unused",
+        &[("TRIBUTARY_CONFIG", "deployments/config/web-service.toml"), ("RUN_ID", "run-7")],
+        Stdio::null(),
+    );
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let ride = json!({"PULocationID": 10, "DOLocationID": 50, "trip_distance": 40});
+    // HTTP API / function URL (payload 2.0) and REST API (1.0) shapes, as API Gateway sends them.
+    let http_api = |body: &str| {
+        json!({"version": "2.0", "routeKey": "POST /predict", "rawPath": "/predict", "headers": {"x-request-id": "abc"},
+               "requestContext": {"http": {"method": "POST", "path": "/predict"}, "requestId": "id-1"},
+               "body": body, "isBase64Encoded": false})
+    };
+    let rest = |body: &str| {
+        use base64::Engine;
+        json!({"resource": "/predict", "path": "/predict", "httpMethod": "POST", "headers": {},
+               "requestContext": {"requestId": "id-2", "stage": "prod"},
+               "body": base64::engine::general_purpose::STANDARD.encode(body), "isBase64Encoded": true})
+    };
+    let mut durations = Vec::new();
+    for event in [http_api(&ride.to_string()), rest(&ride.to_string())] {
+        let answer = invoker.invoke_raw(&event).await.unwrap();
+        assert!(!answer.function_error, "{:?}", answer.body);
+        assert_eq!(answer.body["statusCode"], 200, "{:?}", answer.body);
+        assert_eq!(answer.body["headers"]["content-type"], "application/json");
+        let body: Value = serde_json::from_str(answer.body["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["model_version"], "run-7", "{body}");
+        durations.push(body["duration"].as_f64().unwrap());
+    }
+    assert_eq!(durations[0], durations[1]);
+    // The same mapping's errors and arrays.
+    let bad = invoker.invoke_raw(&http_api(r#"{"PULocationID": 10}"#)).await.unwrap();
+    assert_eq!(bad.body["statusCode"], 422, "{:?}", bad.body);
+    assert!(bad.body["body"].as_str().unwrap().contains("`ride.DOLocationID` is missing"));
+    let not_json = invoker.invoke_raw(&rest("{")).await.unwrap();
+    assert_eq!(not_json.body["statusCode"], 400, "{:?}", not_json.body);
+    let array = invoker.invoke_raw(&http_api(&json!([ride, {"x": 1}]).to_string())).await.unwrap();
+    let body: Value = serde_json::from_str(array.body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body[0]["duration"].as_f64().unwrap(), durations[0]);
+    assert_eq!(body[1]["status"], 422);
+    let mut elsewhere = http_api("{}");
+    elsewhere["rawPath"] = json!("/other");
+    assert_eq!(invoker.invoke_raw(&elsewhere).await.unwrap().body["statusCode"], 404);
+}

@@ -114,6 +114,37 @@ pub trait Processor: Send + Sync {
         let _ = sink;
         Err(format!("this processor has no side output {output:?}"))
     }
+
+    /// Whether the processor can serve as it should: `Err` with the reason while it cannot
+    /// (a model that follows the registry and whose new version failed to load). `tributary
+    /// serve` answers not ready meanwhile. The default is always ready.
+    ///
+    /// # Errors
+    /// Why it is not ready.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The model's tensors, for processors that wrap one (Open Inference Protocol metadata).
+    /// The default is `None`.
+    fn model_metadata(&self, name: &str) -> Option<crate::inference::ModelMetadata> {
+        let _ = name;
+        None
+    }
+
+    /// Runs the model on tensors as given, bypassing the feature mapping (Open Inference
+    /// Protocol `infer`), fetching the named outputs (all when empty).
+    ///
+    /// # Errors
+    /// The request does not fit the model, the model failed, or the processor wraps no model.
+    async fn infer(
+        &self,
+        inputs: Vec<crate::inference::Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<crate::inference::Tensor>, crate::inference::InferError> {
+        let _ = (inputs, outputs);
+        Err(crate::inference::InferError::Unsupported("this processor takes events, not tensors".into()))
+    }
 }
 
 /// Delivers outputs and reports one result per output, in order.

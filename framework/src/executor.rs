@@ -43,6 +43,37 @@ impl BatchReport {
     }
 }
 
+/// A batch decoded and processed but not delivered ([`Graph::evaluate_batch`]).
+pub struct Evaluated {
+    source: usize,
+    source_items: Vec<Item>,
+    outputs: Vec<Vec<Item>>,
+    rejections: Vec<Rejection>,
+    statuses: Vec<RecordStatus>,
+}
+
+/// Why a record of an evaluated batch has no answer ([`Graph::answers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Whose fault, in HTTP terms.
+    pub kind: RefusalKind,
+    /// The component that refused it (`<source>.decode` for a payload that is not JSON).
+    pub component: Arc<str>,
+    /// The reason, as a dead letter carries it.
+    pub reason: String,
+}
+
+/// The kinds of [`Refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The record is at fault (invalid, rejected by a processor): it would be dead-lettered.
+    Rejected,
+    /// A component kept failing transiently until the retries gave up: try again later.
+    Unavailable,
+    /// A component failed fatally.
+    Failed,
+}
+
 /// A value in flight, with the index of the source record it derives from.
 #[derive(Clone)]
 struct Item {
@@ -160,7 +191,7 @@ impl Graph {
         let mut statuses = vec![RecordStatus::Delivered; records.len()];
         let mut rejections = Vec::new();
         let (source_items, outputs) = self.process(source, records, &mut rejections, &mut statuses).await;
-        self.deliver(source, records, &source_items, &outputs, &mut rejections, &mut statuses).await;
+        self.deliver_to(source, records, &source_items, &outputs, &mut rejections, &mut statuses, &[]).await;
         self.dead_letter(rejections, records, &mut statuses).await;
         let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
         self.metrics.add_failed(failed);
@@ -170,32 +201,75 @@ impl Graph {
 
     /// Decodes and processes a batch like [`Graph::run_batch`], but delivers nothing: returns,
     /// per record, the values the sinks would receive, or why the record was rejected. For
-    /// answering a request directly (a Lambda invoked with a bare event, an HTTP request).
+    /// answering a request directly (a Lambda invoked with a bare event).
     pub async fn evaluate(&self, source: usize, records: &[Record]) -> Vec<Result<Vec<Value>, String>> {
+        let evaluated = self.evaluate_batch(source, records).await;
+        let all: Vec<usize> = (0..self.sinks.len()).collect();
+        self.answers(&evaluated, &all).into_iter().map(|a| a.map_err(|refusal| refusal.reason)).collect()
+    }
+
+    /// Decodes and processes a batch, delivering nothing yet: the first half of
+    /// [`Graph::run_batch`], for answering requests ([`Graph::answers`]) before delivering to
+    /// the other sinks ([`Graph::deliver_evaluated`]).
+    pub async fn evaluate_batch(&self, source: usize, records: &[Record]) -> Evaluated {
         let mut statuses = vec![RecordStatus::Delivered; records.len()];
         let mut rejections = Vec::new();
         let (source_items, outputs) = self.process(source, records, &mut rejections, &mut statuses).await;
-        let mut results: Vec<Result<Vec<Value>, String>> = (0..records.len()).map(|_| Ok(Vec::new())).collect();
+        Evaluated { source, source_items, outputs, rejections, statuses }
+    }
+
+    /// Per record of an evaluated batch: the values that the sinks at indices `sinks` (see
+    /// [`Graph::sink_index`]) would receive, in sink-input order, or why the record has none.
+    pub fn answers(&self, evaluated: &Evaluated, sinks: &[usize]) -> Vec<Result<Vec<Value>, Refusal>> {
+        let mut results: Vec<Result<Vec<Value>, Refusal>> =
+            (0..evaluated.statuses.len()).map(|_| Ok(Vec::new())).collect();
         let mut inputs: Vec<NodeRef> = Vec::new();
-        for input in self.sinks.iter().flat_map(|s| s.inputs.iter().copied()) {
+        for input in sinks.iter().filter_map(|&s| self.sinks.get(s)).flat_map(|s| s.inputs.iter().copied()) {
             if !inputs.contains(&input) {
                 inputs.push(input);
             }
         }
-        for item in gather(&inputs, source, &source_items, &outputs) {
+        for item in gather(&inputs, evaluated.source, &evaluated.source_items, &evaluated.outputs) {
             if let Ok(values) = &mut results[item.origin] {
                 values.push(Value::clone(&item.value));
             }
         }
-        for rejection in rejections {
-            results[rejection.origin] = Err(rejection.reason);
+        for rejection in &evaluated.rejections {
+            let reason = rejection.reason.clone();
+            let component = rejection.component.clone();
+            // A retry that gave up is not the record's fault: it may succeed later.
+            results[rejection.origin] = Err(if reason.starts_with("gave up after") {
+                Refusal { kind: RefusalKind::Unavailable, component, reason }
+            } else {
+                Refusal { kind: RefusalKind::Rejected, component, reason }
+            });
         }
-        for (origin, status) in statuses.into_iter().enumerate() {
+        for (origin, status) in evaluated.statuses.iter().enumerate() {
             if let RecordStatus::Failed(reason) = status {
-                results[origin] = Err(reason);
+                let component = Arc::from(reason.split_once(": ").map_or("", |(c, _)| c));
+                results[origin] = Err(Refusal { kind: RefusalKind::Failed, component, reason: reason.clone() });
             }
         }
         results
+    }
+
+    /// The second half of [`Graph::run_batch`] for an evaluated batch: delivers to every sink
+    /// except those at indices `skip`, and dead-letters the rejections when `dead_letter`.
+    pub async fn deliver_evaluated(
+        &self,
+        evaluated: Evaluated,
+        records: &[Record],
+        skip: &[usize],
+        dead_letter: bool,
+    ) -> BatchReport {
+        let Evaluated { source, source_items, outputs, mut rejections, mut statuses } = evaluated;
+        self.deliver_to(source, records, &source_items, &outputs, &mut rejections, &mut statuses, skip).await;
+        if dead_letter {
+            self.dead_letter(rejections, records, &mut statuses).await;
+        }
+        let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
+        self.metrics.add_failed(failed);
+        BatchReport { statuses }
     }
 
     /// Decode, then processors level by level (each level concurrently). Returns the decoded
@@ -242,8 +316,9 @@ impl Graph {
         (source_items, outputs)
     }
 
-    /// Every sink, concurrently, on what it consumes.
-    async fn deliver(
+    /// Every sink but those at `skip`, concurrently, on what it consumes.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_to(
         &self,
         source: usize,
         records: &[Record],
@@ -251,8 +326,10 @@ impl Graph {
         outputs: &[Vec<Item>],
         rejections: &mut Vec<Rejection>,
         statuses: &mut [RecordStatus],
+        skip: &[usize],
     ) {
-        let deliveries = self.sinks.iter().map(|node| {
+        let targets = self.sinks.iter().enumerate().filter(|(i, _)| !skip.contains(i)).map(|(_, node)| node);
+        let deliveries = targets.map(|node| {
             let items = gather(&node.inputs, source, source_items, outputs);
             async move {
                 let finals = self.call_with_retries(Stage::Sink(&*node.component), &node.id, &items, records).await;

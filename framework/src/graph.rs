@@ -217,6 +217,36 @@ impl Graph {
         self.source_ids.iter().position(|s| &**s == id)
     }
 
+    /// The index of a sink id, for [`Graph::answers`](crate::executor).
+    pub fn sink_index(&self, id: &str) -> Option<usize> {
+        self.sinks.iter().position(|s| &*s.id == id)
+    }
+
+    /// Closes every sink and the dead-letter destination (after the last delivery), as a
+    /// finished run does.
+    ///
+    /// # Errors
+    /// The first sink that failed to close, with its id.
+    pub async fn close_sinks(&self) -> Result<(), (String, crate::error::ComponentError)> {
+        let mut first = None;
+        for sink in self.sinks.iter().chain(std::iter::once(&self.dead_letter)) {
+            if let Err(error) = sink.component.close().await {
+                first.get_or_insert((sink.id.to_string(), error));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Processor ids, in topological order.
+    pub fn processor_ids(&self) -> impl Iterator<Item = &str> {
+        self.processors.iter().map(|p| &*p.id)
+    }
+
+    /// The processor with this id.
+    pub fn processor(&self, id: &str) -> Option<&Arc<dyn Processor>> {
+        self.processors.iter().find(|p| &*p.id == id).map(|p| &p.component)
+    }
+
     /// Source ids in index order.
     pub fn source_ids(&self) -> &[Arc<str>] {
         &self.source_ids

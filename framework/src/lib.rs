@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod error;
 pub mod executor;
 pub mod graph;
+pub mod inference;
 pub mod metrics;
 pub mod record;
 pub mod registry;

@@ -149,10 +149,8 @@ impl Pipeline {
                 }
             }
         }
-        for sink in self.graph.sinks.iter().chain(std::iter::once(&self.graph.dead_letter)) {
-            if let Err(error) = sink.component.close().await {
-                first_error.get_or_insert(RuntimeError::Close { sink: sink.id.to_string(), error });
-            }
+        if let Err((sink, error)) = self.graph.close_sinks().await {
+            first_error.get_or_insert(RuntimeError::Close { sink, error });
         }
         match first_error {
             Some(e) => Err(e),

@@ -1,6 +1,10 @@
 //! Field templates over JSON values: `"{prediction.ride_id}"`, `"ride-{ride_id}"`, for sink
 //! keys, join keys and model features. Each `{dotted.path}` is replaced by the value at that
 //! path (strings as they are, other values as JSON text); `{{` and `}}` are literal braces.
+//!
+//! A [`Shape`] is a JSON document built from another: its strings are templates, and a string
+//! that is exactly one `{path}` takes the value at that path with its type (a number stays a
+//! number, an object an object). HTTP request mappings and response bodies are shapes.
 
 use serde_json::Value;
 
@@ -90,6 +94,81 @@ pub fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(value, |v, key| v.get(key))
 }
 
+/// A JSON document whose strings are [`Template`]s over another document (see the module docs).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    /// The whole value at a dotted path, with its type (`"{body}"`, `"{prediction.ride_duration}"`).
+    Field(Vec<String>),
+    /// A string with fields in it (`"ride-{request_id}"`).
+    Text(Template),
+    /// A literal (number, boolean, null, or a string without fields).
+    Literal(Value),
+    /// An array of shapes.
+    Array(Vec<Shape>),
+    /// An object of shapes, keys in the order written.
+    Object(Vec<(String, Shape)>),
+}
+
+impl Shape {
+    /// Parses a shape from its JSON form.
+    ///
+    /// # Errors
+    /// A string that is not a valid template, with the key path where it is.
+    pub fn parse(value: &Value) -> Result<Self, String> {
+        Self::parse_at(value, "")
+    }
+
+    fn parse_at(value: &Value, at: &str) -> Result<Self, String> {
+        let here = |key: &str| if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
+        Ok(match value {
+            Value::String(text) => {
+                let template =
+                    Template::parse(text).map_err(|e| if at.is_empty() { e } else { format!("{at}: {e}") })?;
+                match template.parts.as_slice() {
+                    [Part::Field(path)] => Shape::Field(path.clone()),
+                    [] => Shape::Literal(Value::String(String::new())),
+                    [Part::Text(literal)] => Shape::Literal(Value::String(literal.clone())),
+                    _ => Shape::Text(template),
+                }
+            }
+            Value::Array(items) => Shape::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Self::parse_at(v, &here(&i.to_string())))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => {
+                Shape::Object(map.iter().map(|(k, v)| Ok((k.clone(), Self::parse_at(v, &here(k))?))).collect::<Result<
+                    _,
+                    String,
+                >>(
+                )?)
+            }
+            other => Shape::Literal(other.clone()),
+        })
+    }
+
+    /// Builds the document from `value`. A field that is missing gives `null` inside an array
+    /// and leaves its key out of an object (so that whoever reads the result names what is
+    /// missing); a text with a missing field likewise.
+    pub fn render(&self, value: &Value) -> Value {
+        self.render_opt(value).unwrap_or(Value::Null)
+    }
+
+    fn render_opt(&self, value: &Value) -> Option<Value> {
+        match self {
+            Shape::Field(path) => path.iter().try_fold(value, |v, key| v.get(key)).cloned(),
+            Shape::Text(template) => template.render(value).map(Value::String),
+            Shape::Literal(literal) => Some(literal.clone()),
+            Shape::Array(items) => Some(Value::Array(items.iter().map(|s| s.render(value)).collect())),
+            Shape::Object(entries) => Some(Value::Object(
+                entries.iter().filter_map(|(k, s)| s.render_opt(value).map(|v| (k.clone(), v))).collect(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +183,22 @@ mod tests {
         assert!(Template::parse("{").is_err());
         assert_eq!(Template::parse("a{prediction.name}{x.y}").unwrap().missing_field(&v).as_deref(), Some("x.y"));
         assert_eq!(lookup(&v, "prediction.ride_id"), Some(&json!(156)));
+    }
+
+    #[test]
+    fn shapes_keep_types_and_leave_out_missing_keys() {
+        let shape = Shape::parse(&json!({
+            "duration": "{prediction.ride_duration}", "model_version": "{version}", "id": "r-{prediction.ride_id}",
+            "fixed": 1, "brace": "{{x}}", "list": ["{version}", "{nope}"], "gone": "{nope}"
+        }))
+        .unwrap();
+        let envelope = json!({"version": "v2", "prediction": {"ride_duration": 12.5, "ride_id": 7}});
+        assert_eq!(
+            shape.render(&envelope),
+            json!({"duration": 12.5, "model_version": "v2", "id": "r-7", "fixed": 1, "brace": "{x}",
+                   "list": ["v2", null]})
+        );
+        assert_eq!(Shape::parse(&json!("{body}")).unwrap().render(&json!({"body": [1, 2]})), json!([1, 2]));
+        assert!(Shape::parse(&json!({"a": {"b": "{"}})).unwrap_err().starts_with("a.b:"));
     }
 }

@@ -18,5 +18,6 @@ pub mod json_lines;
 pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+pub mod response;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -13,6 +13,7 @@
 pub mod document;
 pub mod file;
 pub mod generator;
+pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "kinesis")]

@@ -24,6 +24,7 @@ pub mod output;
 pub mod reload;
 mod shadow;
 pub mod tensor;
+pub mod tensors;
 
 use std::sync::Arc;
 
@@ -318,6 +319,22 @@ impl Processor for OnnxProcessor {
             shadow.compare(&self.model_name, &loaded.version, batch, predicted).await;
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.current.ready()
+    }
+
+    fn model_metadata(&self, name: &str) -> Option<tributary_framework::inference::ModelMetadata> {
+        Some(tensors::metadata(&self.current.get().model, name))
+    }
+
+    async fn infer(
+        &self,
+        inputs: Vec<tributary_framework::inference::Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<tributary_framework::inference::Tensor>, tributary_framework::inference::InferError> {
+        tensors::infer(&self.current.get().model, inputs, outputs).await
     }
 
     fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {

@@ -61,6 +61,22 @@ impl<T: Serving> Current<T> {
         ]
     }
 
+    /// `Err` while the URI points at a version that failed to load (the previous one keeps
+    /// serving): `tributary serve` answers not ready meanwhile.
+    ///
+    /// # Errors
+    /// The version that cannot serve.
+    pub fn ready(&self) -> Result<(), String> {
+        let refused = self.stats.as_ref().and_then(|s| s.refused.lock().ok().and_then(|r| r.clone()));
+        match refused {
+            Some(version) => Err(format!(
+                "the registry points at version {version}, which failed to load; version {} keeps serving",
+                self.get().version()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// When reloading, starts the watcher task for processor `id` serving `model`, re-resolved
     /// every `interval_s`: `open` loads and checks the model `model` points at then. The task
     /// ends with the processor.
@@ -80,6 +96,8 @@ impl<T: Serving> Current<T> {
 struct Stats {
     reloads: AtomicU64,
     failures: AtomicU64,
+    /// The version the URI points at and that failed to load, until a load succeeds.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 /// `reload_interval_s` needs a URI that can move (`model`), and a version that follows it.
@@ -143,6 +161,12 @@ fn spawn<T, F, Fut>(
                     continue;
                 }
             };
+            if resolution.version == serving && refused.take().is_some() {
+                // The URI points back at the version serving: nothing is refused any more.
+                if let Ok(mut r) = stats.refused.lock() {
+                    *r = None;
+                }
+            }
             if resolution.version == serving || refused.as_ref() == Some(&resolution.version) {
                 continue;
             }
@@ -155,6 +179,9 @@ fn spawn<T, F, Fut>(
                     }
                     stats.reloads.fetch_add(1, Ordering::Relaxed);
                     refused = None;
+                    if let Ok(mut r) = stats.refused.lock() {
+                        *r = None;
+                    }
                     tracing::info!(processor = %id, version = %version, "now serving {model} version {version}");
                 }
                 Err(e) => {
@@ -165,6 +192,9 @@ fn spawn<T, F, Fut>(
                         "version {} of {model} cannot serve ({e}); version {serving} keeps serving",
                         resolution.version,
                     );
+                    if let Ok(mut r) = stats.refused.lock() {
+                        *r = Some(resolution.version.clone());
+                    }
                     refused = Some(resolution.version);
                 }
             }

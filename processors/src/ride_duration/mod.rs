@@ -188,6 +188,22 @@ impl Processor for RideDuration {
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Reject("not processed".into()))).collect())
     }
 
+    fn ready(&self) -> Result<(), String> {
+        self.current.ready()
+    }
+
+    fn model_metadata(&self, name: &str) -> Option<tributary_framework::inference::ModelMetadata> {
+        Some(crate::onnx::tensors::metadata(&self.current.get().model, name))
+    }
+
+    async fn infer(
+        &self,
+        inputs: Vec<tributary_framework::inference::Tensor>,
+        outputs: &[String],
+    ) -> Result<Vec<tributary_framework::inference::Tensor>, tributary_framework::inference::InferError> {
+        crate::onnx::tensors::infer(&self.current.get().model, inputs, outputs).await
+    }
+
     fn gauges(&self) -> Vec<tributary_framework::metrics::Gauge> {
         self.current.gauges()
     }
