@@ -19,6 +19,8 @@
 //!    Python onnxruntime and scikit-learn.
 //! 9. Models from the MLflow registry: start to first prediction, the pause a reload causes,
 //!    the shadow model's cost.
+//! 10. The web service: `tributary serve` against the seeds' Flask app under gunicorn, loaded
+//!    by wrk at concurrency 1, 16 and 64.
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
@@ -27,6 +29,7 @@ mod fan_out;
 mod kafka;
 mod lambda;
 mod registry;
+mod web;
 mod worker;
 
 use std::io::{BufRead, BufReader};
@@ -55,7 +58,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--sections")
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=8).collect());
+        .unwrap_or_else(|| (1..=10).filter(|n| *n != 9).collect());
     let wants = |n: u32| sections.contains(&n);
     println!("## tributary benchmarks\n");
     println!(
@@ -131,6 +134,12 @@ fn main() -> Result<()> {
     if wants(9) {
         println!("### 9. Models from the MLflow registry (tracking server and artifact proxy on loopback)\n");
         runtime.block_on(registry::measure(&root, &bin, dir.path(), quick))?;
+    }
+
+    if wants(10) {
+        println!("### 10. Web service: `tributary serve` vs the seeds' Flask app under gunicorn (wrk on loopback)\n");
+        let pickle = lambda::reference_model(&root)?;
+        web::compare(&root, &bin, &pickle, dir.path(), if quick { 2 } else { 10 })?;
     }
     Ok(())
 }

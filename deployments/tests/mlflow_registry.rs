@@ -577,3 +577,67 @@ impl Drop for ProcessGroup {
         let _ = self.0.wait();
     }
 }
+
+/// `GET path` on a loopback port: status and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()))
+}
+
+/// Polls `/v2/health/ready` until its status is `want`; returns the body.
+fn ready_becomes(port: u16, want: u16, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some((status, body)) = http_get(port, "/v2/health/ready")
+            && status == want
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/v2/health/ready never answered {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_served_model_is_not_ready_while_its_alias_points_at_a_version_that_failed_to_load() {
+    let (_, r) = registry();
+    let broken = r["broken"].as_str().unwrap().to_string();
+    move_alias(&broken, "serving", "1");
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("served.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[sources.requests]\ntype = \"http\"\n\n\
+             [processors.model]\ntype = \"onnx\"\ninputs = [\"requests\"]\nmodel = \"models:/{broken}@serving\"\n\
+             model_name = \"bikes\"\nreload_interval_s = 1\n{BIKES_MAPPING}\n\
+             [sinks.answer]\ntype = \"response\"\ninputs = [\"model\"]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .current_dir(root())
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ready_becomes(port, 200, Duration::from_secs(60));
+    move_alias(&broken, "serving", "2");
+    let body = ready_becomes(port, 503, Duration::from_secs(20));
+    assert!(body.contains("version 2, which failed to load; version 1 keeps serving"), "{body}");
+    // Version 1 still answers meanwhile, through the Open Inference Protocol metadata too.
+    let metadata = http_get(port, "/v2/models/model").unwrap();
+    assert!(metadata.0 == 200 && metadata.1.contains("\"versions\":[\"1\"]"), "{metadata:?}");
+    move_alias(&broken, "serving", "1");
+    ready_becomes(port, 200, Duration::from_secs(20));
+    let _ = server.kill();
+    let _ = server.wait();
+}

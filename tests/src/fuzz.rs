@@ -23,6 +23,7 @@ pub const TARGETS: &[Target] = &[
     ("lambda_event", lambda_event),
     ("template", template),
     ("config", config),
+    ("http_request", http_request),
 ];
 
 /// One current-thread runtime for the async decoders, made once.
@@ -84,6 +85,39 @@ pub fn lambda_event(data: &[u8]) {
     if is_kinesis {
         let answer = answer.unwrap_or_else(|e| panic!("a Kinesis event is always answered: {e}"));
         assert!(answer["batchItemFailures"].is_array(), "{answer}");
+    }
+}
+
+/// A prediction request body, as `tributary serve` and the Lambda function's API Gateway path
+/// take it (the request shape, arrays, the answer's status), through the function's handler on
+/// a pipeline from an `http` source to a `response` sink; and the same bytes as an Open
+/// Inference Protocol `infer` body.
+pub fn http_request(data: &[u8]) {
+    static FUNCTION: OnceLock<Function> = OnceLock::new();
+    let function = FUNCTION.get_or_init(|| {
+        let text = "[sources.q]\ntype = \"http\"\nrequest = { ride = \"{body}\", id = \"r-{request_id}\" }\n\n\
+                    [sinks.a]\ntype = \"response\"\ninputs = [\"q\"]\nbody = { d = \"{ride.trip_distance}\", n = 1 }\n";
+        runtime().block_on(async {
+            let config = config::from_toml_str("fuzz.toml", text).unwrap_or_else(|e| panic!("{e}"));
+            Function::build(&config).await.unwrap_or_else(|e| panic!("{e}"))
+        })
+    });
+    let (encoded, body) = match data.split_first() {
+        Some((b, rest)) if *b % 2 == 1 => {
+            (true, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rest))
+        }
+        _ => (false, String::from_utf8_lossy(data).into_owned()),
+    };
+    let event = serde_json::json!({"version": "2.0", "rawPath": "/predict", "body": body, "isBase64Encoded": encoded,
+                                   "requestContext": {"http": {"method": "POST"}}});
+    let answer = runtime()
+        .block_on(function.handle(event))
+        .unwrap_or_else(|e| panic!("an API Gateway request is always answered: {e}"));
+    let status = answer["statusCode"].as_u64().unwrap_or_default();
+    assert!([200, 400, 413, 422].contains(&status), "{answer}");
+    assert!(answer["body"].as_str().is_some_and(|b| serde_json::from_str::<Value>(b).is_ok()), "{answer}");
+    if let Ok(request) = serde_json::from_slice::<Value>(data) {
+        let _ = tributary_framework::inference::parse_infer_request(&request);
     }
 }
 

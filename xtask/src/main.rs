@@ -194,6 +194,7 @@ fn build_lambda_package(root: &Path) -> Result<()> {
 
 fn bench(root: &Path, extra: &[&str]) -> Result<()> {
     setup::all(root)?;
+    setup::bench_tools(root)?;
     eprintln!("xtask: building release binaries");
     run(root, cargo().args(["build", "--release", "--quiet", "-p", "tributary", "-p", "tributary-bench"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);

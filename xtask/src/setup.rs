@@ -13,7 +13,8 @@
 //!   environment's `cargo-lambda` there too ([`stable_cargo_lambda`]). cargo-fuzz is installed
 //!   the same way by `cargo xtask fuzz`, which alone uses it.
 //! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
-//!   `rdkafka` compiles librdkafka from source with TLS and zlib.
+//!   `rdkafka` compiles librdkafka from source with TLS and zlib. Debian's `wrk` for the
+//!   benchmarks only, installed by `cargo xtask bench` ([`bench_tools`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -149,18 +150,28 @@ pub fn stable_cargo_lambda(root: &Path) -> Result<PathBuf> {
 
 /// Debian packages needed to build librdkafka (rdkafka-sys) from source.
 fn build_packages(root: &Path) -> Result<()> {
-    let packages = ["libssl-dev", "zlib1g-dev", "pkg-config", "make", "g++"];
+    apt(root, &["libssl-dev", "zlib1g-dev", "pkg-config", "make", "g++"], "to build librdkafka")
+}
+
+/// What only the benchmarks use: Debian's `wrk`, the HTTP load generator of the web-service
+/// section (C, one thread, so it takes little of the two cores from the servers it measures).
+pub fn bench_tools(root: &Path) -> Result<()> {
+    apt(root, &["wrk"], "the HTTP load generator of the benchmarks")
+}
+
+/// Installs the Debian `packages` that are missing, saying `why`.
+fn apt(root: &Path, packages: &[&str], why: &str) -> Result<()> {
     let installed = |p: &str| {
         Command::new("dpkg-query")
             .args(["-W", "-f=${Status}", p])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
     };
-    let missing: Vec<&str> = packages.into_iter().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("xtask: installing {} with apt-get (to build librdkafka)", missing.join(" "));
+    eprintln!("xtask: installing {} with apt-get ({why})", missing.join(" "));
     run_cmd(root, Command::new("apt-get").arg("update").arg("-q"))?;
     run_cmd(root, Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing))
         .with_context(|| format!("installing {}; install them by hand if apt-get is not available", missing.join(" ")))

@@ -62,10 +62,17 @@ pub(crate) struct App {
 }
 
 impl App {
-    /// Ready: built, and every processor ready (a model following the registry whose new
-    /// version failed to load is not).
+    /// The pipeline, once every model has loaded. Requests are served from then on, also while
+    /// [`App::ready`] says no because a new version failed to load (the old one serves).
+    pub fn built(&self) -> Result<&Served, String> {
+        self.served.get().ok_or_else(|| "the models are still loading".to_string())
+    }
+
+    /// Ready (for `/v2/health/ready`): built, and every processor ready (a model following the
+    /// registry whose new version failed to load is not, so that a load balancer can prefer
+    /// replicas serving the version the registry names).
     pub fn ready(&self) -> Result<&Served, String> {
-        let served = self.served.get().ok_or("the models are still loading")?;
+        let served = self.built()?;
         for id in served.graph.processor_ids() {
             if let Some(Err(reason)) = served.graph.processor(id).map(|p| p.ready()) {
                 return Err(format!("processor {id}: {reason}"));

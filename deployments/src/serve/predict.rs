@@ -57,7 +57,7 @@ pub(crate) async fn predict(
         Ok(body) => body,
         Err(rejection) => return body_refused(&rejection, app.plan.http.max_body_bytes),
     };
-    let served = match app.ready() {
+    let served = match app.built() {
         Ok(served) => served,
         Err(reason) => return retry_later(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
     };
