@@ -20,7 +20,7 @@
 //! 9. Models from the MLflow registry: start to first prediction, the pause a reload causes,
 //!    the shadow model's cost.
 //! 10. The web service: `tributary serve` against the seeds' Flask app under gunicorn, loaded
-//!    by wrk at concurrency 1, 16 and 64.
+//!     by wrk at concurrency 1, 16 and 64.
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 

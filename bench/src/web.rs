@@ -1,4 +1,4 @@
-//! 10. The web service: `tributary serve` on `deployments/config/web-service.toml` against the
+//! Section 10, the web service: `tributary serve` on `deployments/config/web-service.toml` against the
 //! seeds' Flask app (`bench/python/predict.py`, the same model as a scikit-learn pipeline) under
 //! gunicorn with one worker per core, both loaded by `wrk` (one thread, keep-alive connections)
 //! on the same machine at concurrency 1, 16 and 64: requests/s, p50 and p99 latency, and the
@@ -122,10 +122,8 @@ fn micros(us: f64) -> String {
 fn answer(port: u16) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some((status, body)) = post(port) {
-            if status == 200 {
-                return Ok(body);
-            }
+        if let Some((200, body)) = post(port) {
+            return Ok(body);
         }
         if Instant::now() > deadline {
             bail!("nothing answered 200 on 127.0.0.1:{port} within 60 s");

@@ -173,11 +173,13 @@ fn build_lambda_package(root: &Path) -> Result<()> {
             .args(["--no-default-features", "--features", "lambda,onnx,s3,mimalloc"]),
     )?;
     // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
-    // ORT_DYLIB_PATH), and model.onnx (MODEL_LOCATION's default, relative to /var/task).
+    // ORT_DYLIB_PATH), model.onnx (MODEL_LOCATION's default, relative to /var/task), and
+    // web-service.toml (TRIBUTARY_CONFIG for API Gateway and function URL requests).
     let dir = root.join("target/lambda/tributary-lambda");
     let _ = std::fs::remove_file(dir.join("bootstrap.zip"));
     std::fs::copy(root.join(".venv/lib/libonnxruntime.so"), dir.join("libonnxruntime.so"))?;
     std::fs::copy(root.join("processors/models/ride_duration/model.onnx"), dir.join("model.onnx"))?;
+    std::fs::copy(root.join("deployments/config/web-service.toml"), dir.join("web-service.toml"))?;
     let zip = root.join("target/lambda/tributary-lambda.zip");
     let _ = std::fs::remove_file(&zip);
     run(
@@ -186,6 +188,7 @@ fn build_lambda_package(root: &Path) -> Result<()> {
             "bootstrap",
             "libonnxruntime.so",
             "model.onnx",
+            "web-service.toml",
         ]),
     )?;
     eprintln!("xtask: built {} (folder: {})", zip.display(), dir.display());
