@@ -70,14 +70,19 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status within 30 s.
-    fn stop(mut self) -> std::process::ExitStatus {
+    fn stop(self) -> std::process::ExitStatus {
         signal(&self.child, "-TERM");
+        self.stop_after_signal()
+    }
+
+    /// The exit status of a server already signalled, within 30 s.
+    fn stop_after_signal(mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "did not exit after SIGTERM: {}", self.log.lock().unwrap());
+            assert!(Instant::now() < deadline, "did not exit: {}", self.log.lock().unwrap());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -289,20 +294,6 @@ async fn sigterm_answers_every_request_in_flight_then_refuses_new_ones() {
 
 async fn post_owned(url: String, body: Value) -> Answer {
     post(&url, &body).await
-}
-
-impl Server {
-    /// The exit status of a server already signalled.
-    fn stop_after_signal(mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "did not exit: {}", self.log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 #[tokio::test]
