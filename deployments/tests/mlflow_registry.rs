@@ -621,14 +621,18 @@ fn a_served_model_is_not_ready_while_its_alias_points_at_a_version_that_failed_t
     )
     .unwrap();
     let port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .current_dir(root())
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Stopped on drop, also when an assertion fails.
+    let _server = ProcessGroup(
+        Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .current_dir(root())
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
     ready_becomes(port, 200, Duration::from_secs(60));
     move_alias(&broken, "serving", "2");
     let body = ready_becomes(port, 503, Duration::from_secs(20));
@@ -638,6 +642,4 @@ fn a_served_model_is_not_ready_while_its_alias_points_at_a_version_that_failed_t
     assert!(metadata.0 == 200 && metadata.1.contains("\"versions\":[\"1\"]"), "{metadata:?}");
     move_alias(&broken, "serving", "1");
     ready_becomes(port, 200, Duration::from_secs(20));
-    let _ = server.kill();
-    let _ = server.wait();
 }
