@@ -188,15 +188,10 @@ impl Graph {
     pub async fn run_batch(&self, source: usize, records: &[Record]) -> BatchReport {
         let started = std::time::Instant::now();
         self.metrics.add_in(records.len());
-        let mut statuses = vec![RecordStatus::Delivered; records.len()];
-        let mut rejections = Vec::new();
-        let (source_items, outputs) = self.process(source, records, &mut rejections, &mut statuses).await;
-        self.deliver_to(source, records, &source_items, &outputs, &mut rejections, &mut statuses, &[]).await;
-        self.dead_letter(rejections, records, &mut statuses).await;
-        let failed = statuses.iter().filter(|s| matches!(s, RecordStatus::Failed(_))).count();
-        self.metrics.add_failed(failed);
+        let evaluated = self.evaluate_batch(source, records).await;
+        let report = self.deliver_evaluated(evaluated, records, &[], true).await;
         self.metrics.add_batch(started.elapsed());
-        BatchReport { statuses }
+        report
     }
 
     /// Decodes and processes a batch like [`Graph::run_batch`], but delivers nothing: returns,

@@ -67,8 +67,7 @@ impl<T: Serving> Current<T> {
     /// # Errors
     /// The version that cannot serve.
     pub fn ready(&self) -> Result<(), String> {
-        let refused = self.stats.as_ref().and_then(|s| s.refused.lock().ok().and_then(|r| r.clone()));
-        match refused {
+        match self.stats.as_ref().and_then(|s| s.refused()) {
             Some(version) => Err(format!(
                 "the registry points at version {version}, which failed to load; version {} keeps serving",
                 self.get().version()
@@ -96,8 +95,19 @@ impl<T: Serving> Current<T> {
 struct Stats {
     reloads: AtomicU64,
     failures: AtomicU64,
-    /// The version the URI points at and that failed to load, until a load succeeds.
+    /// The version the URI points at and that failed to load, until a load succeeds or the
+    /// URI points back at the version serving. The watcher does not try it again meanwhile.
     refused: std::sync::Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn refused(&self) -> Option<String> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_refused(&self, version: Option<String>) {
+        *self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = version;
+    }
 }
 
 /// `reload_interval_s` needs a URI that can move (`model`), and a version that follows it.
@@ -149,7 +159,6 @@ fn spawn<T, F, Fut>(
     };
     let interval = Duration::from_secs(interval_s.max(1));
     tokio::spawn(async move {
-        let mut refused: Option<String> = None;
         loop {
             tokio::time::sleep(interval).await;
             let Some(current) = current.upgrade() else { return };
@@ -161,13 +170,12 @@ fn spawn<T, F, Fut>(
                     continue;
                 }
             };
-            if resolution.version == serving && refused.take().is_some() {
-                // The URI points back at the version serving: nothing is refused any more.
-                if let Ok(mut r) = stats.refused.lock() {
-                    *r = None;
-                }
+            if resolution.version == serving {
+                // Also when the URI points back at it: nothing is refused any more.
+                stats.set_refused(None);
+                continue;
             }
-            if resolution.version == serving || refused.as_ref() == Some(&resolution.version) {
+            if stats.refused().as_ref() == Some(&resolution.version) {
                 continue;
             }
             tracing::info!(processor = %id, from = %serving, to = %resolution.version, "{model} moved; loading");
@@ -178,10 +186,7 @@ fn spawn<T, F, Fut>(
                         *slot = Arc::new(loaded);
                     }
                     stats.reloads.fetch_add(1, Ordering::Relaxed);
-                    refused = None;
-                    if let Ok(mut r) = stats.refused.lock() {
-                        *r = None;
-                    }
+                    stats.set_refused(None);
                     tracing::info!(processor = %id, version = %version, "now serving {model} version {version}");
                 }
                 Err(e) => {
@@ -192,10 +197,7 @@ fn spawn<T, F, Fut>(
                         "version {} of {model} cannot serve ({e}); version {serving} keeps serving",
                         resolution.version,
                     );
-                    if let Ok(mut r) = stats.refused.lock() {
-                        *r = Some(resolution.version.clone());
-                    }
-                    refused = Some(resolution.version);
+                    stats.set_refused(Some(resolution.version));
                 }
             }
         }
