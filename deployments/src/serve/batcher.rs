@@ -30,7 +30,6 @@ pub(crate) struct Job {
 /// The handlers' end of the queue.
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Job>,
-    depth: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a job was not queued.
@@ -45,10 +44,7 @@ impl Batcher {
     /// Queues a job without waiting.
     pub(crate) fn submit(&self, job: Job) -> Result<(), Refused> {
         match self.queue.try_send(job) {
-            Ok(()) => {
-                self.depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
         }
@@ -56,7 +52,7 @@ impl Batcher {
 
     /// Requests waiting for a batch.
     pub(crate) fn depth(&self) -> usize {
-        self.depth.load(std::sync::atomic::Ordering::Relaxed)
+        self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
@@ -69,7 +65,6 @@ pub(crate) fn start(
 ) -> (Batcher, JoinHandle<anyhow::Result<()>>) {
     let (queue, jobs) = mpsc::channel(plan.http.queue_size);
     let (tee_tx, tee_rx) = mpsc::channel(plan.http.tee_buffer);
-    let depth = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let source = graph.source_index(&plan.source_id).unwrap_or(0);
     let response = graph.sink_index(&plan.response_sink).into_iter().collect::<Vec<usize>>();
     let settings = Settings {
@@ -79,9 +74,9 @@ pub(crate) fn start(
         source,
         response: response.clone(),
     };
-    tokio::spawn(gather(graph.clone(), jobs, settings, tee_tx, depth.clone(), metrics));
+    tokio::spawn(gather(graph.clone(), jobs, settings, tee_tx, metrics));
     let tee = tokio::spawn(tee(graph, tee_rx, response, plan.dead_letter));
-    (Batcher { queue, depth }, tee)
+    (Batcher { queue }, tee)
 }
 
 struct Settings {
@@ -97,7 +92,6 @@ async fn gather(
     mut jobs: mpsc::Receiver<Job>,
     settings: Settings,
     tee: mpsc::Sender<(Evaluated, Vec<Record>)>,
-    depth: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<HttpMetrics>,
 ) {
     let settings = Arc::new(settings);
@@ -127,7 +121,6 @@ async fn gather(
                 }
             }
         }
-        depth.fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
         // Requests whose client gave up (timeout, closed connection) are not inferred.
         batch.retain(|job| !job.reply.is_closed());
         if batch.is_empty() {

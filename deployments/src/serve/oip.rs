@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tributary_framework::inference::{InferError, parse_infer_request, tensor_json};
 
 use super::App;
-use super::predict::{body_refused, error, retry_later};
+use super::predict::{body_refused, error};
 
 /// `GET /v2`.
 pub(crate) async fn server_metadata() -> Json<Value> {
@@ -41,7 +41,7 @@ pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
 #[allow(clippy::result_large_err, reason = "the error is the response, returned at once")]
 fn model<'a>(app: &'a App, name: &str) -> Result<&'a Arc<dyn tributary_framework::Processor>, Response> {
     let served =
-        app.built().map_err(|reason| retry_later(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")))?;
+        app.built().map_err(|reason| error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")))?;
     served.graph.processor(name).filter(|p| p.model_metadata(name).is_some()).ok_or_else(|| {
         let models: Vec<&str> = served
             .graph

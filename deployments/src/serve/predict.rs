@@ -24,16 +24,9 @@ use super::batcher::{Job, Refused};
 /// every served record's position.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
 
-/// A JSON error answer.
+/// A JSON error answer `{"error": message}` (429 and 503 with `Retry-After: 1`).
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
-}
-
-/// 503 or 429 with `Retry-After: 1`.
-pub(crate) fn retry_later(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut response = error(status, message);
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    respond(Reply::error(status.as_u16(), message))
 }
 
 /// The answer to a body that could not be read: 413 naming the limit when it is too large.
@@ -59,7 +52,7 @@ pub(crate) async fn predict(
     };
     let served = match app.built() {
         Ok(served) => served,
-        Err(reason) => return retry_later(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
+        Err(reason) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")),
     };
     let n = REQUESTS.fetch_add(1, Ordering::Relaxed);
     let request_id = headers
@@ -78,9 +71,9 @@ pub(crate) async fn predict(
     match served.batcher.submit(Job { records, reply }) {
         Ok(()) => {}
         Err(Refused::Full) => {
-            return retry_later(StatusCode::TOO_MANY_REQUESTS, "too many requests waiting; retry later");
+            return error(StatusCode::TOO_MANY_REQUESTS, "too many requests waiting; retry later");
         }
-        Err(Refused::Closed) => return retry_later(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+        Err(Refused::Closed) => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
     let timeout = Duration::from_millis(app.plan.http.timeout_ms);
     let answers = match tokio::time::timeout(timeout, answers).await {
@@ -96,7 +89,7 @@ pub(crate) async fn predict(
     respond(http_api::reply(&app.plan, answers, array))
 }
 
-/// A [`Reply`] as an HTTP response.
+/// A [`Reply`] as an HTTP response, with `Retry-After: 1` when the client should retry later.
 fn respond(reply: Reply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let retry = reply.retry_later();
