@@ -50,6 +50,10 @@ pub enum Command {
         /// Serve the counters in the Prometheus text format on this address (e.g. 127.0.0.1:9898).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Batch jobs (a `parquet` source): score every file again, even those the checkpoint
+        /// has as done.
+        #[arg(long)]
+        force: bool,
     },
     /// Answer prediction requests over HTTP with the pipeline: the seeds' `POST /predict`, the
     /// Open Inference Protocol v2 and `/metrics`, with dynamic batching.
@@ -64,6 +68,10 @@ pub enum Command {
     },
     /// List the plugin types this build knows.
     Plugins,
+    /// Write NYC TLC yellow-taxi trip records with the real files' schema and realistic values
+    /// (the real ones cannot be downloaded everywhere), one file per month.
+    #[cfg(feature = "parquet")]
+    TlcSample(TlcSampleArgs),
     /// Show an ONNX model's inputs, outputs and metadata, and print a `[processors.<name>]`
     /// table mapping each of them, ready to edit.
     #[cfg(feature = "onnx")]
@@ -94,6 +102,56 @@ pub enum Command {
     /// source mapping does.
     #[cfg(feature = "kinesis")]
     Esm(crate::esm::EsmArgs),
+}
+
+/// `tributary tlc-sample`.
+#[cfg(feature = "parquet")]
+#[derive(Debug, clap::Args)]
+pub struct TlcSampleArgs {
+    /// The folder to write `yellow_tripdata_<YYYY-MM>.parquet` files into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Months as YYYY-MM; the year picks the schema (2022's types, 2023-2024's, 2025's extra
+    /// column). Repeat or separate with commas.
+    #[arg(long, value_delimiter = ',', default_value = "2024-01")]
+    pub month: Vec<String>,
+    /// Rows per month (a real month has about 3 million).
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: u64,
+    /// Every Nth row is bad (a null or out-of-range zone id, a negative distance); 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub bad_every: u64,
+    /// Rows per row group.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub row_group_rows: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[cfg(feature = "parquet")]
+fn tlc_sample(args: TlcSampleArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tributary_sources::parquet::tlc;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    for month in &args.month {
+        let (year, m) = month
+            .split_once('-')
+            .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<u32>().ok()?)))
+            .with_context(|| format!("--month {month:?}: expected YYYY-MM"))?;
+        let path = args.out.join(tlc::file_name(year, m));
+        let spec = tlc::MonthSpec {
+            year,
+            month: m,
+            rows: args.rows,
+            seed: args.seed,
+            bad_every: args.bad_every,
+            row_group_rows: args.row_group_rows,
+        };
+        tlc::write_month(&path, &spec).map_err(anyhow::Error::msg)?;
+        eprintln!("wrote {} ({} rows)", path.display(), args.rows);
+    }
+    Ok(())
 }
 
 /// Sets up `tracing` on stderr. Quiet by default (warnings and errors only).
@@ -161,7 +219,16 @@ pub async fn main(cli: Cli) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { config, no_status, metrics_addr } => run(&config, no_status, metrics_addr, &registry).await,
+        Command::Run { config, no_status, metrics_addr, force } => {
+            #[cfg(feature = "parquet")]
+            if let Some(code) = batch(&config, no_status, force, &registry).await {
+                return code;
+            }
+            let _ = force;
+            run(&config, no_status, metrics_addr, &registry).await
+        }
+        #[cfg(feature = "parquet")]
+        Command::TlcSample(args) => report(tlc_sample(args)),
         #[cfg(feature = "serve")]
         Command::Serve(args) => crate::serve::main(args, &registry).await,
         #[cfg(feature = "kinesis")]
@@ -185,6 +252,35 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the config as a batch job when its source is `parquet`; `None` for a stream.
+#[cfg(feature = "parquet")]
+async fn batch(
+    paths: &[PathBuf],
+    no_status: bool,
+    force: bool,
+    registry: &tributary_framework::registry::Registry,
+) -> Option<ExitCode> {
+    let mut loaded = Vec::new();
+    for path in paths {
+        match config::load(path) {
+            Ok(config) => loaded.push(config),
+            Err(_) => return None, // the stream path reports it
+        }
+    }
+    let batch: Vec<&config::PipelineConfig> = loaded.iter().filter(|c| crate::batch::is_batch(c)).collect();
+    match (batch.as_slice(), loaded.len()) {
+        ([], _) => None,
+        ([one], 1) => {
+            let progress = !no_status && std::io::stderr().is_terminal();
+            Some(crate::batch::run(one, registry, crate::batch::BatchOptions { force, progress }).await)
+        }
+        ([first, ..], _) => {
+            eprintln!("error: {}: a batch job (parquet source) runs alone: one --config per run", first.file);
+            Some(ExitCode::from(2))
         }
     }
 }

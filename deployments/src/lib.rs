@@ -14,6 +14,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "parquet")]
+pub mod batch;
 pub mod cli;
 #[cfg(feature = "kinesis")]
 pub mod esm;
@@ -61,5 +63,8 @@ pub fn registry() -> Registry {
         registry.source("kafka", tributary_sources::kafka::build).sink("kafka", tributary_sinks::kafka::build);
     #[cfg(feature = "s3")]
     let registry = registry.sink("s3", tributary_sinks::s3::build);
+    #[cfg(feature = "parquet")]
+    let registry =
+        registry.source("parquet", tributary_sources::parquet::build).sink("parquet", tributary_sinks::parquet::build);
     registry
 }

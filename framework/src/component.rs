@@ -103,6 +103,25 @@ pub trait Processor: Send + Sync {
         Vec::new()
     }
 
+    /// The fields this processor reads from each row when it runs on columns (the batch job's
+    /// fast path, [`crate::columns`]); `None` (the default) when it only takes events.
+    fn column_fields(&self) -> Option<Vec<crate::columns::ColumnField>> {
+        None
+    }
+
+    /// Processes rows as columns: one value per input row in each output column, and the rows
+    /// rejected with their reasons. Called only when [`Processor::column_fields`] is `Some`.
+    ///
+    /// # Errors
+    /// As for [`Processor::process`]: the error applies to the whole batch.
+    async fn process_columns(
+        &self,
+        batch: &crate::columns::ColumnBatch,
+    ) -> Result<crate::columns::ColumnOutput, ComponentError> {
+        let _ = batch;
+        Err(ComponentError::Fatal("this processor takes events, not columns".into()))
+    }
+
     /// Hands the processor the sink that consumes its side output `output` (a sink with
     /// `inputs = ["<processor>.<output>"]`, such as a shadow model's comparisons). The processor
     /// delivers to it itself, best effort: side outputs never change the records' outcomes,

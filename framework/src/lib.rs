@@ -13,6 +13,7 @@
 //!   record and every earlier record of the same partition ([`watermark`]).
 
 pub mod checkpoint_file;
+pub mod columns;
 pub mod component;
 pub mod config;
 pub mod dead_letter;

@@ -79,6 +79,24 @@ impl Registry {
         )
     }
 
+    /// Builds one processor from its table (the batch job builds its components itself).
+    ///
+    /// # Errors
+    /// An unknown `type`, or the plugin's own error.
+    pub async fn build_processor(&self, spec: ComponentSpec) -> Result<Arc<dyn Processor>, ConfigError> {
+        let build = self.processor_builder(&spec)?;
+        build(spec).await
+    }
+
+    /// Builds one sink from its table.
+    ///
+    /// # Errors
+    /// An unknown `type`, or the plugin's own error.
+    pub async fn build_sink(&self, spec: ComponentSpec) -> Result<Arc<dyn Sink>, ConfigError> {
+        let build = self.sink_builder(&spec)?;
+        build(spec).await
+    }
+
     pub(crate) fn source_builder(&self, spec: &ComponentSpec) -> Result<SourceBuilder, ConfigError> {
         lookup(&self.sources, spec, "source")
     }

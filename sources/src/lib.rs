@@ -7,6 +7,8 @@
 //! - [`kafka`] (feature `kafka`): a Kafka consumer-group member, offsets stored after delivery;
 //! - [`kinesis`] (feature `kinesis`): a Kinesis stream consumer with shard discovery,
 //!   checkpoints and resharding;
+//! - [`parquet`] (feature `parquet`): Parquet files read as columns by the batch job, and
+//!   generated NYC TLC trip records ([`parquet::tlc`]);
 //! - [`kinesis_event`]: decoding of the `{"Records": [...]}` documents that AWS Lambda receives
 //!   from a Kinesis trigger (shared by the file and stdin sources and the Lambda adapter).
 
@@ -20,4 +22,6 @@ pub mod kafka;
 pub mod kinesis;
 pub mod kinesis_event;
 pub mod lambda;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod stdin;

@@ -80,6 +80,22 @@ impl OutputPlan {
         Ok(OutputPlan { field: field.to_string(), output: index, pick, labels })
     }
 
+    /// Record `row`'s value as a number, when the output gives one number per record (a
+    /// regression, an index, the highest score): the columnar path's prediction column.
+    pub fn number(&self, values: &Values, rows: usize, row: usize) -> Option<f64> {
+        let width = values.len() / rows.max(1);
+        let start = row * width;
+        match self.pick {
+            Pick::Index(i) if i < width => values.number(start + i),
+            Pick::Index(_) => None,
+            Pick::Max => (start..start + width)
+                .filter_map(|k| values.number(k))
+                .fold(None, |best, x| Some(f64::max(best.unwrap_or(x), x))),
+            Pick::Whole if width == 1 && self.labels.is_none() => values.number(start),
+            Pick::Whole => None,
+        }
+    }
+
     /// Record `row`'s value, out of `values` for a batch of `rows` records.
     ///
     /// # Errors

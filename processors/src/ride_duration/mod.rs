@@ -14,8 +14,10 @@
 //! module only prepares `PU_DO` and `trip_distance` as the seeds did and validates them (zone
 //! ids, distances), then runs whole batches through the generic `onnx` processor's
 //! [`OnnxModel`]. Without the validation, the same model is a plain `onnx` configuration
-//! (`deployments/config/fan-out.toml` shows it).
+//! (`deployments/config/fan-out.toml` shows it). On a Parquet batch job it takes columns
+//! instead of events ([`columns`]): same fields, same checks, same model.
 
+mod columns;
 pub mod config;
 pub mod features;
 
@@ -190,6 +192,17 @@ impl Processor for RideDuration {
 
     fn ready(&self) -> Result<(), String> {
         self.current.ready()
+    }
+
+    fn column_fields(&self) -> Option<Vec<tributary_framework::columns::ColumnField>> {
+        Some(columns::fields())
+    }
+
+    async fn process_columns(
+        &self,
+        batch: &tributary_framework::columns::ColumnBatch,
+    ) -> Result<tributary_framework::columns::ColumnOutput, ComponentError> {
+        self.predict_columns(batch).await
     }
 
     fn model_metadata(&self, name: &str) -> Option<tributary_framework::inference::ModelMetadata> {

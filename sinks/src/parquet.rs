@@ -1,0 +1,245 @@
+//! Sink `parquet`: the batch job's predictions, written columnar, one output file per input
+//! file, atomically.
+//!
+//! ```toml
+//! [sinks.predictions]
+//! type = "parquet"
+//! inputs = ["ride_duration"]
+//! path = "target/batch/predictions"      # a folder; one file per input file, same name
+//! columns = ["tpep_pickup_datetime", "PULocationID", "DOLocationID", "trip_distance"]
+//! ```
+//!
+//! Each output file holds the chosen input columns as the input file has them, then the
+//! processor's columns (for `ride_duration`: `ride_duration`, `model`, `version`), for the rows
+//! the processor predicted (rejected rows go to the dead-letter destination). It is written to
+//! `.<name>.tributary-tmp` in the same folder, flushed to disk, then renamed: a job killed
+//! mid-file leaves no file under the final name, only a temporary one the next run removes.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Deserialize;
+use tributary_framework::columns::{Column, ColumnData};
+use tributary_framework::config::ComponentSpec;
+use tributary_framework::registry::BuildFuture;
+use tributary_framework::{ConfigError, Sink};
+
+/// What marks a temporary output file.
+pub const TEMPORARY_SUFFIX: &str = ".tributary-tmp";
+
+/// `[sinks.<id>]` with `type = "parquet"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// The folder output files go to (created when missing); each takes its input file's name.
+    pub path: String,
+    /// Input columns copied into the output, before the prediction columns (a ride's pickup
+    /// time, its zones). Default: none.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `"zstd"` (default), `"snappy"` or `"none"`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+}
+
+fn default_compression() -> String {
+    "zstd".into()
+}
+
+impl ParquetSinkConfig {
+    /// The Parquet compression the config names.
+    ///
+    /// # Errors
+    /// An unknown name.
+    pub fn codec(&self) -> Result<Compression, String> {
+        match self.compression.as_str() {
+            "zstd" => Ok(Compression::ZSTD(ZstdLevel::default())),
+            "snappy" => Ok(Compression::SNAPPY),
+            "none" => Ok(Compression::UNCOMPRESSED),
+            other => Err(format!("unknown compression {other:?}: use \"zstd\", \"snappy\" or \"none\"")),
+        }
+    }
+}
+
+/// One output file being written under its temporary name.
+pub struct OutputFile {
+    temporary: PathBuf,
+    path: PathBuf,
+    codec: Compression,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+}
+
+impl OutputFile {
+    /// Starts `dir/name` (nothing is created before the first batch).
+    ///
+    /// # Errors
+    /// The folder cannot be created.
+    pub fn start(dir: &Path, name: &str, codec: Compression) -> Result<OutputFile, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(OutputFile {
+            temporary: dir.join(format!(".{name}{TEMPORARY_SUFFIX}")),
+            path: dir.join(name),
+            codec,
+            writer: None,
+            rows: 0,
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the rows whose `keep` is true: the pass-through columns, then `outputs`.
+    ///
+    /// # Errors
+    /// The columns do not line up, or the write fails.
+    pub fn write(
+        &mut self,
+        passthrough: &RecordBatch,
+        outputs: &[(String, Column)],
+        keep: &[bool],
+    ) -> Result<(), String> {
+        let mut fields: Vec<Field> = passthrough.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut arrays: Vec<ArrayRef> = passthrough.columns().to_vec();
+        for (name, column) in outputs {
+            let array = to_array(column);
+            fields.push(Field::new(name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(keep.len()));
+        let batch = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+            .map_err(|e| format!("output columns do not line up: {e}"))?;
+        let batch = if keep.iter().all(|&k| k) {
+            batch
+        } else {
+            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.to_vec()))
+                .map_err(|e| e.to_string())?
+        };
+        if self.writer.is_none() {
+            let file = File::create(&self.temporary)
+                .map_err(|e| format!("cannot create {}: {e}", self.temporary.display()))?;
+            let properties = WriterProperties::builder().set_compression(self.codec).build();
+            self.writer = Some(
+                ArrowWriter::try_new(file, batch.schema(), Some(properties))
+                    .map_err(|e| format!("{}: {e}", self.temporary.display()))?,
+            );
+        }
+        let writer = self.writer.as_mut().ok_or("no writer")?;
+        writer.write(&batch).map_err(|e| format!("{}: {e}", self.temporary.display()))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Finishes the file: footer, flush to disk, rename to the final name, flush the folder.
+    /// Returns the rows written (0 when no batch came, and then no file is made).
+    ///
+    /// # Errors
+    /// Any step fails; the final name is then untouched.
+    pub fn commit(mut self) -> Result<u64, String> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(0);
+        };
+        let file = writer.into_inner().map_err(|e| format!("{}: {e}", self.temporary.display()))?;
+        file.sync_all().map_err(|e| format!("{}: {e}", self.temporary.display()))?;
+        std::fs::rename(&self.temporary, &self.path)
+            .map_err(|e| format!("cannot rename {} to {}: {e}", self.temporary.display(), self.path.display()))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot flush {}: {e}", dir.display()))?;
+        }
+        Ok(self.rows)
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// Removes the temporary files a killed job left in `dir`; returns how many.
+pub fn remove_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(TEMPORARY_SUFFIX))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+fn to_array(column: &Column) -> ArrayRef {
+    let valid = |i: usize| !column.is_null(i);
+    match &column.data {
+        ColumnData::Int64(v) => {
+            Arc::new(Int64Array::from_iter(v.iter().enumerate().map(|(i, &x)| valid(i).then_some(x))))
+        }
+        ColumnData::Float64(v) => {
+            if column.nulls.is_none() {
+                Arc::new(Float64Array::from(v.clone()))
+            } else {
+                Arc::new(Float64Array::from_iter(v.iter().enumerate().map(|(i, &x)| valid(i).then_some(x))))
+            }
+        }
+        ColumnData::Utf8(v) => {
+            Arc::new(StringArray::from_iter(v.iter().enumerate().map(|(i, x)| valid(i).then_some(x))))
+        }
+        ColumnData::Same(text, rows) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(text, *rows))),
+    }
+}
+
+/// The registry entry: a `parquet` sink is written by the batch job, which builds it itself;
+/// any other command is told so.
+pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
+    Box::pin(async move {
+        Err::<Arc<dyn Sink>, ConfigError>(spec.error(
+            "type",
+            "a parquet sink is written by a batch job: `tributary run --config <file>` with a parquet source",
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int32Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn an_output_file_appears_whole_under_its_name_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
+        let input = RecordBatch::try_from_iter([("PULocationID", ids)]).unwrap();
+        let predictions = Column::new(ColumnData::Float64(vec![10.0, 0.0, 12.5]));
+        let outputs = vec![
+            ("ride_duration".to_string(), predictions),
+            ("version".to_string(), Column::new(ColumnData::Same("v1".into(), 3))),
+        ];
+        let mut out = OutputFile::start(dir.path(), "a.parquet", Compression::SNAPPY).unwrap();
+        out.write(&input, &outputs, &[true, false, true]).unwrap();
+        assert!(!dir.path().join("a.parquet").exists(), "nothing under the final name before commit");
+        assert_eq!(out.commit().unwrap(), 2);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(dir.path().join("a.parquet")).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let batch = reader.map(Result::unwrap).next().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["PULocationID", "ride_duration", "version"]);
+        // An abandoned file leaves only its temporary name, which the next run removes.
+        let mut abandoned = OutputFile::start(dir.path(), "b.parquet", Compression::SNAPPY).unwrap();
+        abandoned.write(&input, &outputs, &[true; 3]).unwrap();
+        std::mem::forget(abandoned);
+        assert!(!dir.path().join("b.parquet").exists());
+        assert_eq!(remove_temporaries(dir.path()), 1);
+    }
+}
