@@ -21,9 +21,12 @@
 //!    the shadow model's cost.
 //! 10. The web service: `tributary serve` against the seeds' Flask app under gunicorn, loaded
 //!     by wrk at concurrency 1, 16 and 64.
+//! 11. Batch: a generated TLC month scored Parquet -> ride_duration -> Parquet, against the
+//!     seeds' pandas way and vectorized Python (pyarrow + onnxruntime).
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
+mod batch;
 mod exported;
 mod fan_out;
 mod kafka;
@@ -58,7 +61,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--sections")
         .and_then(|i| args.get(i + 1))
         .map(|list| list.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=10).filter(|n| *n != 9).collect());
+        .unwrap_or_else(|| (1..=11).filter(|n| *n != 9).collect());
     let wants = |n: u32| sections.contains(&n);
     println!("## tributary benchmarks\n");
     println!(
@@ -140,6 +143,19 @@ fn main() -> Result<()> {
         println!("### 10. Web service: `tributary serve` vs the seeds' Flask app under gunicorn (wrk on loopback)\n");
         let pickle = lambda::reference_model(&root)?;
         web::compare(&root, &bin, &pickle, dir.path(), if quick { 2 } else { 10 })?;
+    }
+
+    if wants(11) {
+        println!("### 11. Batch: a TLC month, Parquet -> ride_duration -> Parquet, against Python\n");
+        let pickle = lambda::reference_model(&root)?;
+        batch::compare(
+            &root,
+            &bin,
+            &pickle,
+            dir.path(),
+            if quick { 300_000 } else { 3_000_000 },
+            if quick { 1 } else { 3 },
+        )?;
     }
     Ok(())
 }

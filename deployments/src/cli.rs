@@ -199,6 +199,11 @@ pub async fn main(cli: Cli) -> ExitCode {
                 let result = async {
                     let config = config::load(&path)?;
                     let topology = graph::topology(&config)?;
+                    #[cfg(feature = "parquet")]
+                    if crate::batch::is_batch(&config) {
+                        crate::batch::validate(&config, &registry).await?;
+                        return Ok((config, topology));
+                    }
                     Pipeline::build(&config, &registry).await?;
                     Ok::<_, tributary_framework::ConfigError>((config, topology))
                 }

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{Field, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 use tributary_framework::columns::{Column, ColumnData};
 use tributary_framework::config::ComponentSpec;
@@ -126,7 +127,19 @@ impl OutputFile {
         if self.writer.is_none() {
             let file = File::create(&self.temporary)
                 .map_err(|e| format!("cannot create {}: {e}", self.temporary.display()))?;
-            let properties = WriterProperties::builder().set_compression(self.codec).build();
+            // A column with the same text in every row (the model's name and version) is written
+            // plain, not dictionary-encoded: the dictionary encoder hashes every row's value, which
+            // cost a fifth of the job's time, while zstd shrinks the repeated text to almost nothing.
+            let mut builder = WriterProperties::builder().set_compression(self.codec);
+            for (name, column) in outputs {
+                if matches!(column.data, ColumnData::Same(..)) {
+                    let path = ColumnPath::from(name.as_str());
+                    builder = builder
+                        .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_encoding(path, Encoding::PLAIN);
+                }
+            }
+            let properties = builder.build();
             self.writer = Some(
                 ArrowWriter::try_new(file, batch.schema(), Some(properties))
                     .map_err(|e| format!("{}: {e}", self.temporary.display()))?,

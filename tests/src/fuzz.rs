@@ -24,6 +24,7 @@ pub const TARGETS: &[Target] = &[
     ("template", template),
     ("config", config),
     ("http_request", http_request),
+    ("parquet_file", parquet_file),
 ];
 
 /// One current-thread runtime for the async decoders, made once.
@@ -118,6 +119,37 @@ pub fn http_request(data: &[u8]) {
     assert!(answer["body"].as_str().is_some_and(|b| serde_json::from_str::<Value>(b).is_ok()), "{answer}");
     if let Ok(request) = serde_json::from_slice::<Value>(data) {
         let _ = tributary_framework::inference::parse_infer_request(&request);
+    }
+}
+
+/// A Parquet file, as the batch job reads it: the ride fields cast to integers and numbers, a
+/// text field, a column copied through, every batch to the end. An error is the answer for a
+/// malformed file; a panic inside the Parquet crate is turned into one (and reported by the
+/// fuzzer, whose panic hook aborts first).
+pub fn parquet_file(data: &[u8]) {
+    use tributary_framework::columns::ColumnKind;
+    use tributary_sources::parquet::read::{FieldColumn, FileReader};
+    let field = |path: &str, column: &str, kind| FieldColumn { path: path.into(), column: column.into(), kind };
+    let fields = [
+        field("ride.PULocationID", "PULocationID", ColumnKind::Int64),
+        field("ride.trip_distance", "trip_distance", ColumnKind::Float64),
+        field("flag", "store_and_fwd_flag", ColumnKind::Utf8),
+    ];
+    let passthrough = ["VendorID".to_string()];
+    let bytes = bytes::Bytes::copy_from_slice(data);
+    let Ok(mut reader) = FileReader::from_bytes(std::path::Path::new("fuzz.parquet"), bytes, &fields, &passthrough, 7)
+    else {
+        return;
+    };
+    let mut rows = 0u64;
+    while let Some(batch) = reader.next_batch() {
+        let Ok(batch) = batch else { break };
+        assert_eq!(batch.first_row, rows, "batches follow each other");
+        for column in batch.columns.fields.values() {
+            assert_eq!(column.data.len(), batch.columns.rows, "a column per row");
+        }
+        rows += batch.columns.rows as u64;
+        let _ = reader.locate(rows.saturating_sub(1));
     }
 }
 

@@ -71,6 +71,14 @@ pub async fn run(config: &PipelineConfig, registry: &Registry, options: BatchOpt
     }
 }
 
+/// Checks a batch config and builds its components (`tributary validate`).
+///
+/// # Errors
+/// What [`Plan::build`] reports.
+pub async fn validate(config: &PipelineConfig, registry: &Registry) -> Result<(), tributary_framework::ConfigError> {
+    Plan::build(config, registry).await.map(|_| ())
+}
+
 /// Scores every file; `Ok(false)` when some failed.
 async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
     let files =

@@ -81,6 +81,9 @@ pub enum Values {
     Bool(Vec<bool>),
     /// `tensor(string)`.
     String(Vec<String>),
+    /// `tensor(string)` from a table made once (the columnar path's `PU_DO` pairs): no string
+    /// is made per row. Inputs only.
+    Interned(Vec<&'static str>),
 }
 
 impl Values {
@@ -105,6 +108,7 @@ impl Values {
             Values::Int64(v) => v.len(),
             Values::Bool(v) => v.len(),
             Values::String(v) => v.len(),
+            Values::Interned(v) => v.len(),
         }
     }
 
@@ -122,6 +126,7 @@ impl Values {
             Values::Int64(v) => v.truncate(len),
             Values::Bool(v) => v.truncate(len),
             Values::String(v) => v.truncate(len),
+            Values::Interned(v) => v.truncate(len),
         }
     }
 
@@ -148,6 +153,7 @@ impl Values {
             (Values::String(v), Value::String(s)) => v.push(s.clone()),
             (Values::String(v), Value::Number(_) | Value::Bool(_)) => v.push(value.to_string()),
             (Values::String(_), _) => return Err("must be a string"),
+            (Values::Interned(_), _) => return Err("takes no event values"),
             _ => return Err("must be a number"),
         }
         Ok(())
@@ -165,6 +171,7 @@ impl Values {
             Values::Int64(v) => Tensor::from_array((shape, v))?.into(),
             Values::Bool(v) => Tensor::from_array((shape, v))?.into(),
             Values::String(v) => Tensor::from_string_array((shape, v.as_slice()))?.into(),
+            Values::Interned(v) => Tensor::from_string_array((shape, v.as_slice()))?.into(),
         })
     }
 
@@ -192,6 +199,7 @@ impl Values {
             Values::Int64(v) => Value::from(v[i]),
             Values::Bool(v) => Value::from(v[i]),
             Values::String(v) => Value::from(v[i].clone()),
+            Values::Interned(v) => Value::from(v[i]),
         }
     }
 
@@ -203,7 +211,7 @@ impl Values {
             Values::Int32(v) => f64::from(v[i]),
             Values::Int64(v) => v[i] as f64,
             Values::Bool(v) => f64::from(u8::from(v[i])),
-            Values::String(_) => return None,
+            Values::String(_) | Values::Interned(_) => return None,
         })
     }
 }

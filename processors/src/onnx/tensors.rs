@@ -156,5 +156,6 @@ fn data(values: Values) -> TensorData {
         Values::Float(v) => TensorData::Fp32(v),
         Values::Double(v) => TensorData::Fp64(v),
         Values::String(v) => TensorData::Bytes(v),
+        Values::Interned(v) => TensorData::Bytes(v.into_iter().map(str::to_string).collect()),
     }
 }

@@ -53,20 +53,15 @@ fn check(i: usize, pu: (&[i64], &Column), dropoff: (&[i64], &Column), distance: 
     None
 }
 
-/// `"<pu>_<do>"`, as the seeds' `prepare_features` writes it.
-fn pair(pu: i64, dropoff: i64) -> String {
-    let mut text = String::with_capacity(7);
-    push_decimal(&mut text, pu);
-    text.push('_');
-    push_decimal(&mut text, dropoff);
-    text
-}
-
-fn push_decimal(text: &mut String, n: i64) {
-    if n >= 10 {
-        push_decimal(text, n / 10);
-    }
-    text.push(char::from(b'0' + (n % 10) as u8));
+/// `"<pu>_<do>"` for every pair of zones, as the seeds' `prepare_features` writes it, made once:
+/// a batch borrows its rows' pairs instead of formatting a string per row.
+fn pair(pu: i64, dropoff: i64) -> &'static str {
+    static PAIRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let zones = *ZONES.end() as usize;
+    let table =
+        PAIRS.get_or_init(|| (0..zones * zones).map(|i| format!("{}_{}", i / zones + 1, i % zones + 1)).collect());
+    // Callers pass checked zone ids (1..=265).
+    table[(pu as usize - 1) * zones + (dropoff as usize - 1)].as_str()
 }
 
 impl RideDuration {
@@ -127,11 +122,11 @@ impl RideDuration {
     async fn run_model(
         &self,
         model: &RideModel,
-        pairs: Vec<String>,
+        pairs: Vec<&'static str>,
         miles: Vec<f32>,
     ) -> Result<Values, ComponentError> {
         let n = pairs.len();
-        let (pu_do, distance) = (model.pu_do.feed(Values::String(pairs)), model.distance.feed(Values::Float(miles)));
+        let (pu_do, distance) = (model.pu_do.feed(Values::Interned(pairs)), model.distance.feed(Values::Float(miles)));
         let feeds = if model.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
         let mut outputs = model.model.predict(feeds, n, model.fetch.clone()).await?;
         if outputs.is_empty() {

@@ -13,6 +13,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::file::reader::ChunkReader;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnKind};
 
 /// A field the processors read: its event path, the column the source maps to it, its type.
@@ -50,6 +51,20 @@ pub struct FileReader {
     /// (configured name, the column's name in this file).
     passthrough: Vec<(String, String)>,
     next_row: u64,
+    reader_broken: bool,
+}
+
+/// Runs the Parquet reader, turning a panic inside it (a malformed file the crate does not
+/// expect) into an error for this file: one bad file must not end the job.
+fn guarded<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the Parquet reader failed on this file: {what}")
+    })
 }
 
 impl FileReader {
@@ -64,9 +79,35 @@ impl FileReader {
         passthrough: &[String],
         batch_rows: usize,
     ) -> Result<FileReader, String> {
+        let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+        Self::from_reader(path, file, fields, passthrough, batch_rows)
+    }
+
+    /// [`FileReader::open`] on bytes already in memory (an object read whole); `path` names
+    /// them in messages.
+    ///
+    /// # Errors
+    /// As [`FileReader::open`].
+    pub fn from_bytes(
+        path: &Path,
+        bytes: bytes::Bytes,
+        fields: &[FieldColumn],
+        passthrough: &[String],
+        batch_rows: usize,
+    ) -> Result<FileReader, String> {
+        Self::from_reader(path, bytes, fields, passthrough, batch_rows)
+    }
+
+    fn from_reader<R: ChunkReader + 'static>(
+        path: &Path,
+        input: R,
+        fields: &[FieldColumn],
+        passthrough: &[String],
+        batch_rows: usize,
+    ) -> Result<FileReader, String> {
         let at = |e: String| format!("{}: {e}", path.display());
-        let file = File::open(path).map_err(|e| at(format!("cannot open: {e}")))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let builder = guarded(|| ParquetRecordBatchReaderBuilder::try_new(input))
+            .map_err(at)?
             .map_err(|e| at(format!("not a readable Parquet file: {e}")))?;
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
@@ -108,10 +149,8 @@ impl FileReader {
             rows += u64::try_from(group.num_rows()).unwrap_or(0);
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(batch_rows.max(1))
-            .build()
+        let reader = guarded(|| builder.with_projection(mask).with_batch_size(batch_rows.max(1)).build())
+            .map_err(at)?
             .map_err(|e| at(format!("cannot read: {e}")))?;
         Ok(FileReader {
             path: path.to_path_buf(),
@@ -121,6 +160,7 @@ impl FileReader {
             fields: resolved,
             passthrough: kept,
             next_row: 0,
+            reader_broken: false,
         })
     }
 
@@ -135,9 +175,19 @@ impl FileReader {
     /// # Errors
     /// A page that cannot be decoded; the message names the file.
     pub fn next_batch(&mut self) -> Option<Result<FileBatch, String>> {
-        let batch = match self.reader.next()? {
-            Ok(batch) => batch,
-            Err(e) => return Some(Err(format!("{}: cannot decode: {e}", self.path.display()))),
+        if self.reader_broken {
+            return None;
+        }
+        let batch = match guarded(|| self.reader.next()) {
+            Ok(next) => match next? {
+                Ok(batch) => batch,
+                Err(e) => return Some(Err(format!("{}: cannot decode: {e}", self.path.display()))),
+            },
+            Err(e) => {
+                // Nothing more is read from a file whose reader broke.
+                self.reader_broken = true;
+                return Some(Err(format!("{}: {e}", self.path.display())));
+            }
         };
         let first_row = self.next_row;
         self.next_row += batch.num_rows() as u64;
