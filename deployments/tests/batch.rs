@@ -127,13 +127,13 @@ fn arrow_cast(array: &ArrayRef) -> ArrayRef {
 fn both_schema_years_are_scored_and_bad_rows_dead_lettered_with_their_place() {
     let job = Job::new();
     // 2022's drifted types (int64 zones, double passenger counts, airport_fee) and 2024's.
-    job.sample("2022-01,2024-01", 20_000, 1_000, 5_000);
+    job.sample("2022-01,2024-01", 10_000, 500, 2_500);
     let out = job.run(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
     for month in ["2022-01", "2024-01"] {
         let name = format!("yellow_tripdata_{month}.parquet");
         let batches = read(&job.predictions.join(&name));
-        assert_eq!(rows(&batches), 20_000 - 20, "{name}: every good row once, the 20 bad ones left out");
+        assert_eq!(rows(&batches), 10_000 - 20, "{name}: every good row once, the 20 bad ones left out");
         let schema = batches[0].schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(
@@ -157,12 +157,12 @@ fn both_schema_years_are_scored_and_bad_rows_dead_lettered_with_their_place() {
         assert!(distances.iter().all(|d| *d >= 0.0), "{name}: no negative distance was scored");
     }
     let dead = job.dead_letters();
-    assert_eq!(dead.len(), 40, "two files, one bad row in 1,000");
+    assert_eq!(dead.len(), 40, "two files, one bad row in 500");
     for entry in &dead {
         let offset = entry["position"]["offset"].as_u64().unwrap();
-        assert_eq!(offset % 1_000, 999, "the generator spoils every 1,000th row: {entry}");
-        assert_eq!(entry["row_group"].as_u64().unwrap(), offset / 5_000, "{entry}");
-        assert_eq!(entry["row_in_group"].as_u64().unwrap(), offset % 5_000, "{entry}");
+        assert_eq!(offset % 500, 499, "the generator spoils every 500th row: {entry}");
+        assert_eq!(entry["row_group"].as_u64().unwrap(), offset / 2_500, "{entry}");
+        assert_eq!(entry["row_in_group"].as_u64().unwrap(), offset % 2_500, "{entry}");
         assert!(entry["position"]["partition"].as_str().unwrap().ends_with(".parquet"), "{entry}");
         assert_eq!(entry["component"], "ride_duration");
         let reason = entry["reason"].as_str().unwrap();
@@ -176,7 +176,7 @@ fn both_schema_years_are_scored_and_bad_rows_dead_lettered_with_their_place() {
         assert!(payload["ride"].is_object(), "the row as the event the model read: {payload}");
     }
     let summary = stderr(&out);
-    assert!(summary.contains("rows in 40000, predicted 39960, dead-lettered 40"), "{summary}");
+    assert!(summary.contains("rows in 20000, predicted 19960, dead-lettered 40"), "{summary}");
 
     // A rerun over the same input changes nothing; --force scores it again.
     let output = job.predictions.join("yellow_tripdata_2024-01.parquet");
@@ -218,10 +218,11 @@ fn a_file_whose_column_cannot_serve_fails_alone_naming_the_file_and_column() {
 fn a_job_killed_mid_file_resumes_there_with_every_row_exactly_once() {
     let job = Job::new();
     let months = "2024-01,2024-02,2024-03,2024-04";
-    job.sample(months, 200_000, 0, 50_000);
-    // Small batches, so that the job is still inside a file when it is killed.
+    job.sample(months, 60_000, 0, 15_000);
+    // Small batches, so that the job is still inside a file when it is killed (a month takes
+    // about 0.3 s so, in a debug build).
     let mut child =
-        job.command(&[]).env("TRIBUTARY_SOURCES__TRIPS__BATCH_ROWS", "500").stderr(Stdio::null()).spawn().unwrap();
+        job.command(&[]).env("TRIBUTARY_SOURCES__TRIPS__BATCH_ROWS", "250").stderr(Stdio::null()).spawn().unwrap();
     let first = job.predictions.join("yellow_tripdata_2024-01.parquet");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !first.exists() {
@@ -229,7 +230,7 @@ fn a_job_killed_mid_file_resumes_there_with_every_row_exactly_once() {
         assert!(child.try_wait().unwrap().is_none(), "the job ended before it could be killed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(100));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let finished: Vec<PathBuf> = output_files(&job.predictions);
@@ -248,7 +249,7 @@ fn a_job_killed_mid_file_resumes_there_with_every_row_exactly_once() {
     assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
     for file in &files {
         let batches = read(file);
-        assert_eq!(rows(&batches), 200_000, "{}: every row once", file.display());
+        assert_eq!(rows(&batches), 60_000, "{}: every row once", file.display());
         // Every input row once: the pickup times and zones of the output are the input's, row
         // for row.
         let input = read(&job.data.join(file.file_name().unwrap()));
@@ -325,4 +326,81 @@ fn batch_predictions_equal_the_streaming_paths_for_the_same_rides() {
         let streamed = streamed[&(i as u64)];
         assert!((streamed - duration).abs() <= 1e-9 * duration.abs().max(1.0), "ride {i}: {streamed} vs {duration}");
     }
+}
+
+/// Objects under `prefix` in `bucket`: key -> bytes.
+async fn objects(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let listed = s3.list_objects_v2().bucket(bucket).prefix(prefix).send().await.unwrap();
+    let mut out = BTreeMap::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap().to_string();
+        let body = s3.get_object().bucket(bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+        out.insert(key, body.into_bytes().to_vec());
+    }
+    out
+}
+
+#[tokio::test]
+async fn months_on_s3_are_scored_into_an_s3_prefix_the_large_one_by_multipart_upload() {
+    common::required("AWS_ENDPOINT_URL");
+    let job = Job::new();
+    job.sample("2022-01", 5_000, 1_000, 2_000);
+    // 300,000 rows written without compression make an output over one 8 MiB part.
+    job.sample("2024-01", 300_000, 0, 100_000);
+    let s3 = tributary_aws::s3_client().await;
+    let (input, output) = (common::unique("tlc-in").to_lowercase(), common::unique("tlc-out").to_lowercase());
+    for bucket in [&input, &output] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    for month in ["2022-01", "2024-01"] {
+        let name = format!("yellow_tripdata_{month}.parquet");
+        let body = std::fs::read(job.data.join(&name)).unwrap();
+        s3.put_object().bucket(&input).key(format!("tlc/{name}")).body(body.into()).send().await.unwrap();
+    }
+    s3.put_object().bucket(&input).key("tlc/README.txt").body(b"not a month".to_vec().into()).send().await.unwrap();
+    // Run from a scratch folder: the checkpoint of a job writing to S3 is local
+    // (.tributary/batch/), and the repository's own must not collect test runs.
+    let cwd = tempfile::tempdir().unwrap();
+    let run = || {
+        tributary(&["run", "--config", root().join("deployments/config/batch.toml").to_str().unwrap()])
+            .current_dir(cwd.path())
+            .env("MODEL", root().join("processors/models/ride_duration/model.onnx"))
+            .env("ORT_DYLIB_PATH", root().join(".venv/lib/libonnxruntime.so"))
+            .env("TLC_DATA", format!("s3://{input}/tlc/"))
+            .env("PREDICTIONS", format!("s3://{output}/predictions/"))
+            .env("DEAD_LETTERS", &job.dead_letters)
+            .env("TRIBUTARY_SINKS__PREDICTIONS__COMPRESSION", "none")
+            .output()
+            .unwrap()
+    };
+    // (The job runs to its end; this test's runtime has nothing else to do meanwhile.)
+    let out = run();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written = objects(&s3, &output, "").await;
+    let keys: Vec<&str> = written.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["predictions/yellow_tripdata_2022-01.parquet", "predictions/yellow_tripdata_2024-01.parquet"]);
+    let big = &written["predictions/yellow_tripdata_2024-01.parquet"];
+    assert!(big.len() > 8 * 1024 * 1024, "the large month went up in parts: {} bytes", big.len());
+    let rows_of = |bytes: &Vec<u8>| -> usize {
+        ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum()
+    };
+    assert_eq!(rows_of(&written["predictions/yellow_tripdata_2022-01.parquet"]), 4_995);
+    assert_eq!(rows_of(big), 300_000);
+    let dead = job.dead_letters();
+    assert_eq!(dead.len(), 5);
+    assert!(
+        dead[0]["position"]["partition"].as_str().unwrap().starts_with(&format!("s3://{input}/tlc/")),
+        "{}",
+        dead[0]
+    );
+    let unfinished = s3.list_multipart_uploads().bucket(&output).send().await.unwrap();
+    assert!(unfinished.uploads().is_empty(), "no upload left open");
+    // Done months are skipped on a rerun.
+    let again = run();
+    assert!(stderr(&again).contains("0 file(s) scored, 2 already done"), "{}", stderr(&again));
 }

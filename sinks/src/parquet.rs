@@ -256,3 +256,113 @@ mod tests {
         assert_eq!(remove_temporaries(dir.path()), 1);
     }
 }
+
+/// Output files for a sink whose `path` is `s3://bucket/prefix/`: written locally as any other,
+/// then uploaded whole. Files over one part are sent as a multipart upload, which S3 shows as an
+/// object only once it is completed: a job killed mid-upload leaves no object, only an
+/// unfinished upload, which the next run aborts ([`abort_unfinished`]).
+#[cfg(feature = "parquet-s3")]
+pub mod s3 {
+    use std::path::Path;
+
+    use aws_sdk_s3::Client;
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use tokio::io::AsyncReadExt;
+
+    /// Bytes per part (S3's minimum for all parts but the last is 5 MiB).
+    const PART: usize = 8 * 1024 * 1024;
+
+    /// Uploads `file` to `bucket`/`key`.
+    ///
+    /// # Errors
+    /// The upload fails; an unfinished multipart upload is aborted.
+    pub async fn upload(client: &Client, file: &Path, bucket: &str, key: &str) -> Result<(), String> {
+        let at = |e: String| format!("s3://{bucket}/{key}: {e}");
+        let size = tokio::fs::metadata(file).await.map_err(|e| at(e.to_string()))?.len();
+        if size <= PART as u64 {
+            let body = ByteStream::from_path(file).await.map_err(|e| at(e.to_string()))?;
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| at(tributary_aws::describe(&e)))?;
+            return Ok(());
+        }
+        let created = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| at(tributary_aws::describe(&e)))?;
+        let id = created.upload_id().ok_or_else(|| at("no upload id".into()))?.to_string();
+        let sent = send_parts(client, file, bucket, key, &id).await;
+        match sent {
+            Ok(parts) => client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| at(tributary_aws::describe(&e))),
+            Err(e) => {
+                let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&id).send().await;
+                Err(at(e))
+            }
+        }
+    }
+
+    async fn send_parts(
+        client: &Client,
+        file: &Path,
+        bucket: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<Vec<CompletedPart>, String> {
+        let mut input = tokio::fs::File::open(file).await.map_err(|e| e.to_string())?;
+        let mut parts = Vec::new();
+        for number in 1.. {
+            let mut chunk = Vec::with_capacity(PART);
+            (&mut input).take(PART as u64).read_to_end(&mut chunk).await.map_err(|e| e.to_string())?;
+            if chunk.is_empty() {
+                break;
+            }
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| tributary_aws::describe(&e))?;
+            parts
+                .push(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build());
+        }
+        Ok(parts)
+    }
+
+    /// Aborts the unfinished multipart uploads under `prefix` (a killed run's); returns how many.
+    pub async fn abort_unfinished(client: &Client, bucket: &str, prefix: &str) -> usize {
+        let Ok(listed) = client.list_multipart_uploads().bucket(bucket).prefix(prefix).send().await else {
+            return 0;
+        };
+        let mut aborted = 0;
+        for upload in listed.uploads() {
+            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                && client.abort_multipart_upload().bucket(bucket).key(key).upload_id(id).send().await.is_ok()
+            {
+                aborted += 1;
+            }
+        }
+        aborted
+    }
+}

@@ -48,18 +48,16 @@ impl Checkpoint {
     }
 
     /// Whether `file` was scored as it is now.
-    pub fn is_done(&self, file: &Path, size: u64, modified_unix_ms: u64) -> bool {
-        self.files
-            .get(&file.display().to_string())
-            .is_some_and(|d| d.size == size && d.modified_unix_ms == modified_unix_ms)
+    pub fn is_done(&self, file: &str, size: u64, modified_unix_ms: u64) -> bool {
+        self.files.get(file).is_some_and(|d| d.size == size && d.modified_unix_ms == modified_unix_ms)
     }
 
     /// Records `file` as done and writes the checkpoint.
     ///
     /// # Errors
     /// The checkpoint cannot be written.
-    pub fn mark(&mut self, file: &Path, done: Done) -> Result<(), String> {
-        self.files.insert(file.display().to_string(), done);
+    pub fn mark(&mut self, file: &str, done: Done) -> Result<(), String> {
+        self.files.insert(file.to_string(), done);
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
         tributary_framework::checkpoint_file::replace_blocking(&self.path, &bytes)
     }
@@ -88,7 +86,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/_checkpoint.json");
         let mut checkpoint = Checkpoint::load(&path).unwrap();
-        let input = Path::new("data/a.parquet");
+        let input = "data/a.parquet";
         assert!(!checkpoint.is_done(input, 10, 5));
         checkpoint
             .mark(input, Done { size: 10, modified_unix_ms: 5, rows: 3, predicted: 3, dead_lettered: 0 })

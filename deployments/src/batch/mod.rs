@@ -16,6 +16,7 @@
 mod checkpoint;
 mod plan;
 mod progress;
+mod storage;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,13 +28,14 @@ use tributary_framework::columns::{ColumnBatch, ColumnData, ColumnOutput};
 use tributary_framework::config::PipelineConfig;
 use tributary_framework::registry::Registry;
 use tributary_framework::{Delivery, Input, Offset, Position, Record};
-use tributary_sinks::parquet::{OutputFile, remove_temporaries};
+use tributary_sinks::parquet::OutputFile;
 use tributary_sources::parquet::OnFileError;
 use tributary_sources::parquet::read::{FileBatch, FileReader};
 
 use plan::Plan;
 pub use plan::is_batch;
 use progress::Progress;
+use storage::{InputFile, Storage};
 
 /// How `tributary run` runs a batch job.
 #[derive(Clone, Copy, Debug, Default)]
@@ -81,10 +83,12 @@ pub async fn validate(config: &PipelineConfig, registry: &Registry) -> Result<()
 
 /// Scores every file; `Ok(false)` when some failed.
 async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
-    let files =
-        tributary_sources::parquet::list_files(&plan.source.path).map_err(|e| format!("{}: {e}", plan.source_id))?;
+    let mut paths = vec![plan.source.path.as_str()];
+    paths.extend(plan.outputs.iter().map(|o| o.config.path.as_str()));
+    let storage = Storage::new(&paths).await?;
+    let files = storage.list(&plan.source.path).await.map_err(|e| format!("{}: {e}", plan.source_id))?;
     for output in &plan.outputs {
-        let removed = remove_temporaries(Path::new(&output.config.path));
+        let removed = storage.clean(&output.config.path).await;
         if removed > 0 {
             tracing::warn!(sink = %output.id, removed, "removed unfinished output files of an earlier run");
         }
@@ -93,8 +97,8 @@ async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
     let mut todo = Vec::new();
     let mut skipped = 0;
     for file in files {
-        let (size, modified) = checkpoint::stamp(&file)?;
-        if !options.force && checkpoint.is_done(&file, size, modified) {
+        let (size, modified) = file.stamp()?;
+        if !options.force && checkpoint.is_done(&file.key(), size, modified) {
             skipped += 1;
         } else {
             todo.push((file, size, modified));
@@ -104,10 +108,10 @@ async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
     let mut progress = Progress::new(todo.len(), todo.iter().map(|(_, size, _)| *size).sum(), options.progress);
     let (mut total, mut failed) = (Counts::default(), Vec::new());
     for (file, size, modified) in &todo {
-        match score_file(plan, file, *size, &mut progress).await {
+        match score_file(plan, &storage, file, *size, &mut progress).await {
             Ok(counts) => {
                 checkpoint.mark(
-                    file,
+                    &file.key(),
                     checkpoint::Done {
                         size: *size,
                         modified_unix_ms: *modified,
@@ -119,12 +123,12 @@ async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
                 total.rows += counts.rows;
                 total.predicted += counts.predicted;
                 total.dead_lettered += counts.dead_lettered;
-                progress.file_done(file, counts.rows);
+                progress.file_done(&file.key(), counts.rows);
             }
             Err(e) => {
                 progress.clear();
                 eprintln!("error: {e}");
-                failed.push(file.clone());
+                failed.push(file.key());
                 progress.file_failed(*size);
                 if plan.source.on_file_error == OnFileError::Stop {
                     break;
@@ -149,7 +153,7 @@ async fn score_all(plan: &Plan, options: BatchOptions) -> Result<bool, String> {
         return Err(format!("{id}: {e}"));
     }
     for file in &failed {
-        eprintln!("failed: {} (rerun to retry it; the files scored are kept)", file.display());
+        eprintln!("failed: {file} (rerun to retry it; the files scored are kept)");
     }
     Ok(failed.is_empty())
 }
@@ -159,15 +163,24 @@ async fn close(plan: &Plan) -> Result<(), (String, tributary_framework::Componen
 }
 
 /// Scores one file into a new output file per sink.
-async fn score_file(plan: &Plan, file: &Path, size: u64, progress: &mut Progress) -> Result<Counts, String> {
-    let mut reader = FileReader::open(file, &plan.fields, &plan.passthrough, plan.source.batch_rows)?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or("no file name")?;
+async fn score_file(
+    plan: &Plan,
+    storage: &Storage,
+    file: &InputFile,
+    size: u64,
+    progress: &mut Progress,
+) -> Result<Counts, String> {
+    let key = file.key();
+    let local = storage.fetch(file).await?;
+    let mut reader =
+        FileReader::open_as(&local.path, Path::new(&key), &plan.fields, &plan.passthrough, plan.source.batch_rows)?;
+    let name = file.name();
     let mut outputs = plan
         .outputs
         .iter()
-        .map(|o| OutputFile::start(Path::new(&o.config.path), &name, o.codec))
+        .map(|o| OutputFile::start(&storage.output_dir(&o.config.path, &o.id), &name, o.codec))
         .collect::<Result<Vec<_>, _>>()?;
-    let partition: Arc<str> = Arc::from(file.display().to_string());
+    let partition: Arc<str> = Arc::from(key.as_str());
     let mut counts = Counts::default();
     while let Some(batch) = reader.next_batch() {
         let batch = batch?;
@@ -178,8 +191,8 @@ async fn score_file(plan: &Plan, file: &Path, size: u64, progress: &mut Progress
                 .processor
                 .process_columns(&batch.columns)
                 .await
-                .map_err(|e| format!("{}: processor {}: {e}", file.display(), model.id))?;
-            check_lengths(&out, rows).map_err(|e| format!("{}: processor {}: {e}", file.display(), model.id))?;
+                .map_err(|e| format!("{key}: processor {}: {e}", model.id))?;
+            check_lengths(&out, rows).map_err(|e| format!("{key}: processor {}: {e}", model.id))?;
             results.push(out);
         }
         counts.dead_lettered += dead_letter(plan, &reader, &partition, &batch, &results).await?;
@@ -195,8 +208,11 @@ async fn score_file(plan: &Plan, file: &Path, size: u64, progress: &mut Progress
         counts.predicted += results.iter().map(|r| (rows - r.rejected.len()) as u64).min().unwrap_or(0);
         progress.advance(rows as u64, size, reader.rows);
     }
-    for output in outputs {
-        output.commit()?;
+    for (spec, output) in plan.outputs.iter().zip(outputs) {
+        let path = output.path().to_path_buf();
+        if output.commit()? > 0 {
+            storage.publish(&spec.config.path, &path).await.map_err(|e| format!("{}: {e}", spec.id))?;
+        }
     }
     Ok(counts)
 }

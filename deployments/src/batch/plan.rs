@@ -134,9 +134,15 @@ impl Plan {
 
     /// Where the job's checkpoint lives: beside the first sink's files (`_` keeps Parquet
     /// dataset readers from taking it for data).
+    /// For outputs on S3, in `.tributary/batch/` of the working folder.
     pub fn checkpoint_path(&self) -> std::path::PathBuf {
         let first = self.outputs.first().map_or(".", |o| o.config.path.as_str());
-        std::path::Path::new(first).join(format!("_tributary_checkpoint.{}.json", self.source_id))
+        let name = format!("_tributary_checkpoint.{}.json", self.source_id);
+        if first.starts_with("s3://") {
+            std::path::Path::new(".tributary/batch").join(name)
+        } else {
+            std::path::Path::new(first).join(name)
+        }
     }
 }
 

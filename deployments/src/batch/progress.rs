@@ -2,7 +2,6 @@
 //! per file otherwise.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Progress over the files to score.
@@ -50,12 +49,11 @@ impl Progress {
     }
 
     /// The current file is scored.
-    pub(crate) fn file_done(&mut self, file: &Path, rows: u64) {
+    pub(crate) fn file_done(&mut self, file: &str, rows: u64) {
         self.finish_file();
         if !self.bar {
             eprintln!(
-                "scored {} ({rows} rows, {:.2} s) [{}/{} files]",
-                file.display(),
+                "scored {file} ({rows} rows, {:.2} s) [{}/{} files]",
                 self.file_started.elapsed().as_secs_f64(),
                 self.files_done,
                 self.files

@@ -18,6 +18,8 @@
 //! cannot serve fails with the file and the column named ([`read`]).
 
 pub mod read;
+#[cfg(feature = "parquet-s3")]
+pub mod s3;
 pub mod tlc;
 
 use std::collections::BTreeMap;

@@ -79,8 +79,23 @@ impl FileReader {
         passthrough: &[String],
         batch_rows: usize,
     ) -> Result<FileReader, String> {
-        let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
-        Self::from_reader(path, file, fields, passthrough, batch_rows)
+        Self::open_as(path, path, fields, passthrough, batch_rows)
+    }
+
+    /// [`FileReader::open`] on `path`, naming it `shown_as` in messages and positions (an S3
+    /// object read from its downloaded copy).
+    ///
+    /// # Errors
+    /// As [`FileReader::open`].
+    pub fn open_as(
+        path: &Path,
+        shown_as: &Path,
+        fields: &[FieldColumn],
+        passthrough: &[String],
+        batch_rows: usize,
+    ) -> Result<FileReader, String> {
+        let file = File::open(path).map_err(|e| format!("{}: cannot open: {e}", shown_as.display()))?;
+        Self::from_reader(shown_as, file, fields, passthrough, batch_rows)
     }
 
     /// [`FileReader::open`] on bytes already in memory (an object read whole); `path` names
