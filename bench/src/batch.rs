@@ -37,12 +37,7 @@ fn measure(cmd: &mut Command) -> Result<Run> {
                 cpu_s = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / 100.0;
             }
         }
-        if let Ok(text) = std::fs::read_to_string(&status)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        {
+        if let Some(kb) = crate::peak_rss_kb(&status) {
             rss_kb = rss_kb.max(kb);
         }
         if child.try_wait()?.is_some() {

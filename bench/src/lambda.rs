@@ -36,12 +36,7 @@ pub async fn handler_process(args: &[String]) -> Result<()> {
     if last != json!({"batchItemFailures": []}) {
         bail!("unexpected answer {last}");
     }
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let rss: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss = crate::peak_rss_kb("/proc/self/status").unwrap_or(0);
     println!("{}", json!({"batch_ms": median(&mut times), "peak_rss_kb": rss}));
     Ok(())
 }

@@ -238,6 +238,15 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
 }
 
 /// User + system CPU time of this process (all threads), from /proc/self/stat.
+/// The peak RSS (`VmHWM`, kB) in a `/proc/<pid>/status` file, while the process lives.
+pub(crate) fn peak_rss_kb(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
 pub(crate) fn cpu_seconds() -> Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("parsing /proc/self/stat")?;
@@ -300,12 +309,7 @@ pub(crate) fn peak_rss(bin: &Path, dir: &Path, count: u64) -> Result<(u64, f64)>
     let status_path = format!("/proc/{}/status", child.id());
     let mut peak = 0;
     loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path)
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        {
+        if let Some(kb) = peak_rss_kb(&status_path) {
             peak = peak.max(kb);
         }
         if let Some(exit) = child.try_wait()? {

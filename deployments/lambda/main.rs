@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use tributary::cli::{LogFormat, init_logging};
-use tributary::lambda::Function;
+use tributary::lambda::Handler;
 
 /// Time kept to send the answer after the last retry: the invocation's deadline (milliseconds
 /// since the epoch) less this is when no more retries start.
@@ -21,7 +21,7 @@ fn answer_by(deadline_ms: u64) -> Instant {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_logging(0, LogFormat::Json);
-    match Function::from_env().await {
+    match Handler::from_env().await {
         Ok(function) => {
             let function = &function;
             lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -15,6 +15,9 @@
 //!   `{"statusCode", "headers", "body"}`. The other sinks (the tee) get the records before the
 //!   function answers, since a frozen function runs nothing.
 //!
+//! - With a batch config (a `parquet` source), the function is a [`Handler::Objects`]: each S3
+//!   `ObjectCreated` notification's object is scored into the config's `parquet` sinks.
+//!
 //! Kinesis entries are decoded leniently from JSON (not with `aws_lambda_events`' typed event),
 //! so that one entry with broken base64 is dead-lettered alone instead of failing the whole event.
 
@@ -73,11 +76,7 @@ impl Function {
     /// # Errors
     /// The configuration or a component is invalid, or it does not have exactly one source.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = match std::env::var_os("TRIBUTARY_CONFIG") {
-            Some(path) => config::load(std::path::Path::new(&path))?,
-            None => config::from_toml_str("lambda.toml (bundled)", BUNDLED_CONFIG)?,
-        };
-        Self::build(&config).await
+        Self::build(&config_from_env()?).await
     }
 
     /// Builds the function from a configuration with exactly one source.
@@ -218,6 +217,56 @@ impl Function {
                 "not a Kinesis event ({{\"Records\": [...]}}) nor an event the pipeline accepts: {reason}"
             ))),
             None => Err(InvocationError::Failed("no result".into())),
+        }
+    }
+}
+
+/// `TRIBUTARY_CONFIG`, or the bundled configuration.
+fn config_from_env() -> Result<PipelineConfig, ConfigError> {
+    match std::env::var_os("TRIBUTARY_CONFIG") {
+        Some(path) => config::load(std::path::Path::new(&path)),
+        None => config::from_toml_str("lambda.toml (bundled)", BUNDLED_CONFIG),
+    }
+}
+
+/// What the function runs: a stream pipeline ([`Function`]), or a batch job scoring the objects
+/// S3 `ObjectCreated` notifications name, when its config's source is `parquet` (feature
+/// `parquet-s3`; see `crate::batch::objects`).
+pub enum Handler {
+    /// Kinesis events, API Gateway requests, direct invocations.
+    Stream(Function),
+    /// S3 notifications.
+    #[cfg(feature = "parquet-s3")]
+    Objects(crate::batch::objects::ObjectJob),
+}
+
+impl Handler {
+    /// Loads `TRIBUTARY_CONFIG` (or the bundled configuration) and builds what it describes.
+    ///
+    /// # Errors
+    /// As [`Function::from_env`].
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = config_from_env()?;
+        #[cfg(feature = "parquet-s3")]
+        if crate::batch::is_batch(&config) {
+            return Ok(Handler::Objects(crate::batch::objects::ObjectJob::build(&config, &crate::registry()).await?));
+        }
+        Ok(Handler::Stream(Function::build(&config).await?))
+    }
+
+    /// Serves one invocation, as [`Function::handle_until`] for a stream pipeline.
+    ///
+    /// # Errors
+    /// As [`Function::handle_until`]; for a batch job, an event that is not an S3 notification
+    /// (`InvalidEvent`) or an object that could not be scored (`Failed`, so S3 retries).
+    pub async fn handle_until(&self, event: Value, deadline: std::time::Instant) -> Result<Value, InvocationError> {
+        match self {
+            Handler::Stream(function) => function.handle_until(event, deadline).await,
+            #[cfg(feature = "parquet-s3")]
+            Handler::Objects(job) => job.handle(&event).await.map_err(|e| match e {
+                Ok(reason) => InvocationError::InvalidEvent(reason),
+                Err(reason) => InvocationError::Failed(reason),
+            }),
         }
     }
 }

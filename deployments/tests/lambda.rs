@@ -575,3 +575,64 @@ async fn api_gateway_and_function_url_requests_get_the_web_service_answers() {
     elsewhere["rawPath"] = json!("/other");
     assert_eq!(invoker.invoke_raw(&elsewhere).await.unwrap().body["statusCode"], 404);
 }
+
+#[tokio::test]
+async fn an_s3_object_created_event_scores_that_object_into_the_output_prefix() {
+    let _turn = TURN.lock().await;
+    required("AWS_ENDPOINT_URL");
+    let s3 = tributary_aws::s3_client().await;
+    let (input, output) = (unique("lambda-tlc-in").to_lowercase(), unique("lambda-tlc-out").to_lowercase());
+    for bucket in [&input, &output] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["tlc-sample", "--month", "2024-03", "--rows", "3000", "--bad-every", "1000", "--out"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let body = std::fs::read(dir.path().join("yellow_tripdata_2024-03.parquet")).unwrap();
+    let key = "incoming/yellow tripdata 2024-03.parquet"; // a space, as S3 notifications encode it
+    s3.put_object().bucket(&input).key(key).body(body.into()).send().await.unwrap();
+    // The config the packaged function is deployed with (the SAM template's batch function).
+    let _function = start_function_with(
+        "unused",
+        &[
+            ("TRIBUTARY_CONFIG", "deployments/config/batch-s3.toml"),
+            ("TRIPS_BUCKET", &output),
+            ("MODEL_LOCATION", "processors/models/ride_duration/model.onnx"),
+        ],
+        Stdio::null(),
+    );
+    let invoker = Invoker::new(&invoke_url(), true).unwrap();
+    let event = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": "ObjectCreated:Put",
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": input, "arn": format!("arn:aws:s3:::{input}")},
+               "object": {"key": "incoming/yellow+tripdata+2024-03.parquet", "size": 1}}}]});
+    let answer = invoker.invoke_raw(&event).await.unwrap();
+    assert!(!answer.function_error, "{:?}", answer.body);
+    assert_eq!(answer.body["scored"][0]["object"], format!("s3://{input}/{key}"), "{:?}", answer.body);
+    assert_eq!(answer.body["scored"][0]["rows"], 3000);
+    assert_eq!(answer.body["scored"][0]["dead_lettered"], 3);
+    let listed = s3.list_objects_v2().bucket(&output).send().await.unwrap();
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    let (dead, predictions): (Vec<&str>, Vec<&str>) =
+        keys.iter().partition(|k| k.starts_with("predictions/_dead_letters/"));
+    assert_eq!(predictions, ["predictions/yellow tripdata 2024-03.parquet"]);
+    let mut dead_rows = 0;
+    for key in dead {
+        let body = s3.get_object().bucket(&output).key(key).send().await.unwrap().body.collect().await.unwrap();
+        for line in String::from_utf8(body.into_bytes().to_vec()).unwrap().lines() {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            assert!(entry["position"]["partition"].as_str().unwrap().starts_with(&format!("s3://{input}/")), "{entry}");
+            dead_rows += 1;
+        }
+    }
+    assert_eq!(dead_rows, 3, "the bad rows, with the object they came from");
+    // Anything but an S3 notification is refused, naming what the function takes.
+    let refused = invoker.invoke_raw(&ride(1, 130)).await.unwrap();
+    assert!(refused.function_error, "{:?}", refused.body);
+    assert!(refused.body.to_string().contains("S3 ObjectCreated"), "{:?}", refused.body);
+}

@@ -52,7 +52,7 @@ async fn the_packaged_function_runs_from_its_zip_alone() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["bootstrap", "libonnxruntime.so", "model.onnx", "web-service.toml"]);
+    assert_eq!(names, ["batch-s3.toml", "bootstrap", "libonnxruntime.so", "model.onnx", "web-service.toml"]);
 
     let client = kinesis().await;
     let out = unique("packaged");

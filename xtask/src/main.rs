@@ -170,16 +170,18 @@ fn build_lambda_package(root: &Path) -> Result<()> {
             .args(["lambda", "build", "--release", "-p", "tributary", "--bin", "tributary-lambda"])
             .arg("--lambda-dir")
             .arg(root.join("target/lambda"))
-            .args(["--no-default-features", "--features", "lambda,onnx,s3,mimalloc"]),
+            .args(["--no-default-features", "--features", "lambda,onnx,s3,parquet-s3,mimalloc"]),
     )?;
     // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
     // ORT_DYLIB_PATH), model.onnx (MODEL_LOCATION's default, relative to /var/task), and
-    // web-service.toml (TRIBUTARY_CONFIG for API Gateway and function URL requests).
+    // web-service.toml (TRIBUTARY_CONFIG for API Gateway and function URL requests), and
+    // batch-s3.toml (TRIBUTARY_CONFIG for S3 ObjectCreated notifications).
     let dir = root.join("target/lambda/tributary-lambda");
     let _ = std::fs::remove_file(dir.join("bootstrap.zip"));
     std::fs::copy(root.join(".venv/lib/libonnxruntime.so"), dir.join("libonnxruntime.so"))?;
     std::fs::copy(root.join("processors/models/ride_duration/model.onnx"), dir.join("model.onnx"))?;
     std::fs::copy(root.join("deployments/config/web-service.toml"), dir.join("web-service.toml"))?;
+    std::fs::copy(root.join("deployments/config/batch-s3.toml"), dir.join("batch-s3.toml"))?;
     let zip = root.join("target/lambda/tributary-lambda.zip");
     let _ = std::fs::remove_file(&zip);
     run(
@@ -189,6 +191,7 @@ fn build_lambda_package(root: &Path) -> Result<()> {
             "libonnxruntime.so",
             "model.onnx",
             "web-service.toml",
+            "batch-s3.toml",
         ]),
     )?;
     eprintln!("xtask: built {} (folder: {})", zip.display(), dir.display());

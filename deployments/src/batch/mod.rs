@@ -14,6 +14,8 @@
 //! exactly once. A rerun over the same input does nothing unless `--force`.
 
 mod checkpoint;
+#[cfg(feature = "parquet-s3")]
+pub mod objects;
 mod plan;
 mod progress;
 mod storage;
