@@ -70,8 +70,14 @@ fn validate_accepts_the_demo_and_names_what_is_wrong_otherwise() {
 
 #[test]
 fn every_example_config_validates() {
-    // kinesis-worker.toml checks its streams on kinesis-mock.
+    // kinesis-worker.toml checks its streams on kinesis-mock; batch-s3.toml (the Lambda
+    // function's batch config) its bucket on moto.
     required("AWS_ENDPOINT_URL_KINESIS");
+    required("AWS_ENDPOINT_URL");
+    let bucket = common::unique("example-trips").to_lowercase();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        tributary_aws::s3_client().await.create_bucket().bucket(&bucket).send().await.unwrap();
+    });
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("deployments/config")).unwrap() {
         let path = entry.unwrap().path();
@@ -83,6 +89,7 @@ fn every_example_config_validates() {
                 .arg(&path)
                 .env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx")
                 .env("TEST_RUN", "True")
+                .env("TRIPS_BUCKET", &bucket)
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}: {}", path.display(), text(&out.stderr));
