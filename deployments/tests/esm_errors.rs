@@ -148,13 +148,16 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
     assert_eq!(record["KinesisBatchInfo"]["batchSize"], 3);
 }
 
-/// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 600 ms apart from 2.5 s after
-/// it starts reading the shard, and returns the batches the function got. (The delay puts ride 1
-/// late in a window that would start with the reading rather than with the first record.)
+/// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 1.5 s apart from 6 s after it
+/// starts reading the shard, and returns the batches the function got. (The delay puts ride 1
+/// after the end of a window that would start with the reading rather than with the first
+/// record. The spacing is well above the reader's 200 ms polling: at 600 ms, a loaded machine
+/// once read rides 2 and 3 in one poll without any window.)
 async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Vec<u64>> {
     let (url, batches) = function_failing_on(0).await;
     let mut esm = esm_command(input, &url);
-    esm.args(["--exit-when-idle-s", "5", "-v"]).args(extra).stderr(Stdio::piped());
+    // Idle longer than the 6 s before the first ride, or it would stop before it.
+    esm.args(["--exit-when-idle-s", "9", "-v"]).args(extra).stderr(Stdio::piped());
     let mut child = esm.spawn().unwrap();
     // Wait for its "reading shard" line, then keep draining its log.
     let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
@@ -164,10 +167,10 @@ async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Ve
         assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "esm ended before reading");
     }
     std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(6000)).await;
     for id in 1..=3 {
         put(input, &[ride(id, 130)]);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     let output = finish(child, Duration::from_secs(60)).await;
     assert!(output.status.success());
@@ -180,10 +183,10 @@ async fn the_batching_window_gathers_records_that_arrive_within_it() {
     let (without, with) = (unique("rides"), unique("rides"));
     create_stream(&client, &without, 1).await;
     create_stream(&client, &with, 1).await;
-    // Without a window each ride is sent as soon as it is read; with a 3 s window, from the
-    // first ride read, all three go together.
+    // Without a window each ride is sent as soon as it is read; with a 5.5 s window, from the
+    // first ride read, all three (3 s apart first to last) go together.
     assert_eq!(batches_of_three_rides_put_apart(&without, &[]).await, vec![vec![1], vec![2], vec![3]]);
-    let window = ["--batching-window-ms", "3000"];
+    let window = ["--batching-window-ms", "5500"];
     assert_eq!(batches_of_three_rides_put_apart(&with, &window).await, vec![vec![1, 2, 3]]);
 }
 
