@@ -151,8 +151,8 @@ async fn records_older_than_the_maximum_age_are_given_up_on_unsent() {
 /// Runs `esm` on `input` with `extra` flags, puts rides 1, 2 and 3 1.5 s apart from 6 s after it
 /// starts reading the shard, and returns the batches the function got. (The delay puts ride 1
 /// after the end of a window that would start with the reading rather than with the first
-/// record. The spacing is well above the reader's 200 ms polling: at 600 ms, a loaded machine
-/// once read rides 2 and 3 in one poll without any window.)
+/// record. The spacing is well above the reader's 200 ms polling: at 600 ms apart, a loaded CI
+/// run once delivered rides 2 and 3 in one batch without any window.)
 async fn batches_of_three_rides_put_apart(input: &str, extra: &[&str]) -> Vec<Vec<u64>> {
     let (url, batches) = function_failing_on(0).await;
     let mut esm = esm_command(input, &url);
