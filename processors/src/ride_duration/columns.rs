@@ -9,7 +9,7 @@ use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
 use super::features::ZONES;
-use super::{RideDuration, RideModel};
+use super::RideDuration;
 use crate::onnx::Values;
 
 const PU: &str = "ride.PULocationID";
@@ -95,7 +95,7 @@ impl RideDuration {
             nulls[i] = true;
         }
         if !scored.is_empty() {
-            let predictions = self.run_model(&model, pairs, miles).await?;
+            let predictions = model.predict(Values::Interned(pairs), miles).await?;
             let n = scored.len();
             for (k, &row) in scored.iter().enumerate() {
                 durations[row] = model
@@ -116,23 +116,6 @@ impl RideDuration {
             ],
             rejected,
         })
-    }
-
-    /// Runs the model on prepared features; the `ride_duration` output.
-    async fn run_model(
-        &self,
-        model: &RideModel,
-        pairs: Vec<&'static str>,
-        miles: Vec<f32>,
-    ) -> Result<Values, ComponentError> {
-        let n = pairs.len();
-        let (pu_do, distance) = (model.pu_do.feed(Values::Interned(pairs)), model.distance.feed(Values::Float(miles)));
-        let feeds = if model.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
-        let mut outputs = model.model.predict(feeds, n, model.fetch.clone()).await?;
-        if outputs.is_empty() {
-            return Err(ComponentError::Fatal("no prediction".into()));
-        }
-        Ok(outputs.swap_remove(0))
     }
 }
 

@@ -116,6 +116,19 @@ impl RideDuration {
 }
 
 impl RideModel {
+    /// Runs the model on prepared `PU_DO` pairs and distances (events and columns alike); its
+    /// `ride_duration` output.
+    async fn predict(&self, pu_do: Values, miles: Vec<f32>) -> Result<Values, ComponentError> {
+        let n = pu_do.len();
+        let (pu_do, distance) = (self.pu_do.feed(pu_do), self.distance.feed(Values::Float(miles)));
+        let feeds = if self.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
+        let mut outputs = self.model.predict(feeds, n, self.fetch.clone()).await?;
+        if outputs.is_empty() {
+            return Err(ComponentError::Fatal("no prediction".into()));
+        }
+        Ok(outputs.swap_remove(0))
+    }
+
     /// Opens the model `config` names and checks that it is a ride-duration model.
     async fn open(config: &RideDurationConfig) -> Result<Self, String> {
         let model = OnnxModel::open(&config.model, config.version.as_deref(), config.sessions, config.threads).await?;
@@ -177,13 +190,9 @@ impl Processor for RideDuration {
         }
         if !rows.is_empty() {
             let n = rows.len();
-            let (pu_do, distance) =
-                (model.pu_do.feed(Values::String(pu_do)), model.distance.feed(Values::Float(distance)));
-            let feeds = if model.pu_do_first { vec![pu_do, distance] } else { vec![distance, pu_do] };
-            let outputs = model.model.predict(feeds, n, model.fetch.clone()).await?;
-            let predictions = outputs.first().ok_or_else(|| ComponentError::Fatal("no prediction".into()))?;
+            let predictions = model.predict(Values::String(pu_do), distance).await?;
             for (k, (row, ride_id)) in rows.into_iter().zip(ids).enumerate() {
-                let prediction = model.output.value(predictions, n, k).map_err(ComponentError::Fatal)?;
+                let prediction = model.output.value(&predictions, n, k).map_err(ComponentError::Fatal)?;
                 outcomes[row] = Some(Outcome::one(self.envelope(&model, prediction, ride_id)));
             }
         }
