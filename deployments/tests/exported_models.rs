@@ -9,9 +9,10 @@
 mod common;
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use common::{json_lines, root};
 use serde_json::Value;
@@ -311,4 +312,190 @@ fn inspect_shows_the_signature_and_a_snippet_for_a_dict_vectorizer_pipeline() {
     let validate =
         Command::new(env!("CARGO_BIN_EXE_tributary")).args(["validate", "--config"]).arg(&config).output().unwrap();
     assert!(validate.status.success(), "{filled}\n{}", String::from_utf8_lossy(&validate.stderr));
+}
+
+/// The model's good events as one Parquet file, one column per event field (`trip.distance` in
+/// column `trip_distance`), plus a copy of every 25th with one field null, which must be
+/// dead-lettered naming it (a field `mapping` reads). Returns the `[sources.events.event]` table and the nulled
+/// (id, field) pairs.
+fn events_as_parquet(name: &str, mapping: &str, path: &Path) -> (String, Vec<(u64, String)>) {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    let expected: Vec<u64> = json_lines(&fixtures().join(format!("{name}.expected.jsonl")))
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    let flat = |event: &Value| {
+        let mut leaves = std::collections::BTreeMap::new();
+        let mut stack = vec![(String::new(), event.clone())];
+        while let Some((at, value)) = stack.pop() {
+            match value {
+                Value::Object(map) => {
+                    stack.extend(map.into_iter().map(|(k, v)| (if at.is_empty() { k } else { format!("{at}.{k}") }, v)))
+                }
+                leaf => {
+                    leaves.insert(at, leaf);
+                }
+            }
+        }
+        leaves
+    };
+    let mut rows: Vec<_> = json_lines(&fixtures().join(format!("{name}.events.jsonl")))
+        .iter()
+        .filter(|e| expected.contains(&e["id"].as_u64().unwrap()))
+        .map(flat)
+        .collect();
+    // The fields the mapping reads.
+    let paths: Vec<String> = rows[0]
+        .keys()
+        .filter(|p| mapping.contains(&format!("\"{p}\"")) || mapping.contains(&format!("{{{p}}}")))
+        .cloned()
+        .collect();
+    let mut nulled = Vec::new();
+    for k in (0..rows.len()).step_by(25) {
+        let mut row = rows[k].clone();
+        let (id, field) = (20_000 + k as u64, paths[k % paths.len()].clone());
+        row.insert("id".into(), Value::from(id));
+        row.insert(field.clone(), Value::Null);
+        rows.push(row);
+        nulled.push((id, field));
+    }
+    let mut columns: Vec<(String, ArrayRef)> = Vec::new();
+    let mut event = String::new();
+    for path in rows[0].keys() {
+        let column = path.replace('.', "_");
+        event.push_str(&format!("{path} = \"{{{column}}}\"\n"));
+        let values: Vec<&Value> = rows.iter().map(|r| &r[path]).collect();
+        let array: ArrayRef = if values.iter().all(|v| v.is_null() || v.is_i64()) {
+            Arc::new(values.iter().map(|v| v.as_i64()).collect::<Int64Array>())
+        } else if values.iter().all(|v| v.is_null() || v.is_number()) {
+            Arc::new(values.iter().map(|v| v.as_f64()).collect::<Float64Array>())
+        } else {
+            Arc::new(values.iter().map(|v| v.as_str()).collect::<StringArray>())
+        };
+        columns.push((column, array));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    (event, nulled)
+}
+
+/// Runs the model's mapping (the same `tests/fixtures/models/<name>.toml` as on events) as a
+/// batch job on its events written as Parquet: the predictions (by id, one JSON object of the
+/// output columns), the dead letters, and the rows given a null field.
+fn run_on_parquet(name: &str) -> FileRun {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let mapping = std::fs::read_to_string(root().join(format!("tests/fixtures/models/{name}.toml"))).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (input, output) = (work.path().join("in"), work.path().join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    let (event, nulled) = events_as_parquet(name, &mapping, &input.join("events.parquet"));
+    let (config, rejected) = (work.path().join("batch.toml"), work.path().join("rejected.jsonl"));
+    let model = fixtures().join(format!("{name}.onnx"));
+    std::fs::write(
+        &config,
+        format!(
+            "[sources.events]\ntype = \"parquet\"\npath = {input:?}\n\n\
+             [processors.model]\ntype = \"onnx\"\ninputs = [\"events\"]\nmodel = {model:?}\nmodel_name = \"{name}\"\n\
+             echo = [\"id\"]\n{mapping}\n\n\
+             [sinks.predictions]\ntype = \"parquet\"\ninputs = [\"model\"]\npath = {output:?}\ncolumns = [\"id\"]\n\n\
+             [dead_letter]\ntype = \"file\"\npath = {rejected:?}\n\n\
+             [sources.events.event]\n{event}"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: tributary run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let file = File::open(output.join("events.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut predictions = HashMap::new();
+    for batch in reader.map(Result::unwrap) {
+        let ids = batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().clone();
+        let json = arrow_json_rows(&batch);
+        for (i, mut row) in json.into_iter().enumerate() {
+            assert_eq!(row["model"], name);
+            row.as_object_mut().unwrap().remove("id");
+            predictions.insert(ids.value(i) as u64, row);
+        }
+    }
+    FileRun { predictions, dead_letters: json_lines(&rejected), nulled }
+}
+
+/// What a batch job on a model's events gave (see [`run_on_parquet`]).
+struct FileRun {
+    predictions: HashMap<u64, Value>,
+    dead_letters: Vec<Value>,
+    nulled: Vec<(u64, String)>,
+}
+
+/// Each row of `batch` as a JSON object (numbers, or text parsed as JSON when it is an object).
+fn arrow_json_rows(batch: &arrow_array::RecordBatch) -> Vec<Value> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    let mut rows = vec![serde_json::Map::new(); batch.num_rows()];
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        for (i, row) in rows.iter_mut().enumerate() {
+            let value = if let Some(ints) = array.as_primitive_opt::<Int64Type>() {
+                Value::from(ints.value(i))
+            } else if let Some(floats) = array.as_primitive_opt::<Float64Type>() {
+                Value::from(floats.value(i))
+            } else if let Some(texts) = array.as_string_opt::<i32>() {
+                let text = texts.value(i);
+                serde_json::from_str::<Value>(text).ok().filter(Value::is_object).unwrap_or_else(|| text.into())
+            } else {
+                panic!("unexpected output column {field}");
+            };
+            row.insert(field.name().clone(), value);
+        }
+    }
+    rows.into_iter().map(Value::Object).collect()
+}
+
+/// The same mapping, the same model and the same answers on Parquet files as on events: a
+/// DictVectorizer pipeline from `entries` with a template, an `[N, 4]` input from four fields,
+/// one named input per column (string, int64, float), a ZipMap classifier (label, probabilities
+/// as JSON text, picks); a null field dead-letters its row naming the field and model input.
+#[test]
+fn exported_models_score_parquet_files_with_the_same_mapping() {
+    for (name, input) in
+        [("rides_forest", "input"), ("bike_linear", "float_input"), ("fare_columns", ""), ("fraud_zipmap", "X")]
+    {
+        let FileRun { predictions, dead_letters, nulled } = run_on_parquet(name);
+        let expected = json_lines(&fixtures().join(format!("{name}.expected.jsonl")));
+        assert_eq!(predictions.len(), expected.len(), "{name}: predictions");
+        assert_eq!(dead_letters.len(), nulled.len(), "{name}: dead letters {dead_letters:#?}");
+        for (id, field) in &nulled {
+            let letter = dead_letters
+                .iter()
+                .find(|l| l["payload"].as_str().unwrap().contains(&format!("\"id\":{id}")))
+                .unwrap_or_else(|| panic!("{name}: row {id} was not dead-lettered: {dead_letters:#?}"));
+            let reason = letter["reason"].as_str().unwrap();
+            assert!(reason.contains(&format!("`{field}` is missing")), "{name}: {reason}");
+            assert!(reason.contains(&format!("(model input {input}")), "{name}: {reason}");
+        }
+        for want in expected {
+            let id = want["id"].as_u64().unwrap();
+            let got = &predictions[&id];
+            for (field, value) in want["ort"].as_object().unwrap() {
+                match value {
+                    Value::Object(by_class) => {
+                        for (class, p) in by_class {
+                            assert_close(name, id, &format!("{field}[{class}]"), &got[field][class], p, 1e-5);
+                        }
+                    }
+                    Value::Number(_) if !got[field].is_number() => panic!("{name}: {id}: {field} {got}"),
+                    Value::Number(_) => assert_close(name, id, field, &got[field], value, 1e-5),
+                    other => assert_eq!(&got[field], other, "{name}: {id}: {field}"),
+                }
+            }
+        }
+    }
 }

@@ -56,6 +56,9 @@ pub enum ColumnKind {
     Float64,
     /// Text.
     Utf8,
+    /// Whatever the file holds (integers, floats or text), uncast: for fields a processor
+    /// reads as values of any type, such as a template's or a copied (echoed) field.
+    Any,
 }
 
 /// One column with its missing values.

@@ -6,6 +6,8 @@
 //! that is exactly one `{path}` takes the value at that path with its type (a number stays a
 //! number, an object an object). HTTP request mappings and response bodies are shapes.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 /// A parsed template.
@@ -17,7 +19,8 @@ pub struct Template {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Field(Vec<String>),
+    /// A field: its dotted path and the path's keys.
+    Field(String, Vec<String>),
 }
 
 impl Template {
@@ -47,7 +50,9 @@ impl Template {
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
-                    parts.push(Part::Field(field.trim().split('.').map(str::to_owned).collect()));
+                    let path = field.trim().to_string();
+                    let keys = path.split('.').map(str::to_owned).collect();
+                    parts.push(Part::Field(path, keys));
                 }
                 c => literal.push(c),
             }
@@ -64,29 +69,62 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(path) => {
-                    let found = path.iter().try_fold(value, |v, key| v.get(key))?;
-                    match found {
-                        Value::Null => return None,
-                        Value::String(s) => out.push_str(s),
-                        other => out.push_str(&other.to_string()),
-                    }
+                Part::Field(_, keys) => {
+                    let found = keys.iter().try_fold(value, |v, key| v.get(key))?;
+                    push_value(&mut out, found)?;
                 }
             }
         }
         Some(out)
     }
 
+    /// The dotted paths of the fields the template reads, in order.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Field(path, _) => Some(path.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Renders the template with each field's value from `get` (by dotted path; `None` when it
+    /// is missing), as [`Template::render`] does from a JSON value.
+    ///
+    /// # Errors
+    /// The dotted path of the first field that is missing or null.
+    pub fn render_with<'v>(&self, mut get: impl FnMut(&str) -> Option<Cow<'v, Value>>) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Field(path, _) => {
+                    get(path).and_then(|found| push_value(&mut out, &found)).ok_or_else(|| path.clone())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The first field of the template that is missing or null in `value`, as a dotted path;
     /// `None` when the template renders.
     pub fn missing_field(&self, value: &Value) -> Option<String> {
         self.parts.iter().find_map(|part| match part {
-            Part::Field(path) if path.iter().try_fold(value, |v, key| v.get(key)).is_none_or(Value::is_null) => {
-                Some(path.join("."))
+            Part::Field(path, keys) if keys.iter().try_fold(value, |v, key| v.get(key)).is_none_or(Value::is_null) => {
+                Some(path.clone())
             }
             _ => None,
         })
     }
+}
+
+/// Appends a field's value to `out` (a string as it is, another value as JSON text); `None` for
+/// null.
+fn push_value(out: &mut String, value: &Value) -> Option<()> {
+    match value {
+        Value::Null => return None,
+        Value::String(s) => out.push_str(s),
+        other => out.push_str(&other.to_string()),
+    }
+    Some(())
 }
 
 /// The value at a dotted path (`"ride.trip_distance"`), if present.
@@ -125,7 +163,7 @@ impl Shape {
                 let template =
                     Template::parse(text).map_err(|e| if at.is_empty() { e } else { format!("{at}: {e}") })?;
                 match template.parts.as_slice() {
-                    [Part::Field(path)] => Shape::Field(path.clone()),
+                    [Part::Field(_, keys)] => Shape::Field(keys.clone()),
                     [] => Shape::Literal(Value::String(String::new())),
                     [Part::Text(literal)] => Shape::Literal(Value::String(literal.clone())),
                     _ => Shape::Text(template),

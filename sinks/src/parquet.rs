@@ -111,6 +111,11 @@ impl OutputFile {
         let mut fields: Vec<Field> = passthrough.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut arrays: Vec<ArrayRef> = passthrough.columns().to_vec();
         for (name, column) in outputs {
+            if fields.iter().any(|f| f.name() == name) {
+                return Err(format!(
+                    "the processor writes a column `{name}` and the sink copies an input column of that name: leave it out of `columns`"
+                ));
+            }
             let array = to_array(column);
             fields.push(Field::new(name, array.data_type().clone(), true));
             arrays.push(array);

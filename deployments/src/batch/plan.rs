@@ -75,7 +75,7 @@ impl Plan {
             let Some(wanted) = processor.column_fields() else {
                 return Err(p.error(
                     "type",
-                    format!("processor type {:?} takes events only; a parquet batch job needs one that takes columns (ride_duration)", p.kind),
+                    format!("processor type {:?} takes events only; a parquet batch job needs one that takes columns (ride_duration, or onnx without a shadow)", p.kind),
                 ));
             };
             for ColumnField { path, kind } in wanted {
@@ -152,7 +152,13 @@ fn merge_field(
     column: &str,
     kind: ColumnKind,
 ) -> Result<(), String> {
-    match fields.get(path) {
+    match fields.get_mut(path) {
+        // A field one processor takes as it comes and another as a type: the type serves both.
+        Some(existing) if existing.kind == ColumnKind::Any => {
+            existing.kind = kind;
+            Ok(())
+        }
+        Some(_) if kind == ColumnKind::Any => Ok(()),
         Some(existing) if existing.kind != kind => {
             Err(format!("`{path}` is read as {:?} by one processor and {kind:?} by another", existing.kind))
         }
@@ -161,5 +167,21 @@ fn merge_field(
             fields.insert(path.to_string(), FieldColumn { path: path.into(), column: column.into(), kind });
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_field_read_as_any_value_takes_the_type_another_processor_asks_for() {
+        let mut fields = BTreeMap::new();
+        merge_field(&mut fields, "ride.trip_distance", "trip_distance", ColumnKind::Any).unwrap();
+        merge_field(&mut fields, "ride.trip_distance", "trip_distance", ColumnKind::Float64).unwrap();
+        merge_field(&mut fields, "ride.trip_distance", "trip_distance", ColumnKind::Any).unwrap();
+        assert_eq!(fields["ride.trip_distance"].kind, ColumnKind::Float64);
+        let error = merge_field(&mut fields, "ride.trip_distance", "trip_distance", ColumnKind::Int64).unwrap_err();
+        assert!(error.contains("Float64 by one processor and Int64"), "{error}");
     }
 }

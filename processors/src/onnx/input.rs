@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tributary_framework::columns::{ColumnBatch, ColumnData, ColumnField, ColumnKind};
 use tributary_framework::template::{Template, lookup};
 
 use super::SignatureError;
@@ -32,18 +33,15 @@ impl Source {
         }
     }
 
-    /// The value in `event` (borrowed from it, or a template's text), or a reason naming what is
-    /// missing.
-    fn read<'a>(&self, event: &'a Value) -> Result<Cow<'a, Value>, String> {
+    /// The value in `record` (borrowed from it, or a template's text), or a reason naming what
+    /// is missing.
+    fn read<'a, R: Record + ?Sized>(&self, record: &'a R) -> Result<Cow<'a, Value>, String> {
         match self {
-            Source::Field(path) => lookup(event, path)
-                .filter(|v| !v.is_null())
-                .map(Cow::Borrowed)
-                .ok_or_else(|| format!("`{path}` is missing")),
+            Source::Field(path) => record.get(path).ok_or_else(|| format!("`{path}` is missing")),
             Source::Template(template) => template
-                .render(event)
+                .render_with(|path| record.get(path))
                 .map(|text| Cow::Owned(Value::String(text)))
-                .ok_or_else(|| format!("`{}` is missing", template.missing_field(event).unwrap_or_default())),
+                .map_err(|missing| format!("`{missing}` is missing")),
         }
     }
 
@@ -52,6 +50,61 @@ impl Source {
             Source::Field(path) => path.clone(),
             Source::Template(_) => "template".into(),
         }
+    }
+
+    /// The fields it reads, and as what: a field feeding a number tensor is read as a number of
+    /// that kind; a template's fields, a string tensor's and a map entry's as they come.
+    fn fields(&self, ty: Option<ElementType>) -> Vec<ColumnField> {
+        match self {
+            Source::Field(path) => {
+                let kind = match ty {
+                    Some(ElementType::Float | ElementType::Double) => ColumnKind::Float64,
+                    Some(ElementType::Int32 | ElementType::Int64) => ColumnKind::Int64,
+                    _ => ColumnKind::Any,
+                };
+                vec![ColumnField { path: path.clone(), kind }]
+            }
+            Source::Template(template) => {
+                template.fields().map(|path| ColumnField { path: path.to_string(), kind: ColumnKind::Any }).collect()
+            }
+        }
+    }
+}
+
+/// Where a record's values are read: an event, or one row of a column batch (the batch job's
+/// path, [`tributary_framework::columns`]); either way the same checks and reasons apply.
+pub trait Record {
+    /// The value at a dotted path; `None` when it is missing or null.
+    fn get(&self, path: &str) -> Option<Cow<'_, Value>>;
+}
+
+impl Record for Value {
+    fn get(&self, path: &str) -> Option<Cow<'_, Value>> {
+        lookup(self, path).filter(|v| !v.is_null()).map(Cow::Borrowed)
+    }
+}
+
+/// Row `row` of a column batch, as a record.
+pub struct ColumnRow<'a> {
+    /// The batch.
+    pub batch: &'a ColumnBatch,
+    /// The row.
+    pub row: usize,
+}
+
+impl Record for ColumnRow<'_> {
+    fn get(&self, path: &str) -> Option<Cow<'_, Value>> {
+        let column = self.batch.fields.get(path)?;
+        let i = self.row;
+        if column.is_null(i) {
+            return None;
+        }
+        Some(Cow::Owned(match &column.data {
+            ColumnData::Int64(v) => Value::from(v[i]),
+            ColumnData::Float64(v) => serde_json::Number::from_f64(v[i]).map(Value::Number)?,
+            ColumnData::Utf8(v) => Value::String(v[i].clone()),
+            ColumnData::Same(text, _) => Value::String(text.clone()),
+        }))
     }
 }
 
@@ -225,6 +278,14 @@ impl InputPlan {
         }
     }
 
+    /// The fields it reads from each record (see [`Source::fields`]).
+    pub fn fields(&self) -> Vec<ColumnField> {
+        match &self.fill {
+            Fill::Tensor(sources) => sources.iter().flat_map(|s| s.fields(Some(self.ty))).collect(),
+            Fill::Dict { entries, .. } => entries.iter().flat_map(|(_, s, _)| s.fields(None)).collect(),
+        }
+    }
+
     /// Empty values for a batch of `rows`.
     pub fn values(&self, rows: usize) -> Values {
         Values::new(self.ty, rows * self.width)
@@ -236,22 +297,22 @@ impl InputPlan {
     }
 
     /// Appends one record's values, or says which field is wrong (then `values` is as before).
-    pub fn push(&self, event: &Value, values: &mut Values) -> Result<(), String> {
+    pub fn push<R: Record + ?Sized>(&self, record: &R, values: &mut Values) -> Result<(), String> {
         let before = values.len();
-        let pushed = self.try_push(event, values);
+        let pushed = self.try_push(record, values);
         if pushed.is_err() {
             values.truncate(before);
         }
         pushed.map_err(|e| format!("{e} (model input {})", self.input))
     }
 
-    fn try_push(&self, event: &Value, values: &mut Values) -> Result<(), String> {
+    fn try_push<R: Record + ?Sized>(&self, record: &R, values: &mut Values) -> Result<(), String> {
         match &self.fill {
             Fill::Tensor(sources) => {
                 let before = values.len();
                 let one_value_each = sources.len() > 1;
                 for source in sources {
-                    let value = source.read(event)?;
+                    let value = source.read(record)?;
                     if one_value_each && value.is_array() {
                         return Err(format!("`{}` must hold one value, found an array", source.name()));
                     }
@@ -269,7 +330,7 @@ impl InputPlan {
                 let mut set: Vec<(usize, f64)> = Vec::with_capacity(entries.len());
                 let mut probe = String::new();
                 for (key, source, kind) in entries {
-                    let value = source.read(event)?;
+                    let value = source.read(record)?;
                     let fits = match (kind, value.as_ref()) {
                         (EntryKind::Number, Value::String(_) | Value::Array(_)) => Err("must be a number"),
                         (EntryKind::Category, Value::Number(_) | Value::Bool(_)) => {

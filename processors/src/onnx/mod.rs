@@ -15,6 +15,7 @@
 //! [`OnnxModel`] is the shared inference half: the `ride_duration` processor prepares its
 //! features with its own validation and runs them through the same code.
 
+mod columns;
 pub mod config;
 pub mod graph;
 pub mod input;
@@ -195,10 +196,10 @@ impl Loaded {
 
     /// Adds one event's values to `columns`, or says which field is wrong; a rejected record
     /// leaves no values behind.
-    fn features(&self, event: &Value, columns: &mut [Values]) -> Result<(), String> {
+    fn features<R: input::Record + ?Sized>(&self, record: &R, columns: &mut [Values]) -> Result<(), String> {
         let lengths: Vec<usize> = columns.iter().map(Values::len).collect();
         for (plan, column) in self.inputs.iter().zip(columns.iter_mut()) {
-            if let Err(reason) = plan.push(event, column) {
+            if let Err(reason) = plan.push(record, column) {
                 columns.iter_mut().zip(lengths).for_each(|(c, len)| c.truncate(len));
                 return Err(reason);
             }
@@ -323,6 +324,19 @@ impl Processor for OnnxProcessor {
 
     fn ready(&self) -> Result<(), String> {
         self.current.ready()
+    }
+
+    /// The features' and `echo`'s fields; `None` with a shadow model, whose comparisons are
+    /// made on events only.
+    fn column_fields(&self) -> Option<Vec<tributary_framework::columns::ColumnField>> {
+        self.shadow.is_none().then(|| self.fields())
+    }
+
+    async fn process_columns(
+        &self,
+        batch: &tributary_framework::columns::ColumnBatch,
+    ) -> Result<tributary_framework::columns::ColumnOutput, ComponentError> {
+        self.predict_columns(batch).await
     }
 
     fn model_metadata(&self, name: &str) -> Option<tributary_framework::inference::ModelMetadata> {

@@ -8,8 +8,8 @@
 use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
-use super::features::ZONES;
 use super::RideDuration;
+use super::features::ZONES;
 use crate::onnx::Values;
 
 const PU: &str = "ride.PULocationID";

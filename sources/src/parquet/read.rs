@@ -246,6 +246,7 @@ fn kind_name(kind: ColumnKind) -> &'static str {
         ColumnKind::Int64 => "an integer",
         ColumnKind::Float64 => "a number",
         ColumnKind::Utf8 => "text",
+        ColumnKind::Any => "a value",
     }
 }
 
@@ -261,7 +262,9 @@ fn is_text(data_type: &DataType) -> bool {
 pub fn castable(data_type: &DataType, kind: ColumnKind) -> bool {
     match kind {
         ColumnKind::Int64 | ColumnKind::Float64 => is_number(data_type) || matches!(data_type, DataType::Null),
-        ColumnKind::Utf8 => is_text(data_type) || is_number(data_type) || matches!(data_type, DataType::Null),
+        ColumnKind::Utf8 | ColumnKind::Any => {
+            is_text(data_type) || is_number(data_type) || matches!(data_type, DataType::Null)
+        }
     }
 }
 
@@ -304,6 +307,12 @@ fn floats(array: &ArrayRef) -> Option<Vec<f64>> {
 /// # Errors
 /// A type that cannot serve (checked up front by [`FileReader::open`]).
 pub fn to_column(array: &ArrayRef, kind: ColumnKind) -> Result<Column, String> {
+    let kind = match kind {
+        ColumnKind::Any if matches!(array.data_type(), DataType::Float32 | DataType::Float64) => ColumnKind::Float64,
+        ColumnKind::Any if is_text(array.data_type()) => ColumnKind::Utf8,
+        ColumnKind::Any => ColumnKind::Int64,
+        kind => kind,
+    };
     let mut nulls: Option<Vec<bool>> =
         array.logical_nulls().filter(|n| n.null_count() > 0).map(|n| (0..n.len()).map(|i| n.is_null(i)).collect());
     let rows = array.len();
@@ -332,7 +341,7 @@ pub fn to_column(array: &ArrayRef, kind: ColumnKind) -> Result<Column, String> {
                 .or_else(|| matches!(array.data_type(), DataType::Null).then(|| vec![0.0; rows]))
                 .ok_or_else(|| format!("{} cannot serve a number", array.data_type()))?,
         ),
-        ColumnKind::Utf8 => ColumnData::Utf8(texts(array)?),
+        ColumnKind::Utf8 | ColumnKind::Any => ColumnData::Utf8(texts(array)?),
     };
     if matches!(array.data_type(), DataType::Null) {
         nulls = Some(vec![true; rows]);
@@ -374,6 +383,9 @@ mod tests {
         assert_eq!(column.data, ColumnData::Float64(vec![130.0, 0.0]));
         let text: ArrayRef = Arc::new(StringArray::from(vec!["N", "Y"]));
         assert!(to_column(&text, ColumnKind::Int64).is_err());
+        assert_eq!(to_column(&text, ColumnKind::Any).unwrap().data, ColumnData::Utf8(vec!["N".into(), "Y".into()]));
+        assert_eq!(to_column(&doubles, ColumnKind::Any).unwrap().data, ColumnData::Float64(vec![1.0, 2.5]));
+        assert_eq!(to_column(&int32, ColumnKind::Any).unwrap().data, ColumnData::Int64(vec![130, 0]));
         assert!(!castable(&DataType::Utf8, ColumnKind::Float64));
         assert!(castable(&DataType::Int32, ColumnKind::Utf8));
     }
