@@ -2,7 +2,8 @@
 //!
 //! - `setup`: the Python virtual environment (`.venv`, pinned `requirements.txt`) with the ONNX
 //!   Runtime library linked at `.venv/lib/libonnxruntime.so`, and the moto server. Idempotent.
-//! - `demo`: setup, then runs `deployments/config/demo.toml`.
+//! - `demo`: only what the demo needs (ONNX Runtime's library from the pinned wheel, tributary
+//!   built with the ONNX processors alone), then runs `deployments/config/demo.toml`.
 //! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
 //! - `test`: setup, the Lambda package (as `package-lambda`; one test runs it), services up,
 //!   every test, then the deployment files through linters (SAM template, Dockerfiles, compose
@@ -96,12 +97,25 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// The features the demo's build has: the ONNX processors only, no Kafka (librdkafka compiles
+/// from C), AWS SDKs, HTTP server or Parquet.
+const DEMO_FEATURES: &str = "onnx,mimalloc";
+
 fn demo(root: &Path) -> Result<()> {
-    setup::all(root)?;
-    eprintln!("xtask: building and running deployments/config/demo.toml");
+    setup::demo(root)?;
+    let started = std::time::Instant::now();
+    eprintln!("xtask: building tributary with the features the demo uses ({DEMO_FEATURES})");
+    let tributary = ["-p", "tributary", "--bin", "tributary", "--no-default-features", "--features", DEMO_FEATURES];
+    run(root, cargo().args(["build", "--quiet"]).args(tributary))?;
+    eprintln!("xtask: built in {:.1} s; running deployments/config/demo.toml", started.elapsed().as_secs_f64());
     run(
         root,
-        cargo().args(["run", "--quiet", "-p", "tributary", "--", "run", "--config", "deployments/config/demo.toml"]),
+        cargo().args(["run", "--quiet"]).args(tributary).args([
+            "--",
+            "run",
+            "--config",
+            "deployments/config/demo.toml",
+        ]),
     )
 }
 

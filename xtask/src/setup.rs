@@ -35,6 +35,44 @@ pub fn all(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What `cargo xtask demo` needs and nothing more: ONNX Runtime's library, from the pinned
+/// `onnxruntime` wheel alone (`pip install --no-deps`: the library, not the Python stack around
+/// it), unless a full setup already put it there. Says what it installs and how long it took.
+pub fn demo(root: &Path) -> Result<()> {
+    if find_wheel_library(&root.join(".venv").join("lib")).is_err() {
+        let started = std::time::Instant::now();
+        let pin = pinned(root, "onnxruntime")?;
+        create_venv(root)?;
+        eprintln!("xtask: installing {pin} (the ONNX Runtime library, without its Python dependencies) into .venv");
+        run_cmd(
+            root,
+            Command::new(root.join(".venv/bin/python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-compile",
+                "--no-deps",
+                &pin,
+            ]),
+        )?;
+        eprintln!("xtask: installed {pin} in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    onnxruntime(root)
+}
+
+/// `name==version` as `requirements.txt` pins it.
+fn pinned(root: &Path, name: &str) -> Result<String> {
+    let requirements = fs::read_to_string(root.join("requirements.txt")).context("reading requirements.txt")?;
+    requirements
+        .lines()
+        .map(str::trim)
+        .find(|line| line.split("==").next() == Some(name))
+        .map(str::to_string)
+        .with_context(|| format!("requirements.txt does not pin {name}"))
+}
+
 /// What running a pipeline needs (the virtual environment and ONNX Runtime), for `soak`.
 pub fn runtime_only(root: &Path) -> Result<()> {
     python(root)?;
@@ -177,16 +215,23 @@ fn apt(root: &Path, packages: &[&str], why: &str) -> Result<()> {
         .with_context(|| format!("installing {}; install them by hand if apt-get is not available", missing.join(" ")))
 }
 
-fn python(root: &Path) -> Result<()> {
+/// Creates `.venv` unless it exists.
+fn create_venv(root: &Path) -> Result<()> {
     let venv = root.join(".venv");
-    let python = venv.join("bin").join("python");
-    if !python.is_file() {
+    if !venv.join("bin").join("python").is_file() {
         eprintln!("xtask: creating .venv");
         let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         run_cmd(root, Command::new(&interpreter).args(["-m", "venv"]).arg(&venv)).with_context(|| {
             format!("creating the virtual environment with {interpreter} (install python3 and python3-venv)")
         })?;
     }
+    Ok(())
+}
+
+fn python(root: &Path) -> Result<()> {
+    create_venv(root)?;
+    let venv = root.join(".venv");
+    let python = venv.join("bin").join("python");
     let requirements = fs::read(root.join("requirements.txt")).context("reading requirements.txt")?;
     let stamp = venv.join(".requirements-installed");
     if fs::read(&stamp).ok().as_deref() == Some(&requirements[..]) {
