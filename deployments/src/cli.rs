@@ -68,6 +68,10 @@ pub enum Command {
     },
     /// List the plugin types this build knows.
     Plugins,
+    /// Print the JSON Schema (draft 7) of a pipeline config with this build's plugins, for
+    /// editors with TOML schema support (taplo, Even Better TOML): `#:schema ./tributary.schema.json`
+    /// at the top of a config, or the editor's schema association setting.
+    Schema,
     /// Write NYC TLC yellow-taxi trip records with the real files' schema and realistic values
     /// (the real ones cannot be downloaded everywhere), one file per month.
     #[cfg(feature = "parquet")]
@@ -176,6 +180,13 @@ pub async fn main(cli: Cli) -> ExitCode {
     init_logging(cli.verbose, cli.log_format);
     let registry = crate::registry();
     match cli.command {
+        Command::Schema => match serde_json::to_string_pretty(&registry.config_schema()) {
+            Ok(schema) => {
+                println!("{schema}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(Err(e.into())),
+        },
         Command::Plugins => {
             let (sources, processors, sinks) = registry.names();
             println!("sources:    {}", sources.join(", "));

@@ -360,8 +360,12 @@ mod tests {
 
     fn registry() -> Registry {
         crate::registry()
-            .processor("echo", |_| -> BuildFuture<Arc<dyn Processor>> { Box::pin(async { Ok(Arc::new(Echo) as _) }) })
-            .sink("odd_fails", |_| -> BuildFuture<Arc<dyn Sink>> { Box::pin(async { Ok(Arc::new(OddFails) as _) }) })
+            .processor::<tributary_framework::registry::Untyped>("echo", |_| -> BuildFuture<Arc<dyn Processor>> {
+                Box::pin(async { Ok(Arc::new(Echo) as _) })
+            })
+            .sink::<tributary_framework::registry::Untyped>("odd_fails", |_| -> BuildFuture<Arc<dyn Sink>> {
+                Box::pin(async { Ok(Arc::new(OddFails) as _) })
+            })
     }
 
     fn event(values: &[Value]) -> Value {

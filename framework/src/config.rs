@@ -21,7 +21,7 @@ use crate::error::{ConfigError, ConfigPath};
 use crate::retry::RetryPolicy;
 
 /// The `[pipeline]` table: runtime limits shared by every source.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSettings {
     /// Most records a source hands to the graph at once (one inference batch).

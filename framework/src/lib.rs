@@ -26,6 +26,7 @@ pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
+pub mod schema;
 pub mod shared;
 pub mod template;
 pub mod watermark;

@@ -1,4 +1,6 @@
-//! The plugin registry: every component `type` name, mapped to the function that builds it.
+//! The plugin registry: every component `type` name, mapped to the function that builds it and
+//! the schema of its config type (`.source::<FileConfig>("file", file::build)`), which
+//! `tributary schema` assembles ([`crate::schema`]).
 //!
 //! The framework ships no plugins. The binaries assemble one registry, in one greppable list
 //! (`tributary::registry()` in `deployments/`), so that adding a plugin is one module plus one line.
@@ -11,6 +13,10 @@ use std::sync::Arc;
 use crate::component::{Processor, Sink, Source};
 use crate::config::ComponentSpec;
 use crate::error::ConfigError;
+use crate::schema::SchemaFn;
+#[doc(no_inline)]
+pub use crate::schema::Untyped;
+use schemars::JsonSchema;
 
 /// What a builder returns: a future, because building may read a model from S3 or check that a
 /// stream exists.
@@ -29,6 +35,8 @@ pub struct Registry {
     sources: BTreeMap<&'static str, SourceBuilder>,
     processors: BTreeMap<&'static str, ProcessorBuilder>,
     sinks: BTreeMap<&'static str, SinkBuilder>,
+    /// Each plugin's config schema, per section.
+    schemas: [BTreeMap<&'static str, SchemaFn>; 3],
 }
 
 impl Registry {
@@ -39,35 +47,53 @@ impl Registry {
 
     /// Adds a source plugin.
     #[must_use]
-    pub fn source(
+    ///
+    /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
+    /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    pub fn source<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync + 'static,
     ) -> Self {
         self.sources.insert(name, Arc::new(build));
+        self.schemas[0].insert(name, C::json_schema);
         self
     }
 
     /// Adds a processor plugin.
     #[must_use]
-    pub fn processor(
+    ///
+    /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
+    /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    pub fn processor<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync + 'static,
     ) -> Self {
         self.processors.insert(name, Arc::new(build));
+        self.schemas[1].insert(name, C::json_schema);
         self
     }
 
     /// Adds a sink plugin (sinks also serve as dead-letter destinations).
     #[must_use]
-    pub fn sink(
+    ///
+    /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
+    /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    pub fn sink<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync + 'static,
     ) -> Self {
         self.sinks.insert(name, Arc::new(build));
+        self.schemas[2].insert(name, C::json_schema);
         self
+    }
+
+    /// The JSON Schema of a whole config with these plugins (see [`crate::schema`]).
+    pub fn config_schema(&self) -> serde_json::Value {
+        let [sources, processors, sinks] = &self.schemas;
+        crate::schema::config_schema(&crate::schema::Plugins { sources, processors, sinks })
     }
 
     /// The registered names per kind: (sources, processors, sinks).

@@ -7,7 +7,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 /// What happens to a record whose retries are exhausted.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExhausted {
     /// Write it to the dead-letter destination and move on (a worker's default).
@@ -31,7 +31,7 @@ pub fn before_deadline(pause: Duration) -> bool {
 }
 
 /// The `[retry]` table.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts per record, the first included. `1` disables retries.

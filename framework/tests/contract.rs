@@ -94,37 +94,46 @@ fn harness(
     let c = commits.clone();
     let behaviour: Behaviour<Outcome> = Arc::new(behaviour);
     let mut registry = Registry::new()
-        .source("test", move |_spec: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let commits = c.clone();
-            Box::pin(async move {
-                Ok(Box::new(TestSource { next: 0, total, partitions: 3, reads: Arc::default(), commits })
-                    as Box<dyn Source>)
-            })
-        })
-        .processor("tag", move |spec: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
-            let behaviour = behaviour.clone();
-            let id = spec.path.component.clone();
-            Box::pin(async move {
-                let wrapped: Behaviour<Outcome> = Arc::new(move |v: &Value, n| match behaviour(v, n) {
-                    Outcome::Emit(values) => Outcome::Emit(
-                        values
-                            .into_iter()
-                            .map(|mut out| {
-                                out["by"] = json!(id);
-                                out
-                            })
-                            .collect(),
-                    ),
-                    other => other,
-                });
-                Ok(Arc::new(TestProcessor { behaviour: wrapped, attempts: Mutex::default() }) as Arc<dyn Processor>)
-            })
-        });
+        .source::<tributary_framework::registry::Untyped>(
+            "test",
+            move |_spec: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let commits = c.clone();
+                Box::pin(async move {
+                    Ok(Box::new(TestSource { next: 0, total, partitions: 3, reads: Arc::default(), commits })
+                        as Box<dyn Source>)
+                })
+            },
+        )
+        .processor::<tributary_framework::registry::Untyped>(
+            "tag",
+            move |spec: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
+                let behaviour = behaviour.clone();
+                let id = spec.path.component.clone();
+                Box::pin(async move {
+                    let wrapped: Behaviour<Outcome> = Arc::new(move |v: &Value, n| match behaviour(v, n) {
+                        Outcome::Emit(values) => Outcome::Emit(
+                            values
+                                .into_iter()
+                                .map(|mut out| {
+                                    out["by"] = json!(id);
+                                    out
+                                })
+                                .collect(),
+                        ),
+                        other => other,
+                    });
+                    Ok(Arc::new(TestProcessor { behaviour: wrapped, attempts: Mutex::default() }) as Arc<dyn Processor>)
+                })
+            },
+        );
     for (name, s) in sinks {
-        registry = registry.sink(name, move |_spec: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
-            let s = s.clone();
-            Box::pin(async move { Ok(s as Arc<dyn Sink>) })
-        });
+        registry = registry.sink::<tributary_framework::registry::Untyped>(
+            name,
+            move |_spec: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
+                let s = s.clone();
+                Box::pin(async move { Ok(s as Arc<dyn Sink>) })
+            },
+        );
     }
     Harness { registry, commits }
 }

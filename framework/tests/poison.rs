@@ -54,23 +54,37 @@ async fn run(poison: Vec<u64>) -> (Result<RunSummary, RuntimeError>, Vec<u64>, V
     let calls = Arc::new(Mutex::new(0));
     let (o, d, c) = (out.clone(), dead.clone(), calls.clone());
     let registry = Registry::new()
-        .source("test", |_: ComponentSpec| -> BuildFuture<Box<dyn tributary_framework::Source>> {
-            let source =
-                TestSource { next: 0, total: Some(50), partitions: 1, reads: Arc::default(), commits: Arc::default() };
-            Box::pin(async move { Ok(Box::new(source) as Box<dyn tributary_framework::Source>) })
-        })
-        .processor("model", move |_: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
-            let model = Model { poison: poison.clone(), calls: c.clone() };
-            Box::pin(async move { Ok(Arc::new(model) as Arc<dyn Processor>) })
-        })
-        .sink("out", move |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
+        .source::<tributary_framework::registry::Untyped>(
+            "test",
+            |_: ComponentSpec| -> BuildFuture<Box<dyn tributary_framework::Source>> {
+                let source = TestSource {
+                    next: 0,
+                    total: Some(50),
+                    partitions: 1,
+                    reads: Arc::default(),
+                    commits: Arc::default(),
+                };
+                Box::pin(async move { Ok(Box::new(source) as Box<dyn tributary_framework::Source>) })
+            },
+        )
+        .processor::<tributary_framework::registry::Untyped>(
+            "model",
+            move |_: ComponentSpec| -> BuildFuture<Arc<dyn Processor>> {
+                let model = Model { poison: poison.clone(), calls: c.clone() };
+                Box::pin(async move { Ok(Arc::new(model) as Arc<dyn Processor>) })
+            },
+        )
+        .sink::<tributary_framework::registry::Untyped>("out", move |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
             let o = o.clone();
             Box::pin(async move { Ok(o as Arc<dyn Sink>) })
         })
-        .sink("dead", move |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
-            let d = d.clone();
-            Box::pin(async move { Ok(d as Arc<dyn Sink>) })
-        });
+        .sink::<tributary_framework::registry::Untyped>(
+            "dead",
+            move |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
+                let d = d.clone();
+                Box::pin(async move { Ok(d as Arc<dyn Sink>) })
+            },
+        );
     let toml = "[pipeline]\nbatch_size = 20\n\n[sources.rides]\ntype = \"test\"\n\n\
         [processors.m]\ntype = \"model\"\ninputs = [\"rides\"]\n\n\
         [sinks.o]\ntype = \"out\"\ninputs = [\"m\"]\n\n[dead_letter]\ntype = \"dead\"\n";

@@ -78,24 +78,27 @@ fn world(start: u64, total: u64, a: Model, b: Model) -> World {
     let (a, b) = (Arc::new(a), Arc::new(b));
     let (sa, sb) = (sinks[0].clone(), sinks[1].clone());
     let registry = Registry::new()
-        .source("counted", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let source =
-                TestSource { next: start, total: Some(total), partitions: 2, reads: r.clone(), commits: c.clone() };
-            Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
-        })
-        .processor("model_a", move |_| -> BuildFuture<Arc<dyn Processor>> {
+        .source::<tributary_framework::registry::Untyped>(
+            "counted",
+            move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let source =
+                    TestSource { next: start, total: Some(total), partitions: 2, reads: r.clone(), commits: c.clone() };
+                Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
+            },
+        )
+        .processor::<tributary_framework::registry::Untyped>("model_a", move |_| -> BuildFuture<Arc<dyn Processor>> {
             let a = a.clone();
             Box::pin(async move { Ok(a as Arc<dyn Processor>) })
         })
-        .processor("model_b", move |_| -> BuildFuture<Arc<dyn Processor>> {
+        .processor::<tributary_framework::registry::Untyped>("model_b", move |_| -> BuildFuture<Arc<dyn Processor>> {
             let b = b.clone();
             Box::pin(async move { Ok(b as Arc<dyn Processor>) })
         })
-        .sink("out_a", move |_| -> BuildFuture<Arc<dyn Sink>> {
+        .sink::<tributary_framework::registry::Untyped>("out_a", move |_| -> BuildFuture<Arc<dyn Sink>> {
             let s = sa.clone();
             Box::pin(async move { Ok(s as Arc<dyn Sink>) })
         })
-        .sink("out_b", move |_| -> BuildFuture<Arc<dyn Sink>> {
+        .sink::<tributary_framework::registry::Untyped>("out_b", move |_| -> BuildFuture<Arc<dyn Sink>> {
             let s = sb.clone();
             Box::pin(async move { Ok(s as Arc<dyn Sink>) })
         });
@@ -291,11 +294,14 @@ async fn a_fatal_shared_read_fails_every_consumer() {
     );
     let (reads, commits) = (w.reads.clone(), w.commits.clone());
     let failing = World {
-        registry: w.registry.clone().source("counted", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let inner =
-                TestSource { next: 0, total: None, partitions: 2, reads: reads.clone(), commits: commits.clone() };
-            Box::pin(async move { Ok(Box::new(FailsAfter { inner, ok: 300 }) as Box<dyn Source>) })
-        }),
+        registry: w.registry.clone().source::<tributary_framework::registry::Untyped>(
+            "counted",
+            move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let inner =
+                    TestSource { next: 0, total: None, partitions: 2, reads: reads.clone(), commits: commits.clone() };
+                Box::pin(async move { Ok(Box::new(FailsAfter { inner, ok: 300 }) as Box<dyn Source>) })
+            },
+        ),
         reads: w.reads.clone(),
         commits: w.commits.clone(),
         sinks: w.sinks.clone(),

@@ -65,15 +65,21 @@ async fn run_with(failure: Failure) -> (Result<(), RuntimeError>, Vec<Position>)
     let commits = Arc::new(Mutex::new(Vec::new()));
     let c = commits.clone();
     let registry = Registry::new()
-        .source("endless", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let source = endless(c.clone());
-            Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
-        })
-        .source("failing", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let inner = endless(Arc::default());
-            Box::pin(async move { Ok(Box::new(FailingSource { inner, ok: 3, failure }) as Box<dyn Source>) })
-        })
-        .sink("take", |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
+        .source::<tributary_framework::registry::Untyped>(
+            "endless",
+            move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let source = endless(c.clone());
+                Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
+            },
+        )
+        .source::<tributary_framework::registry::Untyped>(
+            "failing",
+            move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let inner = endless(Arc::default());
+                Box::pin(async move { Ok(Box::new(FailingSource { inner, ok: 3, failure }) as Box<dyn Source>) })
+            },
+        )
+        .sink::<tributary_framework::registry::Untyped>("take", |_: ComponentSpec| -> BuildFuture<Arc<dyn Sink>> {
             Box::pin(async { Ok(Arc::new(Take) as Arc<dyn Sink>) })
         });
     let toml = "[pipeline]\nbatch_size = 10\ncommit_interval_ms = 10\n\n\

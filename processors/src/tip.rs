@@ -26,7 +26,7 @@ use tributary_framework::registry::BuildFuture;
 use crate::onnx::{ElementType, Feature, OnnxConfig, OnnxProcessor, OutputSpec};
 
 /// `[processors.<id>]` with `type = "tip"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TipConfig {
     /// The tip model: a local path or an `s3://` URI. Default

@@ -76,15 +76,18 @@ async fn run(refuse: Option<&str>) -> (Result<(), RuntimeError>, Vec<Position>, 
     let sink = Arc::new(Decisions { refuse: refuse.map(str::to_string), delivered: Mutex::default() });
     let (c, s) = (commits.clone(), sink.clone());
     let registry = Registry::new()
-        .source("uploads", move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
-            let source = Uploads { sent: false, commits: c.clone() };
-            Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
-        })
-        .processor("copyright", moderation::build_copyright)
-        .processor("nsfw", moderation::build_nsfw)
-        .processor("violence", moderation::build_violence)
-        .processor("merge", moderation::merge::build)
-        .sink("decisions", move |_| -> BuildFuture<Arc<dyn Sink>> {
+        .source::<tributary_framework::registry::Untyped>(
+            "uploads",
+            move |_: ComponentSpec| -> BuildFuture<Box<dyn Source>> {
+                let source = Uploads { sent: false, commits: c.clone() };
+                Box::pin(async move { Ok(Box::new(source) as Box<dyn Source>) })
+            },
+        )
+        .processor::<tributary_framework::registry::Untyped>("copyright", moderation::build_copyright)
+        .processor::<tributary_framework::registry::Untyped>("nsfw", moderation::build_nsfw)
+        .processor::<tributary_framework::registry::Untyped>("violence", moderation::build_violence)
+        .processor::<tributary_framework::registry::Untyped>("merge", moderation::merge::build)
+        .sink::<tributary_framework::registry::Untyped>("decisions", move |_| -> BuildFuture<Arc<dyn Sink>> {
             let s = s.clone();
             Box::pin(async move { Ok(s as Arc<dyn Sink>) })
         });

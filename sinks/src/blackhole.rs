@@ -17,7 +17,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
 /// `[sinks.<id>]` with `type = "blackhole"`: no options.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlackholeConfig {}
 

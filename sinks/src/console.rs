@@ -16,7 +16,7 @@ use tributary_framework::registry::BuildFuture;
 use crate::json_lines::JsonLinesSink;
 
 /// `[sinks.<id>]` with `type = "stdout"` or `"stderr"`: no options.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {}
 

@@ -18,7 +18,7 @@ use tributary_framework::registry::BuildFuture;
 use crate::json_lines::JsonLinesSink;
 
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "file"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// The file to append to, relative to the working directory; created with its parent

@@ -43,7 +43,7 @@ use tributary_kafka::{Context, rdkafka};
 use tributary_framework::template::Template;
 
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "kafka"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
     /// Bootstrap brokers, comma-separated `host:port`.

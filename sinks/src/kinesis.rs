@@ -54,7 +54,7 @@ pub fn refusal(data_len: usize, key: &str) -> Option<String> {
 }
 
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "kinesis"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KinesisSinkConfig {
     /// The stream's name or ARN.
@@ -67,6 +67,7 @@ pub struct KinesisSinkConfig {
     /// Send nothing; log what would be sent (the seeds' `TEST_RUN`). Accepts `true`/`false` or
     /// text such as `"True"`.
     #[serde(default, deserialize_with = "flag")]
+    #[schemars(schema_with = "tributary_framework::schema::flag")]
     pub dry_run: bool,
     /// PutRecords calls in flight at once when a batch needs several (over 500 records or
     /// 5 MiB); at least 1. Above 1, records of one partition key in different calls of a batch

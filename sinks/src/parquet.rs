@@ -35,7 +35,7 @@ use tributary_framework::{ConfigError, Sink};
 pub const TEMPORARY_SUFFIX: &str = ".tributary-tmp";
 
 /// `[sinks.<id>]` with `type = "parquet"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// The folder output files go to (created when missing); each takes its input file's name.

@@ -21,7 +21,7 @@ use tributary_framework::template::Shape;
 use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
 /// `[sinks.<id>]` with `type = "response"`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseConfig {
     /// The answer to one event, as a JSON shape over each value this sink receives (a string

@@ -27,7 +27,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Delivery, Input, Sink};
 
 /// `[sinks.<id>]` (or `[dead_letter]`) with `type = "s3"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3SinkConfig {
     /// The bucket.

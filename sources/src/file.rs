@@ -18,7 +18,7 @@ use tributary_framework::registry::BuildFuture;
 use crate::document::{DocumentReader, Format};
 
 /// `[sources.<id>]` with `type = "file"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file to read, relative to the working directory.

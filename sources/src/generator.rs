@@ -27,7 +27,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Offset, Position, Record, Source};
 
 /// `[sources.<id>]` with `type = "generator"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// How many rides to emit; unset means endless.

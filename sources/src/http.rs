@@ -20,7 +20,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Record, Source};
 
 /// `[sources.<id>]` with `type = "http"`: the route, the request mapping, batching and limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// The path that takes prediction requests (`POST`): a JSON value is one event, a JSON

@@ -47,7 +47,7 @@ use tributary_kafka::rdkafka::ClientContext;
 const IDLE_RETURN: Duration = Duration::from_secs(1);
 
 /// Where a consumer group without committed offsets starts (`auto.offset.reset`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Start {
     /// The oldest message still in the partition.
@@ -58,7 +58,7 @@ pub enum Start {
 }
 
 /// `[sources.<id>]` with `type = "kafka"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
     /// Bootstrap brokers, comma-separated `host:port`.

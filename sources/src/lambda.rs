@@ -13,7 +13,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Record, Source};
 
 /// `[sources.<id>]` with `type = "lambda"`: no options.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LambdaConfig {}
 

@@ -16,7 +16,7 @@ use tributary_framework::registry::BuildFuture;
 use crate::document::{DocumentReader, Format};
 
 /// `[sources.<id>]` with `type = "stdin"`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
     /// Layout of the input; `auto` detects JSON lines or JSON documents. Note that `auto` and

@@ -45,7 +45,7 @@ use tributary_framework::template::Template;
 use tributary_framework::{ComponentError, Input, Outcome, Processor};
 
 /// `[processors.<id>]` with `type = "merge"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MergeConfig {
     /// The detectors whose results make a decision complete (their `detector` field).

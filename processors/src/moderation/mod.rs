@@ -86,7 +86,7 @@ impl Detector {
 }
 
 /// `[processors.<id>]` with `type = "copyright" | "nsfw" | "violence"`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     /// Sleep this long per batch, standing in for a real model's cost. Default 0.

@@ -20,7 +20,7 @@ pub use super::tensor::ElementType;
 /// [processors.tip.features]
 /// trip_distance = { field = "ride.trip_distance", type = "float" }
 /// ```
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxConfig {
     /// The ONNX model: a local path, an `s3://` URI, an MLflow model URI
@@ -68,7 +68,7 @@ pub struct OnnxConfig {
 
 /// Where one model input's values come from. Exactly one of `field`, `fields`, `template` and
 /// `entries` is set.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
     /// A dotted path into the event, such as `ride.trip_distance`: one value for an `[N]` or
@@ -100,7 +100,7 @@ impl Feature {
 }
 
 /// One entry of a `map(string, float)` input: a field or a template.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     /// A dotted path into the event.
@@ -110,7 +110,7 @@ pub struct Entry {
 }
 
 /// A prediction field: a whole model output, or part of one.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OutputSpec {
     /// The whole output: a number for `[N]` and `[N, 1]`, an array for `[N, K]`, an object of
@@ -121,7 +121,7 @@ pub enum OutputSpec {
 }
 
 /// Part of a model output, such as one class's probability.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputPick {
     /// The model output's name.
@@ -134,7 +134,7 @@ pub struct OutputPick {
 }
 
 /// A reduction of a record's row of values.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Select {
     /// The highest value.

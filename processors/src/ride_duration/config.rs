@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 /// Configuration of the ride-duration processor.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RideDurationConfig {
     /// The ONNX model: a local path (relative to the working directory), an `s3://` URI or an

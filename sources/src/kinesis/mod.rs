@@ -40,7 +40,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ComponentError, Offset, Position, Record, Source};
 
 /// Where a shard without a checkpoint starts.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StartingPosition {
     /// The oldest record still in the shard.
@@ -53,7 +53,7 @@ pub enum StartingPosition {
 }
 
 /// Where checkpoints are kept: a file, or a DynamoDB lease table when `lease_table` is set.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// The checkpoint file, rewritten atomically at every commit (its folder is created).
@@ -80,7 +80,7 @@ enum Store {
 }
 
 /// `[sources.<id>]` with `type = "kinesis"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KinesisSourceConfig {
     /// The stream's name.

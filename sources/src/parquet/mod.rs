@@ -32,7 +32,7 @@ use tributary_framework::registry::BuildFuture;
 use tributary_framework::{ConfigError, Source};
 
 /// `[sources.<id>]` with `type = "parquet"`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetConfig {
     /// A Parquet file, a folder (its `*.parquet` files), or a glob whose last part has `*` or
@@ -51,7 +51,7 @@ pub struct ParquetConfig {
 }
 
 /// What a failed file does to the job.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFileError {
     /// Score the other files; fail the job at the end.
