@@ -26,6 +26,11 @@
 //!
 //! `tributary-bench lambda-handler EVENTS BATCHES` is the Rust side of 4, run as its own process.
 
+/// The same allocator as the `tributary` binaries (see `deployments/src/main.rs`), so that the
+/// in-process sections measure what they run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod batch;
 mod exported;
 mod fan_out;

@@ -84,11 +84,11 @@ pub enum Command {
         model: String,
     },
     /// Put JSON values onto a Kinesis stream, or a Kafka topic with `--brokers` (key from `ride_id`).
-    #[cfg(feature = "kinesis")]
-    Put(crate::kinesis_cli::PutArgs),
+    #[cfg(any(feature = "kinesis", feature = "kafka"))]
+    Put(crate::tools::PutArgs),
     /// Print a Kinesis stream's records (or a Kafka topic's, with `--brokers`), decoded, as JSON lines.
-    #[cfg(feature = "kinesis")]
-    Tail(crate::kinesis_cli::TailArgs),
+    #[cfg(any(feature = "kinesis", feature = "kafka"))]
+    Tail(crate::tools::TailArgs),
     /// Create a Kafka topic with a number of partitions (nothing happens if it exists).
     #[cfg(feature = "kafka")]
     CreateTopic {
@@ -105,7 +105,7 @@ pub enum Command {
     /// Feed a Kinesis stream to a function on a local Lambda runtime emulator, as the AWS event
     /// source mapping does.
     #[cfg(feature = "kinesis")]
-    Esm(crate::esm::EsmArgs),
+    Esm(crate::tools::esm::EsmArgs),
 }
 
 /// `tributary tlc-sample`.
@@ -247,16 +247,16 @@ pub async fn main(cli: Cli) -> ExitCode {
         Command::TlcSample(args) => report(tlc_sample(args)),
         #[cfg(feature = "serve")]
         Command::Serve(args) => crate::serve::main(args, &registry).await,
-        #[cfg(feature = "kinesis")]
-        Command::Put(args) => report(crate::kinesis_cli::put(args).await),
-        #[cfg(feature = "kinesis")]
-        Command::Tail(args) => report(crate::kinesis_cli::tail(args).await),
+        #[cfg(any(feature = "kinesis", feature = "kafka"))]
+        Command::Put(args) => report(crate::tools::put(args).await),
+        #[cfg(any(feature = "kinesis", feature = "kafka"))]
+        Command::Tail(args) => report(crate::tools::tail(args).await),
         #[cfg(feature = "kafka")]
         Command::CreateTopic { brokers, topic, partitions } => {
-            report(crate::kafka_cli::create_topic(&brokers, &topic, partitions).await)
+            report(crate::tools::kafka::create_topic(&brokers, &topic, partitions).await)
         }
         #[cfg(feature = "kinesis")]
-        Command::Esm(args) => report(crate::esm::run(args).await),
+        Command::Esm(args) => report(crate::tools::esm::run(args).await),
     }
 }
 

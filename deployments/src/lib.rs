@@ -4,32 +4,18 @@
 //! Adding a plugin: write its module (a typed config and a `build` function) in the sources,
 //! processors or sinks crate, then add one line to [`registry`].
 
-/// The process allocator of every binary built on this package (feature `mimalloc`, on by
-/// default). Decoding and encoding JSON allocate for every record: against glibc's malloc,
-/// mimalloc gives about 1.6x the records per CPU-second at batch 1,000 for about 3 MB more peak
-/// RSS (BENCHMARKS.md). It is built not to ask for transparent huge pages (`no_thp`), which
-/// otherwise added about 12 MB of RSS here (a kernel with THP set to `always` uses them anyway).
-/// ONNX Runtime keeps the C library's allocator.
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[cfg(feature = "parquet")]
 pub mod batch;
 pub mod cli;
-#[cfg(feature = "kinesis")]
-pub mod esm;
 pub mod http_api;
-#[cfg(feature = "kafka")]
-pub mod kafka_cli;
-#[cfg(feature = "kinesis")]
-pub mod kinesis_cli;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod metrics_endpoint;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod status;
+#[cfg(any(feature = "kinesis", feature = "kafka"))]
+pub mod tools;
 
 use tributary_framework::registry::Registry;
 use tributary_processors::moderation::DetectorConfig;

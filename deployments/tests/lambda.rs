@@ -20,7 +20,7 @@ use common::{
     read_stream, required, ride, ride_ids, rides, root, split, unique, written_ride_ids,
 };
 use serde_json::{Value, json};
-use tributary::esm::invoke::Invoker;
+use tributary::tools::esm::invoke::Invoker;
 
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const FUNCTION: &str = "tributary-lambda";
@@ -499,7 +499,7 @@ async fn a_registry_model_in_the_function_follows_its_alias() {
     ];
     let _function = start_function_with(&out, &env, Stdio::null());
     let invoker = Invoker::new(&invoke_url(), true).unwrap();
-    let version = |answer: &tributary::esm::invoke::Invocation| {
+    let version = |answer: &tributary::tools::esm::invoke::Invocation| {
         assert!(!answer.function_error, "{:?}", answer.body);
         answer.body["predictions"][0]["version"].as_str().unwrap().to_string()
     };

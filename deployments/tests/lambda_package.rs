@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use common::{Function, create_stream, invoke_url, kinesis, read_stream, required, ride, ride_ids, root, unique};
 use serde_json::{Value, json};
-use tributary::esm::invoke::Invoker;
+use tributary::tools::esm::invoke::Invoker;
 
 /// Unzips `zip` into `dir` as Lambda does, file modes included (Python's `zipfile` CLI would
 /// drop them, and with them `bootstrap`'s execute bit).

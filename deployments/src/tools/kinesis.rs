@@ -1,5 +1,6 @@
-//! `tributary put` and `tributary tail`: what the seeds did with `aws kinesis put-record`,
-//! `get-shard-iterator`, `get-records`, `jq` and `base64 --decode`, as two commands.
+//! `tributary put` and `tributary tail` on Kinesis: what the seeds did with
+//! `aws kinesis put-record`, `get-shard-iterator`, `get-records`, `jq` and `base64 --decode`, as
+//! two commands.
 //!
 //! ```text
 //! tributary put --stream ride_events '{"ride": {...}, "ride_id": 156}'
@@ -9,122 +10,23 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
-use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
-use tributary_framework::template::Template;
 use tributary_sinks::kinesis::{refusal, within_call_limits};
 
-/// `tributary put`.
-#[derive(Debug, Args)]
-pub struct PutArgs {
-    /// The stream's name (with `--brokers`: the Kafka topic's).
-    #[arg(long, visible_alias = "topic")]
-    pub stream: String,
-    /// Put to this Kafka cluster (`host:port,...`) instead of Kinesis.
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// Partition key template over each value's fields (`{dotted.path}`); values without the
-    /// field use their position in the input (Kinesis) or get no key (Kafka).
-    #[arg(long, default_value = "{ride_id}")]
-    pub partition_key: String,
-    /// Put each input line as it is, without parsing it as JSON (to try how a pipeline handles
-    /// malformed records). The key template still applies to lines that are JSON.
-    #[arg(long)]
-    pub raw: bool,
-    /// JSON values to put; without any, JSON values are read from stdin (one per line, or
-    /// concatenated documents).
-    pub values: Vec<String>,
-}
+use super::{From, Message, TailArgs, print_line};
 
-/// Where `tail` starts reading each shard.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum From {
-    /// The oldest record still in the stream.
-    TrimHorizon,
-    /// Only records put after `tail` starts.
-    Latest,
-}
-
-/// `tributary tail`.
-#[derive(Debug, Args)]
-pub struct TailArgs {
-    /// The stream's name (with `--brokers`: the Kafka topic's).
-    #[arg(long, visible_alias = "topic")]
-    pub stream: String,
-    /// Read from this Kafka cluster (`host:port,...`) instead of Kinesis.
-    #[arg(long)]
-    pub brokers: Option<String>,
-    /// Where to start in every shard.
-    #[arg(long, value_enum, default_value_t = From::TrimHorizon)]
-    pub from: From,
-    /// Keep polling for new records, and for the new shards of a reshard (Ctrl-C to stop);
-    /// otherwise stop once every shard is caught up.
-    #[arg(long)]
-    pub follow: bool,
-    /// Print each record with its shard, sequence number and partition key (Kafka: partition,
-    /// offset and key).
-    #[arg(long)]
-    pub metadata: bool,
-}
-
-/// Writes one JSON line to stdout; an error means the reader went away.
-pub fn print_line(value: &Value) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{value}")?;
-    out.flush()
-}
-
-/// One record to put: its bytes and, when the key template renders, its key.
-pub struct Message {
-    /// The payload.
-    pub data: Vec<u8>,
-    /// The partition key (Kinesis: the input position when `None`; Kafka: no key).
-    pub key: Option<String>,
-}
-
-/// Runs `put`.
+/// Puts `messages` on Kinesis stream `stream` (`tributary put` without `--brokers`).
 ///
 /// # Errors
-/// Unparseable input, a missing stream, or records still failing after retries.
-pub async fn put(args: PutArgs) -> Result<()> {
-    let template = Template::parse(&args.partition_key).map_err(anyhow::Error::msg)?;
-    let text = if args.values.is_empty() {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
-        text
-    } else {
-        args.values.join("\n")
-    };
-    let messages: Vec<Message> = if args.raw {
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|line| Message {
-                data: line.as_bytes().to_vec(),
-                key: serde_json::from_str::<Value>(line).ok().and_then(|v| template.render(&v)),
-            })
-            .collect()
-    } else {
-        serde_json::Deserializer::from_str(&text)
-            .into_iter::<Value>()
-            .map(|v| {
-                let v = v?;
-                Ok(Message { data: serde_json::to_vec(&v)?, key: template.render(&v) })
-            })
-            .collect::<Result<_>>()
-            .context("input is not a sequence of JSON values (use --raw to put lines as they are)")?
-    };
-    if let Some(brokers) = &args.brokers {
-        return put_kafka(brokers, &args.stream, &messages).await;
-    }
+/// A missing stream, or records still failing after retries.
+pub async fn put(stream: &str, messages: Vec<Message>) -> Result<()> {
     // Every entry is checked before anything is sent, then they go in calls within PutRecords'
     // limits.
     let entries = messages
@@ -147,11 +49,11 @@ pub async fn put(args: PutArgs) -> Result<()> {
         for attempt in 1..=5 {
             let output = client
                 .put_records()
-                .stream_name(&args.stream)
+                .stream_name(stream)
                 .set_records(Some(pending.iter().map(|(_, e)| e.clone()).collect()))
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("PutRecords to {}: {}", args.stream, describe(&e)))?;
+                .map_err(|e| anyhow::anyhow!("PutRecords to {stream}: {}", describe(&e)))?;
             let mut retry = Vec::new();
             for ((position, entry), result) in with_results(pending, output.records()) {
                 let Some(result) = result else {
@@ -183,7 +85,7 @@ pub async fn put(args: PutArgs) -> Result<()> {
             bail!("{} record(s) still failing after 5 attempts", pending.len());
         }
     }
-    eprintln!("put {put} record(s) to {}", args.stream);
+    eprintln!("put {put} record(s) to {stream}");
     Ok(())
 }
 
@@ -196,14 +98,11 @@ fn with_results<T>(
     pending.into_iter().enumerate().map(move |(i, entry)| (entry, results.get(i)))
 }
 
-/// Runs `tail`.
+/// Prints a Kinesis stream's records (`tributary tail` without `--brokers`).
 ///
 /// # Errors
 /// A missing stream or an API error.
 pub async fn tail(args: TailArgs) -> Result<()> {
-    if let Some(brokers) = &args.brokers {
-        return tail_kafka(brokers, &args).await;
-    }
     let client = client().await;
     let start = match args.from {
         From::TrimHorizon => IteratorAt::TrimHorizon,
@@ -330,26 +229,6 @@ async fn list_shards(client: &Client, stream: &str) -> Result<Vec<String>> {
         .await
         .map_err(|e| anyhow::anyhow!("ListShards {stream}: {}", describe(&e)))?;
     Ok(shards.iter().map(|s| s.shard_id().to_string()).collect())
-}
-
-#[cfg(feature = "kafka")]
-async fn put_kafka(brokers: &str, topic: &str, messages: &[Message]) -> Result<()> {
-    crate::kafka_cli::put(brokers, topic, messages).await
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn put_kafka(_: &str, _: &str, _: &[Message]) -> Result<()> {
-    bail!("this build has no Kafka support (feature `kafka`)")
-}
-
-#[cfg(feature = "kafka")]
-fn tail_kafka(brokers: &str, args: &TailArgs) -> impl Future<Output = Result<()>> {
-    crate::kafka_cli::tail(brokers.to_string(), args.stream.clone(), args.from, args.follow, args.metadata)
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn tail_kafka(_: &str, _: &TailArgs) -> Result<()> {
-    bail!("this build has no Kafka support (feature `kafka`)")
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `tributary put`, `tail` and `create-topic` on Kafka (`--brokers`): the Kafka side of the
-//! helpers in [`crate::kinesis_cli`].
+//! developer tools ([`super`]).
 //!
 //! ```text
 //! tributary create-topic --brokers 127.0.0.1:9092 --topic ride_events --partitions 3
@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::kinesis_cli::{From, Message, print_line};
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -18,6 +17,8 @@ use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use tributary_kafka::rdkafka::{Message as _, Offset, TopicPartitionList};
 use tributary_kafka::{client_config, describe};
+
+use super::{From, Message, print_line};
 
 /// Produces `messages` to `topic` and prints where each landed.
 ///
