@@ -72,9 +72,14 @@ fn sample(bin: &Path, root: &Path, out: &Path, rows: u64) -> Result<()> {
 }
 
 fn tributary(bin: &Path, root: &Path, data: &Path, dir: &Path) -> Command {
+    job(bin, root, data, dir, "deployments/config/batch.toml")
+}
+
+/// `tributary run` on a batch `config` over `data`, writing under `dir`.
+fn job(bin: &Path, root: &Path, data: &Path, dir: &Path, config: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.current_dir(root)
-        .args(["run", "--no-status", "--force", "--config", "deployments/config/batch.toml"])
+        .args(["run", "--no-status", "--force", "--config", config])
         .env("TLC_DATA", data)
         .env("PREDICTIONS", dir.join("predictions"))
         .env("DEAD_LETTERS", dir.join("dead_letters.jsonl"))
@@ -102,17 +107,21 @@ pub fn compare(root: &Path, bin: &Path, pickle: &Path, dir: &Path, rows: u64, ru
         started.elapsed().as_secs_f64()
     );
     let ours: Vec<Run> = (0..runs).map(|_| measure(&mut tributary(bin, root, &data, dir))).collect::<Result<_>>()?;
+    let generic: Vec<Run> = (0..runs)
+        .map(|_| measure(&mut job(bin, root, &data, dir, "deployments/config/batch-onnx.toml")))
+        .collect::<Result<_>>()?;
     let model = root.join("processors/models/ride_duration/model.onnx");
     let out = dir.join("python.parquet");
     let vectorized: Vec<Run> =
         (0..runs).map(|_| measure(&mut python(root, "vectorized", &input, &out, &model))).collect::<Result<_>>()?;
     let seeds = measure(&mut python(root, "seeds", &input, &out, pickle))?;
-    let (ours, vectorized) = (medians(&ours), medians(&vectorized));
+    let (ours, vectorized, generic) = (medians(&ours), medians(&vectorized), medians(&generic));
     println!("| scorer | rows/s per CPU-second | rows/s wall | wall (s) | CPU (s) | peak RSS (MB) |");
     println!("|---|---:|---:|---:|---:|---:|");
     let rows_f = rows as f64;
     for (name, run) in [
-        (format!("tributary (median of {runs})"), ours),
+        (format!("tributary, `ride_duration` (median of {runs})"), ours),
+        (format!("tributary, the generic `onnx` processor, batch-onnx.toml (median of {runs})"), generic),
         (format!("Python vectorized: pyarrow + onnxruntime (median of {runs})"), vectorized),
         ("Python, the seeds' way: pandas + dicts + scikit-learn (1 run)".to_string(), seeds),
     ] {

@@ -41,16 +41,17 @@ pub async fn handler_process(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Kinesis events of 100 generated rides each, in the Lambda event shape, one per line.
-async fn write_events(path: &Path, count: usize) -> Result<()> {
+/// `count` Kinesis events of `per_event` generated rides each, in the Lambda event shape, one per
+/// line.
+async fn write_events(path: &Path, count: usize, per_event: usize) -> Result<()> {
     let mut generator = GeneratorSource::new(
         "bench".into(),
-        GeneratorConfig { count: Some((count * RECORDS_PER_BATCH) as u64), rate: None, seed: 3, first_ride_id: 1 },
+        GeneratorConfig { count: Some((count * per_event) as u64), rate: None, seed: 3, first_ride_id: 1 },
     );
     let mut events = Vec::new();
     // Kinesis sequence numbers are 56 digits: a fixed prefix and a counter.
     let mut sequence: u64 = 0;
-    while let Some(batch) = generator.next_batch(RECORDS_PER_BATCH).await? {
+    while let Some(batch) = generator.next_batch(per_event).await? {
         let records: Vec<Value> = batch
             .iter()
             .map(|r| {
@@ -182,7 +183,7 @@ async fn fresh_stream(kinesis: &aws_sdk_kinesis::Client, endpoint: &str, number:
 /// Runs both handlers `runs` times over `batches` batches per target and prints the comparison.
 pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Result<()> {
     let events = dir.join("events.jsonl");
-    write_events(&events, 20).await?;
+    write_events(&events, 20, RECORDS_PER_BATCH).await?;
     let pickle = reference_model(root)?;
     let bench_bin = std::env::current_exe()?;
     let mut streams = 0;
@@ -256,6 +257,35 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
     println!(
         "\n(medians of {batches} batches; the last column is the most any handler that makes one PutRecords call could reach)\n"
     );
+    large_batches(root, dir, &bench_bin, &pickle).await?;
+    Ok(())
+}
+
+/// Records in one event of Lambda's largest Kinesis batch (the event source mapping's
+/// `BatchSize` maximum; about 6 MB of event with these rides, Lambda's payload limit).
+const LARGEST_BATCH: usize = 10_000;
+
+/// Lambda's smallest memory tier, for the largest batches: peak RSS of each handler on three
+/// 10,000-record events, dry run (nothing sent, so only the handler's own memory is measured).
+async fn large_batches(root: &Path, dir: &Path, bench_bin: &Path, pickle: &Path) -> Result<()> {
+    let events = dir.join("events-10k.jsonl");
+    write_events(&events, 3, LARGEST_BATCH).await?;
+    let event_mb = std::fs::metadata(&events)?.len() as f64 / 3.0 / 1e6;
+    let mut rust = Command::new(bench_bin);
+    rust.arg("lambda-handler").arg(&events).arg("3");
+    rust.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env_remove("TRIBUTARY_CONFIG");
+    let mut python = Command::new(root.join(".venv/bin/python"));
+    python.arg("bench/python/bench_handler.py").arg(&events).arg("3").env("MODEL_PATH", pickle);
+    let mut rows = Vec::new();
+    for mut cmd in [rust, python] {
+        cmd.env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", "unused").env("TEST_RUN", "True");
+        rows.push(measure(cmd)?);
+    }
+    println!("Largest batches: {LARGEST_BATCH} records per event ({event_mb:.1} MB of event), dry run, 3 batches:\n");
+    println!("| | tributary (Rust) | seeds' Python handler |");
+    println!("|---|---:|---:|");
+    println!("| time per batch | {:.1} ms | {:.0} ms |", rows[0].1, rows[1].1);
+    println!("| peak RSS | {:.1} MB | {:.1} MB |\n", rows[0].2 as f64 / 1024.0, rows[1].2 as f64 / 1024.0);
     Ok(())
 }
 

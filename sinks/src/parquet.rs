@@ -23,7 +23,7 @@ use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch,
 use arrow_schema::{Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 use tributary_framework::columns::{Column, ColumnData};
@@ -135,12 +135,15 @@ impl OutputFile {
             // A column with the same text in every row (the model's name and version) is written
             // plain, not dictionary-encoded: the dictionary encoder hashes every row's value, which
             // cost a fifth of the job's time, while zstd shrinks the repeated text to almost nothing.
+            // Nor are its min/max statistics kept (comparing every row's text with the last: 4% of
+            // the job's profile), since they would say only what every row says.
             let mut builder = WriterProperties::builder().set_compression(self.codec);
             for (name, column) in outputs {
                 if matches!(column.data, ColumnData::Same(..)) {
                     let path = ColumnPath::from(name.as_str());
                     builder = builder
                         .set_column_dictionary_enabled(path.clone(), false)
+                        .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
                         .set_column_encoding(path, Encoding::PLAIN);
                 }
             }

@@ -81,7 +81,7 @@ pub enum Values {
     Bool(Vec<bool>),
     /// `tensor(string)`.
     String(Vec<String>),
-    /// `tensor(string)` from a table made once (the columnar path's `PU_DO` pairs): no string
+    /// `tensor(string)` from a table made once (`ride_duration`'s `PU_DO` pairs): no string
     /// is made per row. Inputs only.
     Interned(Vec<&'static str>),
 }

@@ -9,7 +9,7 @@ use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
 use super::RideDuration;
-use super::features::ZONES;
+use super::features::{ZONES, pair};
 use crate::onnx::Values;
 
 const PU: &str = "ride.PULocationID";
@@ -51,17 +51,6 @@ fn check(i: usize, pu: (&[i64], &Column), dropoff: (&[i64], &Column), distance: 
         return Some(format!("`{DISTANCE}` must be a non-negative number of miles, found {miles}"));
     }
     None
-}
-
-/// `"<pu>_<do>"` for every pair of zones, as the seeds' `prepare_features` writes it, made once:
-/// a batch borrows its rows' pairs instead of formatting a string per row.
-fn pair(pu: i64, dropoff: i64) -> &'static str {
-    static PAIRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let zones = *ZONES.end() as usize;
-    let table =
-        PAIRS.get_or_init(|| (0..zones * zones).map(|i| format!("{}_{}", i / zones + 1, i % zones + 1)).collect());
-    // Callers pass checked zone ids (1..=265).
-    table[(pu as usize - 1) * zones + (dropoff as usize - 1)].as_str()
 }
 
 impl RideDuration {
@@ -122,13 +111,6 @@ impl RideDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pairs_are_written_as_the_seeds_write_them() {
-        assert_eq!(pair(130, 205), "130_205");
-        assert_eq!(pair(1, 10), "1_10");
-        assert_eq!(pair(265, 9), "265_9");
-    }
 
     #[test]
     fn rejections_name_the_field_as_on_events() {

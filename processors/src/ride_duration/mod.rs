@@ -190,7 +190,7 @@ impl Processor for RideDuration {
         }
         if !rows.is_empty() {
             let n = rows.len();
-            let predictions = model.predict(Values::String(pu_do), distance).await?;
+            let predictions = model.predict(Values::Interned(pu_do), distance).await?;
             for (k, (row, ride_id)) in rows.into_iter().zip(ids).enumerate() {
                 let prediction = model.output.value(&predictions, n, k).map_err(ComponentError::Fatal)?;
                 outcomes[row] = Some(Outcome::one(self.envelope(&model, prediction, ride_id)));
