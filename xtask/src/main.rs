@@ -119,13 +119,21 @@ fn demo(root: &Path) -> Result<()> {
     )
 }
 
+/// Runs one step of a command, then says how long it took.
+fn timed<T>(what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    let started = std::time::Instant::now();
+    let result = step();
+    eprintln!("xtask: {what}: {:.1} s", started.elapsed().as_secs_f64());
+    result
+}
+
 fn test(root: &Path, extra: &[&str]) -> Result<()> {
-    setup::all(root)?;
+    timed("setup", || setup::all(root))?;
     eprintln!("xtask: building tests");
-    run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"]))?;
+    timed("building tests", || run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"])))?;
     eprintln!("xtask: building the Lambda package");
-    build_lambda_package(root)?;
-    let started = services::up(root)?;
+    timed("building the Lambda package", || build_lambda_package(root))?;
+    let started = timed("starting services", || services::up(root))?;
     eprintln!("xtask: running tests");
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
@@ -134,7 +142,7 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
         cmd.arg("--").args(&extra);
     }
     services::apply_env(root, &mut cmd);
-    let result = run(root, &mut cmd).and_then(|()| lint_deployments(root));
+    let result = timed("tests", || run(root, &mut cmd)).and_then(|()| timed("linting", || lint_deployments(root)));
     services::stop(root, &started)?;
     result
 }
