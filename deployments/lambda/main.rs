@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use tributary::cli::{LogFormat, init_logging};
-use tributary::lambda::Handler;
+use tributary::lambda::{Handler, Invocation};
 
 /// The process allocator (feature `mimalloc`, on by default), set by the binary, as in
 /// `tributary`'s `main.rs`. Decoding and encoding JSON allocate for every record: against
@@ -32,11 +32,22 @@ fn answer_by(deadline_ms: u64) -> Instant {
 async fn main() -> Result<(), Error> {
     init_logging(0, LogFormat::Json);
     match Handler::from_env().await {
-        Ok(function) => {
+        // A stream pipeline reads a Kinesis event's records straight from the request, entry by
+        // entry (`Invocation`), never holding the whole event as JSON values.
+        Ok(Handler::Stream(function)) => {
             let function = &function;
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<Invocation>| async move {
+                let deadline = answer_by(event.context.deadline);
+                function.handle_invocation_until(event.payload, deadline).await
+            }))
+            .await
+        }
+        #[allow(unreachable_patterns, reason = "the only other handler, a batch job, needs feature parquet-s3")]
+        Ok(handler) => {
+            let handler = &handler;
             lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
                 let deadline = answer_by(event.context.deadline);
-                function.handle_until(event.payload, deadline).await
+                handler.handle_until(event.payload, deadline).await
             }))
             .await
         }

@@ -33,6 +33,7 @@ use tributary_framework::registry::Registry;
 use tributary_framework::runtime::Pipeline;
 use tributary_framework::{ConfigError, Offset, Position, Record};
 use tributary_sources::kinesis_event;
+pub use tributary_sources::kinesis_event::Invocation;
 
 use crate::http_api::{self, HttpPlan, Reply};
 
@@ -129,6 +130,36 @@ impl Function {
             return Ok(self.http(request).await);
         }
         self.direct(event).await
+    }
+
+    /// Serves one invocation read as an [`Invocation`]: a Kinesis event's records straight
+    /// from its text, without the event as JSON values (what the packaged function does).
+    ///
+    /// # Errors
+    /// As [`Function::handle`].
+    pub async fn handle_invocation(&self, invocation: Invocation) -> Result<Value, InvocationError> {
+        match invocation {
+            Invocation::Kinesis(mut records) => {
+                for record in &mut records {
+                    record.position.source = self.source_id.clone();
+                }
+                Ok(self.kinesis(&records).await)
+            }
+            Invocation::Other(event) => self.handle(event).await,
+        }
+    }
+
+    /// [`Function::handle_invocation`] with the invocation's deadline (see
+    /// [`Function::handle_until`]).
+    ///
+    /// # Errors
+    /// As [`Function::handle`].
+    pub async fn handle_invocation_until(
+        &self,
+        invocation: Invocation,
+        deadline: std::time::Instant,
+    ) -> Result<Value, InvocationError> {
+        tributary_framework::retry::DEADLINE.scope(deadline, self.handle_invocation(invocation)).await
     }
 
     /// [`Function::handle`] with the invocation's deadline: no retry is started that would end

@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 use tributary_framework::{Offset, Position, Record};
 
 /// Whether a JSON value looks like a Kinesis event document.
@@ -58,6 +61,146 @@ fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -
         .and_then(Value::as_f64)
         .map_or_else(SystemTime::now, arrival_at);
     record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
+}
+
+/// A Lambda invocation's payload, read so that a Kinesis event never exists whole as JSON
+/// values: each entry of `Records` becomes a [`Record`] as soon as it is read (a 10,000-record
+/// event held as `serde_json::Value`s takes about three times its 6 MB of text). Any other event
+/// is kept as JSON.
+#[derive(Debug)]
+pub enum Invocation {
+    /// A Kinesis event document's records (what [`records`] makes of it), their source named
+    /// `lambda` and their partition falling back to `lambda`, as the function's are.
+    Kinesis(Vec<Record>),
+    /// Any other event (a direct invocation, an API Gateway request, an S3 notification's JSON
+    /// when read as a `Value`).
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for Invocation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(InvocationVisitor)
+    }
+}
+
+struct InvocationVisitor;
+
+impl<'de> Visitor<'de> for InvocationVisitor {
+    type Value = Invocation;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Invocation, A::Error> {
+        let mut others = Map::new();
+        let mut records = None;
+        while let Some(key) = map.next_key::<String>()? {
+            // A repeated key counts once, the last time, as in a `serde_json::Value`.
+            if key == "Records" {
+                match map.next_value_seed(Entries)? {
+                    Ok(read) => {
+                        others.remove(&key);
+                        records = Some(read);
+                    }
+                    Err(value) => {
+                        records = None;
+                        others.insert(key, value);
+                    }
+                }
+            } else {
+                others.insert(key, map.next_value()?);
+            }
+        }
+        Ok(records.map_or(Invocation::Other(Value::Object(others)), Invocation::Kinesis))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Invocation, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Invocation::Other)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::from(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::from(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Invocation, E> {
+        Ok(Invocation::Other(Value::Null))
+    }
+}
+
+/// The value of `Records`: an array's entries made into records one at a time, or, for any
+/// other value, that value (the event is then not a Kinesis event document).
+struct Entries;
+
+impl<'de> DeserializeSeed<'de> for Entries {
+    type Value = Result<Vec<Record>, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries {
+    type Value = Result<Vec<Record>, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let source: Arc<str> = Arc::from("lambda");
+        let mut partitions = Partitions::default();
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(entry) = seq.next_element::<Value>()? {
+            let partition = partitions.of(&entry, "lambda");
+            records.push(record(&source, &entry, partition, records.len()));
+        }
+        Ok(Ok(records))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Err)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Value::Null))
+    }
 }
 
 /// The time `epoch_seconds` after the Unix epoch, as Kinesis gives a record's arrival. A
@@ -138,6 +281,33 @@ mod tests {
             let recs = records(&Arc::from("s"), &doc, "file");
             assert_eq!(recs.len(), 1, "{t}");
             assert!(matches!(&recs[0].payload, Payload::Bytes(_)), "{t}");
+        }
+    }
+
+    #[test]
+    fn an_invocation_read_entry_by_entry_gives_what_the_event_as_json_gives() {
+        let text = r#"{"Records":[{"kinesis":{"partitionKey":"1","sequenceNumber":"4966","data":"eyJhIjogMX0=","approximateArrivalTimestamp":1750925642.262},
+            "eventID":"shardId-000000000000:4966","eventSourceARN":"arn:aws:kinesis:eu-west-2:1:stream/ride-events"},
+            {"kinesis":{"data":"%%%"}}, 7], "other": {"x": 1}}"#;
+        let Invocation::Kinesis(read) = serde_json::from_str::<Invocation>(text).unwrap() else {
+            panic!("not Kinesis")
+        };
+        let whole = records(&Arc::from("lambda"), &serde_json::from_str(text).unwrap(), "lambda");
+        let show = |r: &Record| format!("{:?} {:?} {:?} {:?}", r.payload, r.position, r.partition_key, r.arrival);
+        assert_eq!(read.len(), 3);
+        // Arrival is "now" for entries without a timestamp: compare those without it.
+        assert_eq!(show(&read[0]), show(&whole[0]));
+        for (a, b) in read.iter().zip(&whole).skip(1) {
+            assert_eq!(format!("{:?} {:?}", a.payload, a.position), format!("{:?} {:?}", b.payload, b.position));
+        }
+        let twice = r#"{"Records": [{"kinesis": {"data": "e30="}}], "Records": 5}"#;
+        for other in
+            [r#"{"Records": {"s3": 1}, "a": [1]}"#, r#"{"ride_id": 1}"#, "[1, 2]", "3", r#""x""#, "null", twice]
+        {
+            let Invocation::Other(value) = serde_json::from_str::<Invocation>(other).unwrap() else {
+                panic!("{other} read as Kinesis")
+            };
+            assert_eq!(value, serde_json::from_str::<Value>(other).unwrap(), "{other}");
         }
     }
 

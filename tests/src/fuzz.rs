@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
-use tributary::lambda::Function;
+use tributary::lambda::{Function, Invocation};
 use tributary_framework::config;
 use tributary_framework::template::Template;
 use tributary_sources::document::{DocumentReader, Format};
@@ -84,9 +84,16 @@ pub fn lambda_event(data: &[u8]) {
     let is_kinesis = kinesis_event::is_event_document(&event);
     let answer = runtime().block_on(function.handle(event));
     if is_kinesis {
-        let answer = answer.unwrap_or_else(|e| panic!("a Kinesis event is always answered: {e}"));
+        let answer = answer.as_ref().unwrap_or_else(|e| panic!("a Kinesis event is always answered: {e}"));
         assert!(answer["batchItemFailures"].is_array(), "{answer}");
     }
+    // The packaged function reads the same bytes as an `Invocation` (entry by entry): it must
+    // see the same event and give the same answer.
+    let invocation =
+        serde_json::from_slice::<Invocation>(data).unwrap_or_else(|e| panic!("JSON, yet no invocation: {e}"));
+    assert_eq!(matches!(invocation, Invocation::Kinesis(_)), is_kinesis);
+    let read = runtime().block_on(function.handle_invocation(invocation));
+    assert_eq!(read.map_err(|e| e.to_string()), answer.map_err(|e| e.to_string()));
 }
 
 /// A prediction request body, as `tributary serve` and the Lambda function's API Gateway path

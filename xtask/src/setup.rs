@@ -44,22 +44,24 @@ pub fn demo(root: &Path) -> Result<()> {
         let pin = pinned(root, "onnxruntime")?;
         create_venv(root)?;
         eprintln!("xtask: installing {pin} (the ONNX Runtime library, without its Python dependencies) into .venv");
-        run_cmd(
-            root,
-            Command::new(root.join(".venv/bin/python")).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-compile",
-                "--no-deps",
-                &pin,
-            ]),
-        )?;
+        pip_install(root, &["--no-deps", &pin])?;
         eprintln!("xtask: installed {pin} in {:.1} s", started.elapsed().as_secs_f64());
     }
     onnxruntime(root)
+}
+
+/// `pip install ARGS` into `.venv`, quietly.
+fn pip_install(root: &Path, args: &[&str]) -> Result<()> {
+    let python = root.join(".venv").join("bin").join("python");
+    run_cmd(
+        root,
+        Command::new(python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            // Bytecode is compiled on first import, for the modules used: compiling every
+            // installed file (mlflow, scikit-learn, ...) up front cost CI time for nothing.
+            .arg("--no-compile")
+            .args(args),
+    )
 }
 
 /// `name==version` as `requirements.txt` pins it.
@@ -231,28 +233,13 @@ fn create_venv(root: &Path) -> Result<()> {
 fn python(root: &Path) -> Result<()> {
     create_venv(root)?;
     let venv = root.join(".venv");
-    let python = venv.join("bin").join("python");
     let requirements = fs::read(root.join("requirements.txt")).context("reading requirements.txt")?;
     let stamp = venv.join(".requirements-installed");
     if fs::read(&stamp).ok().as_deref() == Some(&requirements[..]) {
         return Ok(());
     }
     eprintln!("xtask: installing Python packages from requirements.txt");
-    run_cmd(
-        root,
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            // Bytecode is compiled on first import, for the modules used: compiling every
-            // installed file (mlflow, scikit-learn, ...) up front cost CI time for nothing.
-            "--no-compile",
-            "-r",
-            "requirements.txt",
-        ]),
-    )?;
+    pip_install(root, &["-r", "requirements.txt"])?;
     fs::write(&stamp, &requirements).context("writing the install stamp")?;
     Ok(())
 }
