@@ -28,15 +28,13 @@ pub type ProcessorBuilder = Arc<dyn Fn(ComponentSpec) -> BuildFuture<Arc<dyn Pro
 /// Builds a sink (or a dead-letter destination) from its config table.
 pub type SinkBuilder = Arc<dyn Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync>;
 
-/// Plugin names and their builders. Builders may be closures (tests and embedders use them
-/// to hand in shared state).
+/// Plugin names, each with its builder and its config's schema. Builders may be closures (tests
+/// and embedders use them to hand in shared state).
 #[derive(Clone, Default)]
 pub struct Registry {
-    sources: BTreeMap<&'static str, SourceBuilder>,
-    processors: BTreeMap<&'static str, ProcessorBuilder>,
-    sinks: BTreeMap<&'static str, SinkBuilder>,
-    /// Each plugin's config schema, per section.
-    schemas: [BTreeMap<&'static str, SchemaFn>; 3],
+    sources: BTreeMap<&'static str, (SourceBuilder, SchemaFn)>,
+    processors: BTreeMap<&'static str, (ProcessorBuilder, SchemaFn)>,
+    sinks: BTreeMap<&'static str, (SinkBuilder, SchemaFn)>,
 }
 
 impl Registry {
@@ -46,54 +44,58 @@ impl Registry {
     }
 
     /// Adds a source plugin.
-    #[must_use]
     ///
     /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
     /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    #[must_use]
     pub fn source<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Box<dyn Source>> + Send + Sync + 'static,
     ) -> Self {
-        self.sources.insert(name, Arc::new(build));
-        self.schemas[0].insert(name, C::json_schema);
+        self.sources.insert(name, (Arc::new(build), C::json_schema));
         self
     }
 
     /// Adds a processor plugin.
-    #[must_use]
     ///
     /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
     /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    #[must_use]
     pub fn processor<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Processor>> + Send + Sync + 'static,
     ) -> Self {
-        self.processors.insert(name, Arc::new(build));
-        self.schemas[1].insert(name, C::json_schema);
+        self.processors.insert(name, (Arc::new(build), C::json_schema));
         self
     }
 
     /// Adds a sink plugin (sinks also serve as dead-letter destinations).
-    #[must_use]
     ///
     /// `C` is the plugin's config type, which `build` parses: its schema is the plugin's part of
     /// [`Registry::config_schema`] ([`Untyped`] for a closure without one).
+    #[must_use]
     pub fn sink<C: JsonSchema>(
         mut self,
         name: &'static str,
         build: impl Fn(ComponentSpec) -> BuildFuture<Arc<dyn Sink>> + Send + Sync + 'static,
     ) -> Self {
-        self.sinks.insert(name, Arc::new(build));
-        self.schemas[2].insert(name, C::json_schema);
+        self.sinks.insert(name, (Arc::new(build), C::json_schema));
         self
     }
 
     /// The JSON Schema of a whole config with these plugins (see [`crate::schema`]).
     pub fn config_schema(&self) -> serde_json::Value {
-        let [sources, processors, sinks] = &self.schemas;
-        crate::schema::config_schema(&crate::schema::Plugins { sources, processors, sinks })
+        fn schemas<B>(plugins: &BTreeMap<&'static str, (B, SchemaFn)>) -> BTreeMap<&'static str, SchemaFn> {
+            plugins.iter().map(|(name, (_, schema))| (*name, *schema)).collect()
+        }
+        let (sources, processors, sinks) = (schemas(&self.sources), schemas(&self.processors), schemas(&self.sinks));
+        crate::schema::config_schema(&crate::schema::Plugins {
+            sources: &sources,
+            processors: &processors,
+            sinks: &sinks,
+        })
     }
 
     /// The registered names per kind: (sources, processors, sinks).
@@ -153,8 +155,12 @@ impl Registry {
     }
 }
 
-fn lookup<B: Clone>(map: &BTreeMap<&'static str, B>, spec: &ComponentSpec, kind: &str) -> Result<B, ConfigError> {
-    map.get(spec.kind.as_str()).cloned().ok_or_else(|| {
+fn lookup<B: Clone>(
+    map: &BTreeMap<&'static str, (B, SchemaFn)>,
+    spec: &ComponentSpec,
+    kind: &str,
+) -> Result<B, ConfigError> {
+    map.get(spec.kind.as_str()).map(|(build, _)| build.clone()).ok_or_else(|| {
         let known: Vec<_> = map.keys().copied().collect();
         spec.error("type", format!("unknown {kind} type {:?}; known: {}", spec.kind, known.join(", ")))
     })
