@@ -63,6 +63,36 @@ fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -
     record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
 }
 
+/// A visitor's methods for JSON scalars: each becomes its `serde_json::Value`, wrapped by `$wrap`
+/// (the two visitors below keep anything but their one special shape as JSON).
+macro_rules! scalars_as_json {
+    ($wrap:expr) => {
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok($wrap(Value::from(v)))
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($wrap(Value::Null))
+        }
+    };
+}
+
 /// A Lambda invocation's payload, read so that a Kinesis event never exists whole as JSON
 /// values: each entry of `Records` becomes a [`Record`] as soon as it is read (a 10,000-record
 /// event held as `serde_json::Value`s takes about three times its 6 MB of text). Any other event
@@ -119,29 +149,7 @@ impl<'de> Visitor<'de> for InvocationVisitor {
         Value::deserialize(SeqAccessDeserializer::new(seq)).map(Invocation::Other)
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::from(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::from(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::from(v)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::from(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::from(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Invocation, E> {
-        Ok(Invocation::Other(Value::Null))
-    }
+    scalars_as_json!(Invocation::Other);
 }
 
 /// The value of `Records`: an array's entries made into records one at a time, or, for any
@@ -178,29 +186,7 @@ impl<'de> Visitor<'de> for Entries {
         Value::deserialize(MapAccessDeserializer::new(map)).map(Err)
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Err(Value::from(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Err(Value::from(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Err(Value::from(v)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Err(Value::from(v)))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Err(Value::from(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Err(Value::Null))
-    }
+    scalars_as_json!(Err);
 }
 
 /// The time `epoch_seconds` after the Unix epoch, as Kinesis gives a record's arrival. A
