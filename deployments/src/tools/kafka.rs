@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures::future::join_all;
-use serde_json::{Value, json};
+use serde_json::json;
 use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use tributary_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use tributary_kafka::rdkafka::{Message as _, Offset, TopicPartitionList};
 use tributary_kafka::{client_config, describe};
 
-use super::{From, Message, print_line};
+use super::{From, Message, data_value, print_line};
 
 /// Produces `messages` to `topic` and prints where each landed.
 ///
@@ -108,9 +108,7 @@ fn tail_blocking(brokers: &str, topic: &str, from: From, follow: bool, metadata:
         };
         last_message = Instant::now();
         let message = message.map_err(|e| anyhow!("reading {topic}: {}", describe(&e)))?;
-        let data = message.payload().unwrap_or_default();
-        let value = serde_json::from_slice::<Value>(data)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+        let value = data_value(message.payload().unwrap_or_default());
         let line = if metadata {
             let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned());
             json!({"partition": message.partition(), "offset": message.offset(), "key": key, "data": value})

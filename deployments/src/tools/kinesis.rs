@@ -16,11 +16,11 @@ use anyhow::{Result, bail};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, PutRecordsResultEntry};
-use serde_json::{Value, json};
+use serde_json::json;
 use tributary_aws::{IteratorAt, describe, error_code, kinesis_client as client};
 use tributary_sinks::kinesis::{refusal, within_call_limits};
 
-use super::{From, Message, TailArgs, print_line};
+use super::{From, Message, TailArgs, data_value, print_line};
 
 /// Puts `messages` on Kinesis stream `stream` (`tributary put` without `--brokers`).
 ///
@@ -148,9 +148,7 @@ pub async fn tail(args: TailArgs) -> Result<()> {
                 }
             };
             for record in output.records() {
-                let data = record.data().as_ref();
-                let value = serde_json::from_slice::<Value>(data)
-                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+                let value = data_value(record.data().as_ref());
                 let line = if args.metadata {
                     json!({"shard": id, "sequence_number": record.sequence_number(),
                            "partition_key": record.partition_key(), "data": value})

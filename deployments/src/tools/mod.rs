@@ -70,6 +70,11 @@ pub struct TailArgs {
     pub metadata: bool,
 }
 
+/// A record's data as `tail` prints it: its JSON, or its text when it is not JSON.
+fn data_value(data: &[u8]) -> Value {
+    serde_json::from_slice(data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()))
+}
+
 /// Writes one JSON line to stdout; an error means the reader went away.
 pub fn print_line(value: &Value) -> std::io::Result<()> {
     use std::io::Write;
