@@ -8,12 +8,8 @@ use serde_json::Value;
 use tributary::cli::{LogFormat, init_logging};
 use tributary::lambda::{Handler, Invocation};
 
-/// The process allocator (feature `mimalloc`, on by default), set by the binary, as in
-/// `tributary`'s `main.rs`. Decoding and encoding JSON allocate for every record: against
-/// glibc's malloc, mimalloc gives about 1.6x the records per CPU-second at batch 1,000 for about
-/// 3 MB more peak RSS (BENCHMARKS.md). It is built not to ask for transparent huge pages
-/// (`no_thp`), which otherwise added about 12 MB of RSS here (a kernel with THP set to `always`
-/// uses them anyway). ONNX Runtime keeps the C library's allocator.
+/// The process allocator (feature `mimalloc`), as in `tributary`'s `src/main.rs`, which says
+/// why.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -103,11 +103,11 @@ const DEMO_FEATURES: &str = "onnx,mimalloc";
 
 fn demo(root: &Path) -> Result<()> {
     setup::demo(root)?;
-    let started = std::time::Instant::now();
-    eprintln!("xtask: building tributary with the features the demo uses ({DEMO_FEATURES})");
     let tributary = ["-p", "tributary", "--bin", "tributary", "--no-default-features", "--features", DEMO_FEATURES];
-    run(root, cargo().args(["build", "--quiet"]).args(tributary))?;
-    eprintln!("xtask: built in {:.1} s; running deployments/config/demo.toml", started.elapsed().as_secs_f64());
+    timed(&format!("building tributary with the features the demo uses ({DEMO_FEATURES})"), || {
+        run(root, cargo().args(["build", "--quiet"]).args(tributary))
+    })?;
+    eprintln!("xtask: running deployments/config/demo.toml");
     run(
         root,
         cargo().args(["run", "--quiet"]).args(tributary).args([
@@ -119,8 +119,9 @@ fn demo(root: &Path) -> Result<()> {
     )
 }
 
-/// Runs one step of a command, then says how long it took.
+/// Runs one step of a command, saying what it is and then how long it took.
 fn timed<T>(what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("xtask: {what}");
     let started = std::time::Instant::now();
     let result = step();
     eprintln!("xtask: {what}: {:.1} s", started.elapsed().as_secs_f64());
@@ -129,12 +130,9 @@ fn timed<T>(what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
 
 fn test(root: &Path, extra: &[&str]) -> Result<()> {
     timed("setup", || setup::all(root))?;
-    eprintln!("xtask: building tests");
     timed("building tests", || run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"])))?;
-    eprintln!("xtask: building the Lambda package");
     timed("building the Lambda package", || build_lambda_package(root))?;
     let started = timed("starting services", || services::up(root))?;
-    eprintln!("xtask: running tests");
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
     let extra: Vec<&str> = extra.iter().copied().skip_while(|a| *a == "--").collect();
@@ -142,7 +140,8 @@ fn test(root: &Path, extra: &[&str]) -> Result<()> {
         cmd.arg("--").args(&extra);
     }
     services::apply_env(root, &mut cmd);
-    let result = timed("tests", || run(root, &mut cmd)).and_then(|()| timed("linting", || lint_deployments(root)));
+    let result =
+        timed("running tests", || run(root, &mut cmd)).and_then(|()| timed("linting", || lint_deployments(root)));
     services::stop(root, &started)?;
     result
 }
