@@ -1,10 +1,13 @@
-"""Times the reference handler (lambda_function.py) the way tributary-bench times the Rust one.
+"""Times a Python handler the way tributary-bench times the Rust one.
 
-Usage: bench_handler.py EVENTS_JSONL BATCHES
+Usage: bench_handler.py EVENTS_JSONL BATCHES [MODULE]
+MODULE is the handler's module: ``lambda_function`` (the seeds' way, the default) or
+``lambda_function_vectorized`` (the whole batch in one onnxruntime call).
 Prints one JSON object: init_ms (interpreter start to handler ready), batch_ms (median handler
 time per event), peak_rss_kb, predictions (of the last batch).
 """
 
+import importlib
 import json
 import os
 import statistics
@@ -15,7 +18,8 @@ started = time.perf_counter()
 # Time since the interpreter started: Python does not expose it directly; the caller measures
 # process start to the "ready" line, this measures import-to-ready for reference.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import lambda_function  # noqa: E402  (the init: boto3 client and model load)
+# The init: boto3 client and model load.
+lambda_function = importlib.import_module(sys.argv[3] if len(sys.argv) > 3 else "lambda_function")
 
 ready_ms = (time.perf_counter() - started) * 1000
 print(json.dumps({"ready": True}), flush=True)

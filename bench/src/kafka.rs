@@ -1,7 +1,8 @@
 //! Benchmark 6: consume -> predict -> produce on the local Kafka broker (tansu), the
-//! `tributary` worker with `deployments/config/kafka-local.toml` next to a Python consumer
-//! written the usual way (`bench/python/kafka_consumer.py`: confluent-kafka, scikit-learn per
-//! record).
+//! `tributary` worker with `deployments/config/kafka-local.toml` next to the Python peers a user
+//! would pick (confluent-kafka per record the usual way, confluent-kafka batched with one
+//! onnxruntime call per batch, a Quix Streams application) and the broker's own ceiling on this
+//! machine (a bare Rust consume -> produce loop).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,29 +45,113 @@ async fn topic_with_rides(brokers: &str, topic: &str, count: usize) -> Result<()
     Ok(())
 }
 
-/// Records/s of the worker over `count` rides and of the Python consumer over `py_count`.
-pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize, py_count: usize) -> Result<()> {
+/// One consumer's run: (seconds from process start, seconds from the first message or delivery
+/// to the last delivery).
+type Timing = (f64, f64);
+
+/// A Python peer, run on its own topics of `count` rides.
+struct Peer {
+    /// Row label.
+    label: &'static str,
+    /// The script in `bench/python/`.
+    script: &'static str,
+    /// The pickled pipeline (`true`) or the ONNX model (`false`) as `MODEL_PATH`.
+    pickled: bool,
+}
+
+const PEERS: [Peer; 3] = [
+    Peer {
+        label: "Python, per record: confluent-kafka `poll`, scikit-learn `predict` per ride (`kafka_consumer.py`)",
+        script: "kafka_consumer.py",
+        pickled: true,
+    },
+    Peer {
+        label: "Python, batched: confluent-kafka `consume(num_messages=1000)`, one onnxruntime call per batch (`kafka_consumer_batched.py`)",
+        script: "kafka_consumer_batched.py",
+        pickled: false,
+    },
+    Peer {
+        label: "Quix Streams 3.28: `StreamingDataFrame.apply`, onnxruntime per ride (`kafka_quix.py`)",
+        script: "kafka_quix.py",
+        pickled: false,
+    },
+];
+
+/// Records/s of the worker over `count` rides, of each Python peer over `py_counts` (in `PEERS`
+/// order), and of a bare Rust consume -> produce loop over `count` (the broker's ceiling).
+pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize, py_counts: [usize; 3]) -> Result<()> {
     let brokers = std::env::var("KAFKA_BROKERS").context("KAFKA_BROKERS: run through `cargo xtask bench`")?;
     let pid = std::process::id();
-    let (rust_in, rust_out, py_in, py_out) =
-        (format!("kb-rin-{pid}"), format!("kb-rout-{pid}"), format!("kb-pin-{pid}"), format!("kb-pout-{pid}"));
+    let topics = |who: &str| (format!("kb-{who}-in-{pid}"), format!("kb-{who}-out-{pid}"));
+    let mut rows: Vec<(String, usize, Timing)> = Vec::new();
+
+    let (rust_in, rust_out) = topics("rust");
     topic_with_rides(&brokers, &rust_in, count).await?;
-    topic_with_rides(&brokers, &py_in, py_count).await?;
-    for topic in [&rust_out, &py_out, &format!("{rust_in}-dead")] {
+    for topic in [&rust_out, &format!("{rust_in}-dead")] {
         tributary_kafka::create_topic(&brokers, topic, 1).await.map_err(anyhow::Error::msg)?;
     }
+    let worker = worker(root, bin, &brokers, (&rust_in, &rust_out), count)?;
+    rows.push(("tributary worker (`kafka-local.toml`)".into(), count, worker));
 
+    let model = root.join(crate::MODEL);
+    for (n, (peer, &py_count)) in PEERS.iter().zip(&py_counts).enumerate() {
+        let (input, output) = topics(&format!("py{n}"));
+        topic_with_rides(&brokers, &input, py_count).await?;
+        tributary_kafka::create_topic(&brokers, &output, 1).await.map_err(anyhow::Error::msg)?;
+        let output = Command::new(root.join(".venv/bin/python"))
+            .arg(format!("bench/python/{}", peer.script))
+            .args([&brokers, &input, &output, &py_count.to_string()])
+            .env("MODEL_PATH", if peer.pickled { pickle } else { &model })
+            .output()?;
+        if !output.status.success() {
+            bail!("{} failed: {}", peer.script, String::from_utf8_lossy(&output.stderr));
+        }
+        let result: Value = serde_json::from_slice(&output.stdout)?;
+        let seconds = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
+        rows.push((peer.label.into(), py_count, (seconds("seconds"), seconds("steady_seconds"))));
+    }
+
+    let (bare_in, bare_out) = topics("bare");
+    topic_with_rides(&brokers, &bare_in, count).await?;
+    tributary_kafka::create_topic(&brokers, &bare_out, 1).await.map_err(anyhow::Error::msg)?;
+    let bare = ceiling(&brokers, &bare_in, &bare_out, count).await?;
+    rows.push(("the broker's ceiling: a bare Rust consume -> produce loop, no decoding, no model".into(), count, bare));
+
+    println!("| consumer ({PARTITIONS} partitions -> 1) | rides | process start to last delivery | first to last delivery (steady state) |");
+    println!("|---|---:|---:|---:|");
+    for (label, rides, (secs, steady)) in &rows {
+        let rides = *rides as f64;
+        println!(
+            "| {label} | {rides} | {secs:.2} s ({:.0} records/s) | {steady:.2} s (**{:.0} records/s**) |",
+            rides / secs,
+            rides / steady
+        );
+    }
+    let steady_rate = |row: &(String, usize, Timing)| row.1 as f64 / row.2.1;
+    let ours = steady_rate(&rows[0]);
+    let fastest_python = rows[1..=PEERS.len()].iter().map(steady_rate).fold(0.0, f64::max);
+    let ceiling_rate = steady_rate(&rows[PEERS.len() + 1]);
+    println!(
+        "\nsteady state: tributary {:.1}x the fastest Python peer; {:.0}% of the bare loop's rate\n",
+        ours / fastest_python,
+        100.0 * ours / ceiling_rate
+    );
+    Ok(())
+}
+
+/// `tributary run` on `kafka-local.toml` from `input` to `output`, until `count` deliveries.
+fn worker(root: &Path, bin: &Path, brokers: &str, (input, output): (&str, &str), count: usize) -> Result<Timing> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let started = Instant::now();
     let mut worker = Command::new(bin)
         .current_dir(root)
         .args(["run", "--no-status", "--config", "deployments/config/kafka-local.toml", "--metrics-addr"])
         .arg(format!("127.0.0.1:{port}"))
-        .env("KAFKA_BROKERS", &brokers)
-        .env("INPUT_TOPIC", &rust_in)
-        .env("OUTPUT_TOPIC", &rust_out)
-        .env("DEAD_LETTER_TOPIC", format!("{rust_in}-dead"))
-        .env("CONSUMER_GROUP", format!("bench-{pid}"))
+        .env("KAFKA_BROKERS", brokers)
+        .env("INPUT_TOPIC", input)
+        .env("OUTPUT_TOPIC", output)
+        .env("DEAD_LETTER_TOPIC", format!("{input}-dead"))
+        .env("CONSUMER_GROUP", format!("bench-{}", std::process::id()))
         .env("RUN_ID", "bench")
         .stdout(Stdio::null())
         .spawn()?;
@@ -85,34 +170,52 @@ pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize, py_co
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let rust_secs = started.elapsed().as_secs_f64();
-    let rust_steady = first.map_or(rust_secs, |f| f.elapsed().as_secs_f64());
+    let secs = started.elapsed().as_secs_f64();
+    let steady = first.map_or(secs, |f| f.elapsed().as_secs_f64());
     let _ = Command::new("kill").args(["-INT", &worker.id().to_string()]).status();
     worker.wait()?;
+    Ok((secs, steady))
+}
 
-    let output = Command::new(root.join(".venv/bin/python"))
-        .args(["bench/python/kafka_consumer.py", &brokers, &py_in, &py_out, &py_count.to_string()])
-        .env("MODEL_PATH", pickle)
-        .output()?;
-    if !output.status.success() {
-        bail!("the Python consumer failed: {}", String::from_utf8_lossy(&output.stderr));
+/// The broker's own ceiling on this machine: `count` records consumed from `input` and produced
+/// unchanged (same key) to `output` by librdkafka through rdkafka, in this process, with the
+/// worker's client settings (idempotent producer, `acks = all`) and nothing else: no decoding,
+/// no model, no envelope. Timed from the first message to the last delivery.
+async fn ceiling(brokers: &str, input: &str, output: &str, count: usize) -> Result<Timing> {
+    use tributary_kafka::rdkafka::Message;
+    use tributary_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+    let started = Instant::now();
+    let group = format!("bare-{input}");
+    let consumer: StreamConsumer = tributary_kafka::client_config(
+        brokers,
+        &[("group.id", group.as_str()), ("auto.offset.reset", "earliest")],
+        &BTreeMap::new(),
+    )
+    .create()?;
+    consumer.subscribe(&[input])?;
+    let producer: FutureProducer = tributary_kafka::client_config(
+        brokers,
+        &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")],
+        &BTreeMap::new(),
+    )
+    .create()?;
+    let mut deliveries = Vec::with_capacity(count);
+    let mut first = None;
+    while deliveries.len() < count {
+        let message = consumer.recv().await?;
+        first.get_or_insert_with(Instant::now);
+        let record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
+        let record = match message.key() {
+            Some(key) => record.key(key),
+            None => record,
+        };
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("producing to {output}: {e}"))?);
     }
-    let result: Value = serde_json::from_slice(&output.stdout)?;
-    let (py_secs, py_steady) =
-        (result["seconds"].as_f64().unwrap_or(f64::NAN), result["steady_seconds"].as_f64().unwrap_or(f64::NAN));
-    let (rust_rate, py_rate) = (count as f64 / rust_steady, py_count as f64 / py_steady);
-    println!("| | tributary worker | Python consumer (confluent-kafka, scikit-learn per record) | ratio |");
-    println!("|---|---:|---:|---:|");
-    println!("| rides ({PARTITIONS} partitions -> 1) | {count} | {py_count} | |");
-    println!(
-        "| process start to last delivery | {rust_secs:.2} s ({:.0} records/s) | {py_secs:.2} s ({:.0} records/s) | |",
-        count as f64 / rust_secs,
-        py_count as f64 / py_secs
-    );
-    println!(
-        "| first to last delivery (steady state) | {rust_steady:.2} s (**{rust_rate:.0} records/s**) | {py_steady:.2} s ({py_rate:.0} records/s) | {:.0}x |",
-        rust_rate / py_rate
-    );
-    println!();
-    Ok(())
+    for delivery in futures::future::join_all(deliveries).await {
+        if let Err((e, _)) = delivery? {
+            bail!("delivering to {output}: {e}");
+        }
+    }
+    let first = first.context("no message")?;
+    Ok((started.elapsed().as_secs_f64(), first.elapsed().as_secs_f64()))
 }

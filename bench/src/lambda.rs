@@ -1,4 +1,6 @@
-//! Benchmark 4: the Lambda handler, tributary against the seeds' Python handler.
+//! Benchmark 4: the Lambda handler, tributary against two Python handlers: the seeds' own
+//! (`bench/python/lambda_function.py`) and the whole batch vectorized
+//! (`bench/python/lambda_function_vectorized.py`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -117,6 +119,43 @@ pub fn reference_model(root: &Path) -> Result<std::path::PathBuf> {
     Ok(pickle)
 }
 
+/// The handlers compared.
+#[derive(Clone, Copy)]
+enum Side {
+    /// `tributary-bench lambda-handler`: the packaged function's handler.
+    Rust,
+    /// `bench/python/lambda_function.py`: the seeds' handler (scikit-learn per record, one
+    /// `put_record` each).
+    Seeds,
+    /// `bench/python/lambda_function_vectorized.py`: the whole batch in one onnxruntime call,
+    /// `put_records`.
+    Vectorized,
+}
+
+impl Side {
+    const ALL: [Side; 3] = [Side::Rust, Side::Seeds, Side::Vectorized];
+
+    /// The process that times this handler over `batches` events of `events`.
+    fn command(self, root: &Path, bench_bin: &Path, events: &Path, batches: usize, pickle: &Path) -> Command {
+        let python = |module: &str, model: &Path| {
+            let mut cmd = Command::new(root.join(".venv/bin/python"));
+            cmd.arg("bench/python/bench_handler.py").arg(events).arg(batches.to_string()).arg(module);
+            cmd.env("MODEL_PATH", model);
+            cmd
+        };
+        match self {
+            Side::Rust => {
+                let mut cmd = Command::new(bench_bin);
+                cmd.arg("lambda-handler").arg(events).arg(batches.to_string());
+                cmd.env("MODEL_LOCATION", crate::MODEL).env_remove("TRIBUTARY_CONFIG");
+                cmd
+            }
+            Side::Seeds => python("lambda_function", pickle),
+            Side::Vectorized => python("lambda_function_vectorized", &root.join(crate::MODEL)),
+        }
+    }
+}
+
 /// Where the handlers' predictions go in one row of the comparison.
 struct Target {
     /// Row label.
@@ -196,9 +235,10 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
             Some(endpoint) => Some(kinesis_at(endpoint).await),
             None => None,
         };
-        let (mut rust, mut python) = (Vec::new(), Vec::new());
+        // One list of measured processes per handler, in `Side` order.
+        let mut measured: [Vec<(f64, f64, u64)>; 3] = Default::default();
         for _ in 0..runs {
-            for rust_side in [true, false] {
+            for side in Side::ALL {
                 let stream = match (&kinesis, &target.endpoint) {
                     (Some(kinesis), Some(endpoint)) => {
                         streams += 1;
@@ -206,25 +246,13 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
                     }
                     _ => "unused".to_string(),
                 };
-                let mut cmd = if rust_side {
-                    let mut cmd = Command::new(&bench_bin);
-                    cmd.arg("lambda-handler").arg(&events).arg(batches.to_string());
-                    cmd.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx")
-                        .env_remove("TRIBUTARY_CONFIG");
-                    cmd
-                } else {
-                    let mut cmd = Command::new(root.join(".venv/bin/python"));
-                    cmd.arg("bench/python/bench_handler.py").arg(&events).arg(batches.to_string());
-                    cmd.env("MODEL_PATH", &pickle);
-                    cmd
-                };
+                let mut cmd = side.command(root, &bench_bin, &events, batches, &pickle);
                 cmd.env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", &stream);
                 cmd.env("TEST_RUN", if target.endpoint.is_some() { "False" } else { "True" });
                 if let Some(endpoint) = &target.endpoint {
                     cmd.env("AWS_ENDPOINT_URL_KINESIS", endpoint);
                 }
-                let measured = measure(cmd)?;
-                if rust_side { rust.push(measured) } else { python.push(measured) }
+                measured[side as usize].push(measure(cmd)?);
             }
         }
         let floor = match (&kinesis, &target.endpoint) {
@@ -238,21 +266,38 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
             }
             _ => None,
         };
-        table.push((target.what, summarize(&rust), summarize(&python), floor));
+        let [r, p, v] = measured.map(|runs| summarize(&runs));
+        table.push((target.what, r, p, v, floor));
     }
-    println!("| | tributary (Rust) | seeds' Python handler | ratio |");
-    println!("|---|---:|---:|---:|");
-    for (what, r, p, _) in &table {
-        println!("| {what} | {:.2} ms | {:.1} ms | {:.0}x |", r.1, p.1, p.1 / r.1);
+    println!(
+        "| | tributary (Rust) | seeds' Python handler | vectorized Python handler | ratio to the seeds' | ratio to vectorized |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, r, p, v, _) in &table {
+        println!("| {what} | {:.2} ms | {:.1} ms | {:.2} ms | {:.0}x | {:.1}x |", r.1, p.1, v.1, p.1 / r.1, v.1 / r.1);
     }
-    let (_, r, p, _) = &table[1];
-    println!("| process start to ready | {:.1} ms | {:.0} ms | {:.0}x |", r.0, p.0, p.0 / r.0);
-    println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1}x smaller |", r.2, p.2, p.2 / r.2);
+    let (_, r, p, v, _) = &table[1];
+    println!(
+        "| process start to ready | {:.1} ms | {:.0} ms | {:.0} ms | {:.0}x | {:.0}x |",
+        r.0,
+        p.0,
+        v.0,
+        p.0 / r.0,
+        v.0 / r.0
+    );
+    println!(
+        "| peak RSS | {:.1} MB | {:.1} MB | {:.1} MB | {:.1}x smaller | {:.1}x smaller |",
+        r.2,
+        p.2,
+        v.2,
+        p.2 / r.2,
+        v.2 / r.2
+    );
     println!("\n({runs} process(es) per cell, {batches} batches per process, medians)\n");
     println!("The servers' own time, from a bare SDK client in the benchmark process (no handler):\n");
     println!("| server | one PutRecords of 100 records | 100 PutRecord calls | Python handler / one PutRecords |");
     println!("|---|---:|---:|---:|");
-    for (_, _, p, floor) in &table {
+    for (_, _, p, _, floor) in &table {
         if let Some((server, (put_records, put_record))) = floor {
             println!("| {server} | {put_records:.2} ms | {put_record:.1} ms | {:.0}x |", p.1 / put_records);
         }
@@ -275,21 +320,18 @@ async fn large_batches(root: &Path, dir: &Path, bench_bin: &Path, pickle: &Path)
     let events = dir.join("events-10k.jsonl");
     write_events(&events, 1, LARGEST_BATCH).await?;
     let event_mb = std::fs::metadata(&events)?.len() as f64 / 1e6;
-    let mut rust = Command::new(bench_bin);
-    rust.arg("lambda-handler").arg(&events).arg("3");
-    rust.env("MODEL_LOCATION", "processors/models/ride_duration/model.onnx").env_remove("TRIBUTARY_CONFIG");
-    let mut python = Command::new(root.join(".venv/bin/python"));
-    python.arg("bench/python/bench_handler.py").arg(&events).arg("3").env("MODEL_PATH", pickle);
     let mut rows = Vec::new();
-    for mut cmd in [rust, python] {
+    for side in Side::ALL {
+        let mut cmd = side.command(root, bench_bin, &events, 3, pickle);
         cmd.env("RUN_ID", "bench").env("PREDICTIONS_STREAM_NAME", "unused").env("TEST_RUN", "True");
         rows.push(measure(cmd)?);
     }
     println!("Largest batches: {LARGEST_BATCH} records per event ({event_mb:.1} MB of event), dry run, 3 batches:\n");
-    println!("| | tributary (Rust) | seeds' Python handler |");
-    println!("|---|---:|---:|");
-    println!("| time per batch | {:.1} ms | {:.0} ms |", rows[0].1, rows[1].1);
-    println!("| peak RSS | {:.1} MB | {:.1} MB |\n", rows[0].2 as f64 / 1024.0, rows[1].2 as f64 / 1024.0);
+    println!("| | tributary (Rust) | seeds' Python handler | vectorized Python handler |");
+    println!("|---|---:|---:|---:|");
+    println!("| time per batch | {:.1} ms | {:.0} ms | {:.1} ms |", rows[0].1, rows[1].1, rows[2].1);
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1} MB |\n", mb(rows[0].2), mb(rows[1].2), mb(rows[2].2));
     Ok(())
 }
 

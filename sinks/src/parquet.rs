@@ -19,10 +19,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::types::Int8Type;
+use arrow_array::{
+    ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_buffer::NullBuffer;
 use arrow_schema::{Field, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
@@ -132,25 +137,24 @@ impl OutputFile {
         if self.writer.is_none() {
             let file = File::create(&self.temporary)
                 .map_err(|e| format!("cannot create {}: {e}", self.temporary.display()))?;
-            // A column with the same text in every row (the model's name and version) is written
-            // plain, not dictionary-encoded: the dictionary encoder hashes every row's value, which
-            // cost a fifth of the job's time, while zstd shrinks the repeated text to almost nothing.
-            // (DELTA_BYTE_ARRAY, tried instead, made no difference that this machine could show.)
-            // Nor are its min/max statistics kept (comparing every row's text with the last: 4% of
-            // the job's profile), since they would say only what every row says.
+            // A column with the same text in every row (the model's name and version) arrives as
+            // an Arrow dictionary of one value (see `to_array`), so the dictionary encoder hashes
+            // the text once per batch, not once per row; its min/max statistics are not kept
+            // (comparing every row's text with the last: 4% of the job's profile), since they
+            // would say only what every row says.
             let mut builder = WriterProperties::builder().set_compression(self.codec);
             for (name, column) in outputs {
                 if matches!(column.data, ColumnData::Same(..)) {
                     let path = ColumnPath::from(name.as_str());
-                    builder = builder
-                        .set_column_dictionary_enabled(path.clone(), false)
-                        .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
-                        .set_column_encoding(path, Encoding::PLAIN);
+                    builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
                 }
             }
             let properties = builder.build();
+            // The file's schema is Parquet's own: no Arrow schema in its metadata, which would
+            // make readers (pyarrow, pandas) load the constant columns as dictionaries.
+            let options = ArrowWriterOptions::new().with_properties(properties).with_skip_arrow_metadata(true);
             self.writer = Some(
-                ArrowWriter::try_new(file, batch.schema(), Some(properties))
+                ArrowWriter::try_new_with_options(file, batch.schema(), options)
                     .map_err(|e| format!("{}: {e}", self.temporary.display()))?,
             );
         }
@@ -199,22 +203,18 @@ pub fn remove_temporaries(dir: &Path) -> usize {
 }
 
 fn to_array(column: &Column) -> ArrayRef {
-    let valid = |i: usize| !column.is_null(i);
+    // Arrow's validity is the opposite of `nulls`: true where a row has a value.
+    let validity = || column.nulls.as_ref().map(|nulls| nulls.iter().map(|&null| !null).collect::<NullBuffer>());
     match &column.data {
-        ColumnData::Int64(v) => {
-            Arc::new(Int64Array::from_iter(v.iter().enumerate().map(|(i, &x)| valid(i).then_some(x))))
-        }
-        ColumnData::Float64(v) => {
-            if column.nulls.is_none() {
-                Arc::new(Float64Array::from(v.clone()))
-            } else {
-                Arc::new(Float64Array::from_iter(v.iter().enumerate().map(|(i, &x)| valid(i).then_some(x))))
-            }
-        }
+        ColumnData::Int64(v) => Arc::new(Int64Array::new(v.clone().into(), validity())),
+        ColumnData::Float64(v) => Arc::new(Float64Array::new(v.clone().into(), validity())),
         ColumnData::Utf8(v) => {
-            Arc::new(StringArray::from_iter(v.iter().enumerate().map(|(i, x)| valid(i).then_some(x))))
+            Arc::new(StringArray::from_iter(v.iter().enumerate().map(|(i, x)| (!column.is_null(i)).then_some(x))))
         }
-        ColumnData::Same(text, rows) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(text, *rows))),
+        ColumnData::Same(text, rows) => Arc::new(DictionaryArray::<Int8Type>::new(
+            Int8Array::from(vec![0; *rows]),
+            Arc::new(StringArray::from_iter_values([text])),
+        )),
     }
 }
 
@@ -263,6 +263,38 @@ mod tests {
         std::mem::forget(abandoned);
         assert!(!dir.path().join("b.parquet").exists());
         assert_eq!(remove_temporaries(dir.path()), 1);
+    }
+
+    #[test]
+    fn constant_columns_read_back_as_text_in_every_row_and_are_stored_as_a_dictionary() {
+        use arrow_array::cast::AsArray;
+        use parquet::basic::Encoding;
+        let dir = tempfile::tempdir().unwrap();
+        let ids: ArrayRef = Arc::new(Int32Array::from(vec![1, 2, 3]));
+        let input = RecordBatch::try_from_iter([("PULocationID", ids)]).unwrap();
+        let outputs = vec![
+            (
+                "ride_duration".to_string(),
+                Column { data: ColumnData::Float64(vec![10.0, 0.0, 12.5]), nulls: Some(vec![false, true, false]) },
+            ),
+            ("model".to_string(), Column::new(ColumnData::Same("ride_duration_prediction_model".into(), 3))),
+        ];
+        let mut out = OutputFile::start(dir.path(), "a.parquet", Compression::SNAPPY).unwrap();
+        out.write(&input, &outputs, &[true; 3]).unwrap();
+        out.write(&input, &outputs, &[true; 3]).unwrap();
+        out.commit().unwrap();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(dir.path().join("a.parquet")).unwrap()).unwrap();
+        let model_chunk = builder.metadata().row_group(0).column(2);
+        let encodings: Vec<Encoding> = model_chunk.encodings().collect();
+        assert!(encodings.contains(&Encoding::RLE_DICTIONARY), "{encodings:?}");
+        let batch = builder.build().unwrap().map(Result::unwrap).next().unwrap();
+        // A reader sees plain text, not an Arrow dictionary (no Arrow schema in the file).
+        assert_eq!(batch.schema().field(2).data_type(), &arrow_schema::DataType::Utf8);
+        let model = batch.column(2).as_string::<i32>();
+        assert!((0..6).all(|i| model.value(i) == "ride_duration_prediction_model"));
+        let durations = batch.column(1).as_primitive::<arrow_array::types::Float64Type>();
+        assert_eq!(durations.iter().collect::<Vec<_>>(), [Some(10.0), None, Some(12.5), Some(10.0), None, Some(12.5)]);
     }
 }
 

@@ -5,6 +5,7 @@
 //! Each entry becomes a [`Record`] whose payload is the base64-decoded `data`; an entry that is
 //! malformed or whose `data` is not base64 becomes an invalid record, dead-lettered with the reason.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tributary_framework::{Offset, Position, Record};
 
@@ -175,9 +177,18 @@ impl<'de> Visitor<'de> for Entries {
         let source: Arc<str> = Arc::from("lambda");
         let mut partitions = Partitions::default();
         let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(entry) = seq.next_element::<Value>()? {
-            let partition = partitions.of(&entry, "lambda");
-            records.push(record(&source, &entry, partition, records.len()));
+        while let Some(entry) = seq.next_element::<Box<RawValue>>()? {
+            let index = records.len();
+            let read = match Typed::read(entry.get()) {
+                Some(typed) => typed.record(&source, partitions.name(typed.shard(), typed.stream(), "lambda"), index),
+                // Anything but the usual shape takes the general path, as [`records`] reads it.
+                None => {
+                    let entry: Value = serde_json::from_str(entry.get()).map_err(A::Error::custom)?;
+                    let partition = partitions.of(&entry, "lambda");
+                    record(&source, &entry, partition, index)
+                }
+            };
+            records.push(read);
         }
         Ok(Ok(records))
     }
@@ -209,12 +220,14 @@ struct Partitions {
 
 impl Partitions {
     fn of(&mut self, entry: &Value, fallback: &str) -> Arc<str> {
-        let shard = entry.get("eventID").and_then(Value::as_str).and_then(|id| id.split_once(':')).map(|(s, _)| s);
-        let stream = entry
-            .get("eventSourceARN")
-            .and_then(Value::as_str)
-            .and_then(|arn| arn.rsplit_once(":stream/"))
-            .map(|(_, name)| name);
+        let shard = entry.get("eventID").and_then(Value::as_str);
+        self.name(shard, entry.get("eventSourceARN").and_then(Value::as_str), fallback)
+    }
+
+    /// The name for an entry whose `eventID` and `eventSourceARN` are these strings.
+    fn name(&mut self, event_id: Option<&str>, source_arn: Option<&str>, fallback: &str) -> Arc<str> {
+        let shard = event_id.and_then(|id| id.split_once(':')).map(|(s, _)| s);
+        let stream = source_arn.and_then(|arn| arn.rsplit_once(":stream/")).map(|(_, name)| name);
         let (Some(shard), stream) = (shard, stream) else {
             return fallback.into();
         };
@@ -228,6 +241,96 @@ impl Partitions {
         let name: Arc<str> = if stream.is_empty() { shard.into() } else { format!("{stream}/{shard}").into() };
         self.last = Some((stream.to_owned(), shard.to_owned(), name.clone()));
         name
+    }
+}
+
+/// An entry of the usual shape, read without a `serde_json::Value`: an object whose `kinesis`
+/// is an object with a string `data`, whose other fields used are strings (or absent or null),
+/// each key once. [`Typed::read`] answers `None` for anything else, which then takes the
+/// general path; on the entries it reads, the record is the one [`record`] makes.
+struct Typed<'a> {
+    entry: Entry<'a>,
+}
+
+/// An entry's fields that make its record.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    kinesis: MapOnly<Kinesis<'a>>,
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<Cow<'a, str>>,
+}
+
+/// `kinesis`'s fields.
+#[derive(Deserialize)]
+struct Kinesis<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+    #[serde(rename = "partitionKey", borrow, default)]
+    partition_key: Option<Cow<'a, str>>,
+    #[serde(rename = "sequenceNumber", borrow, default)]
+    sequence_number: Option<Cow<'a, str>>,
+    #[serde(rename = "approximateArrivalTimestamp", default)]
+    arrival: Option<f64>,
+}
+
+/// `T` read from a JSON object only: serde's derived structs also read an array (their fields
+/// in order), which the general path would not take for an object.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
+impl<'a> Typed<'a> {
+    /// The entry `text`, if it has the usual shape.
+    fn read(text: &'a str) -> Option<Typed<'a>> {
+        let MapOnly(entry) = serde_json::from_str(text).ok()?;
+        Some(Typed { entry })
+    }
+
+    fn shard(&self) -> Option<&str> {
+        self.entry.event_id.as_deref()
+    }
+
+    fn stream(&self) -> Option<&str> {
+        self.entry.event_source_arn.as_deref()
+    }
+
+    /// The record [`record`] makes of this entry.
+    fn record(&self, source: &Arc<str>, partition: Arc<str>, index: usize) -> Record {
+        let MapOnly(kinesis) = &self.entry.kinesis;
+        let offset = match &kinesis.sequence_number {
+            Some(seq) => Offset::Sequence(seq.as_ref().into()),
+            None => Offset::Index(index as u64),
+        };
+        let position = Position { source: source.clone(), partition, offset };
+        let record = match base64::engine::general_purpose::STANDARD.decode(kinesis.data.trim()) {
+            Ok(bytes) => Record::new(bytes, position),
+            Err(e) => Record::invalid(
+                Bytes::copy_from_slice(kinesis.data.as_bytes()),
+                format!("kinesis.data is not valid base64: {e}"),
+                position,
+            ),
+        };
+        let arrival = kinesis.arrival.map_or_else(SystemTime::now, arrival_at);
+        record.with_partition_key(kinesis.partition_key.as_deref().map(str::to_owned)).with_arrival(arrival)
     }
 }
 
@@ -294,6 +397,41 @@ mod tests {
                 panic!("{other} read as Kinesis")
             };
             assert_eq!(value, serde_json::from_str::<Value>(other).unwrap(), "{other}");
+        }
+    }
+
+    /// The typed reading of usual entries must give the records the general path gives, on the
+    /// shapes it reads and on those it hands over (an array where an object is expected, a key
+    /// twice, a field of another type, escapes in a string, an integer timestamp, nulls).
+    #[test]
+    fn entries_read_typed_give_the_records_of_the_general_path() {
+        let entries = [
+            r#"{"kinesis":{"partitionKey":"k","sequenceNumber":"1","data":"eyJhIjogMX0=","approximateArrivalTimestamp":1750925642},"eventID":"shardId-0:1","eventSourceARN":"arn:aws:kinesis:us-east-1:1:stream/s"}"#,
+            r#"{"kinesis":{"data":"eyJhIjog\u004dX0=","sequenceNumber":"2","approximateArrivalTimestamp":1.5},"eventID":"shardId-0:2"}"#,
+            r#"{"kinesis":{"data":"e30=","data":"%%%","sequenceNumber":"3","approximateArrivalTimestamp":1}}"#,
+            r#"{"kinesis":["e30="],"eventID":"shardId-0:4"}"#,
+            r#"[{"data":"e30="}]"#,
+            r#"{"kinesis":{"data":"e30=","sequenceNumber":6,"approximateArrivalTimestamp":1}}"#,
+            r#"{"kinesis":{"data":null,"sequenceNumber":"7","approximateArrivalTimestamp":1}}"#,
+            r#"{"kinesis":{"data":"e30=","partitionKey":null,"sequenceNumber":null,"approximateArrivalTimestamp":"1"},"eventID":null}"#,
+            r#"{"kinesis":null,"eventID":"shardId-0:9"}"#,
+            r#"{"kinesis":{"data":" e30= ","sequenceNumber":"10","approximateArrivalTimestamp":1e300},"eventSourceARN":7}"#,
+            r#"{"kinesis":{"data":"e30=","sequenceNumber":"11","approximateArrivalTimestamp":1},"eventID":"shardId-0:11","eventID":"shardId-9:11"}"#,
+        ];
+        let text = format!(r#"{{"Records":[{}]}}"#, entries.join(","));
+        let Invocation::Kinesis(read) = serde_json::from_str::<Invocation>(&text).unwrap() else { panic!("not Kinesis") };
+        let whole = records(&Arc::from("lambda"), &serde_json::from_str(&text).unwrap(), "lambda");
+        assert_eq!(read.len(), entries.len());
+        for ((a, b), entry) in read.iter().zip(&whole).zip(entries) {
+            let show = |r: &Record| format!("{:?} {:?} {:?}", r.payload, r.position, r.partition_key);
+            assert_eq!(show(a), show(b), "{entry}");
+            // Arrival is "now" where the entry gives none it can use; all those given are long past.
+            let past = SystemTime::now() - Duration::from_secs(86_400);
+            if b.arrival < past {
+                assert_eq!(a.arrival, b.arrival, "{entry}");
+            } else {
+                assert!(a.arrival >= past, "{entry}");
+            }
         }
     }
 

@@ -8,7 +8,7 @@
 //! | lambda | the Lambda runtime and invoke APIs | 9000 (`LAMBDA_PORT`) | `cargo lambda watch --only-lambda-apis` |
 //! | kafka | an Apache Kafka broker | 9092 (`KAFKA_PORT`) | tansu: `tansu broker --storage-engine memory://tansu/` |
 //! | mlflow | an MLflow tracking server and model registry, artifacts on moto's S3 | 5050 (`MLFLOW_PORT`) | `mlflow server --backend-store-uri sqlite:///.services/mlflow.db --artifacts-destination s3://mlflow-artifacts` |
-//! | ferrokinesis | Kinesis Data Streams (the benchmarks' third loopback Kinesis) | 4570 (`FERROKINESIS_PORT`) | `ferrokinesis --port 4570` |
+//! | ferrokinesis | Kinesis Data Streams (the benchmarks' third loopback Kinesis) | 4570 (`FERROKINESIS_PORT`) | `ferrokinesis --port 4570 --shard-limit 1000` |
 //!
 //! Process ids and logs live in `.services/`.
 
@@ -186,6 +186,10 @@ fn services(root: &Path) -> Vec<Service> {
                 "100".into(),
                 "--delete-stream-ms".into(),
                 "100".into(),
+                // Its default account limit is 10 shards; the Lambda benchmark makes a fresh
+                // one-shard stream for every measured process (33 in a full run).
+                "--shard-limit".into(),
+                "1000".into(),
             ],
             cwd: state_dir(root),
             process_env: vec![("RUST_LOG", "warn".into())],

@@ -13,8 +13,9 @@
 //!   environment's `cargo-lambda` there too ([`stable_cargo_lambda`]). cargo-fuzz is installed
 //!   the same way by `cargo xtask fuzz`, which alone uses it.
 //! - Debian's `libssl-dev`, `zlib1g-dev`, `pkg-config`, `make` and `g++`, with apt when missing:
-//!   `rdkafka` compiles librdkafka from source with TLS and zlib. Debian's `wrk` for the
-//!   benchmarks only, installed by `cargo xtask bench` ([`bench_tools`]).
+//!   `rdkafka` compiles librdkafka from source with TLS and zlib. For the benchmarks only,
+//!   installed by `cargo xtask bench` ([`bench_tools`]): Debian's `wrk`, and the Python peers of
+//!   `bench/requirements.txt` (confluent-kafka, Quix Streams) into `.venv`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -196,7 +197,8 @@ fn build_packages(root: &Path) -> Result<()> {
 /// What only the benchmarks use: Debian's `wrk`, the HTTP load generator of the web-service
 /// section (C, one thread, so it takes little of the two cores from the servers it measures).
 pub fn bench_tools(root: &Path) -> Result<()> {
-    apt(root, &["wrk"], "the HTTP load generator of the benchmarks")
+    apt(root, &["wrk"], "the HTTP load generator of the benchmarks")?;
+    requirements(root, "bench/requirements.txt", ".bench-requirements-installed")
 }
 
 /// Installs the Debian `packages` that are missing, saying `why`.
@@ -231,15 +233,20 @@ fn create_venv(root: &Path) -> Result<()> {
 }
 
 fn python(root: &Path) -> Result<()> {
+    requirements(root, "requirements.txt", ".requirements-installed")
+}
+
+/// Installs the requirements `file` (relative to the root) into `.venv` unless the copy of it
+/// kept in `.venv/<stamp>` says it is already installed.
+fn requirements(root: &Path, file: &str, stamp: &str) -> Result<()> {
     create_venv(root)?;
-    let venv = root.join(".venv");
-    let requirements = fs::read(root.join("requirements.txt")).context("reading requirements.txt")?;
-    let stamp = venv.join(".requirements-installed");
+    let requirements = fs::read(root.join(file)).with_context(|| format!("reading {file}"))?;
+    let stamp = root.join(".venv").join(stamp);
     if fs::read(&stamp).ok().as_deref() == Some(&requirements[..]) {
         return Ok(());
     }
-    eprintln!("xtask: installing Python packages from requirements.txt");
-    pip_install(root, &["-r", "requirements.txt"])?;
+    eprintln!("xtask: installing Python packages from {file}");
+    pip_install(root, &["-r", file])?;
     fs::write(&stamp, &requirements).context("writing the install stamp")?;
     Ok(())
 }
