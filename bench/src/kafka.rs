@@ -117,7 +117,9 @@ pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize, py_co
     let bare = ceiling(&brokers, &bare_in, &bare_out, count).await?;
     rows.push(("the broker's ceiling: a bare Rust consume -> produce loop, no decoding, no model".into(), count, bare));
 
-    println!("| consumer ({PARTITIONS} partitions -> 1) | rides | process start to last delivery | first to last delivery (steady state) |");
+    println!(
+        "| consumer ({PARTITIONS} partitions -> 1) | rides | process start to last delivery | first to last delivery (steady state) |"
+    );
     println!("|---|---:|---:|---:|");
     for (label, rides, (secs, steady)) in &rows {
         let rides = *rides as f64;
@@ -195,7 +197,12 @@ async fn ceiling(brokers: &str, input: &str, output: &str, count: usize) -> Resu
     consumer.subscribe(&[input])?;
     let producer: FutureProducer = tributary_kafka::client_config(
         brokers,
-        &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")],
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("queue.buffering.max.messages", "1000000"),
+        ],
         &BTreeMap::new(),
     )
     .create()?;

@@ -127,7 +127,8 @@ fn main() -> Result<()> {
         println!("### 6. Kafka end to end: consume -> predict -> produce (tansu on loopback)\n");
         let pickle = lambda::reference_model(&root)?;
         // The Python peers get as many rides as take them a few seconds.
-        let (count, py_counts) = if quick { (20_000, [2_000, 10_000, 2_000]) } else { (300_000, [10_000, 100_000, 20_000]) };
+        let (count, py_counts) =
+            if quick { (20_000, [2_000, 10_000, 2_000]) } else { (300_000, [10_000, 100_000, 20_000]) };
         runtime.block_on(kafka::compare(&root, &bin, &pickle, count, py_counts))?;
     }
 
