@@ -41,28 +41,46 @@ pub fn records(source: &Arc<str>, document: &Value, fallback_partition: &str) ->
 fn record(source: &Arc<str>, entry: &Value, partition: Arc<str>, index: usize) -> Record {
     let kinesis = entry.get("kinesis");
     let field = |name: &str| kinesis.and_then(|k| k.get(name)).and_then(Value::as_str);
-    let offset = match field("sequenceNumber") {
-        Some(seq) => Offset::Sequence(seq.into()),
-        None => Offset::Index(index as u64),
+    let fields = Fields {
+        data: field("data"),
+        sequence_number: field("sequenceNumber"),
+        partition_key: field("partitionKey"),
+        arrival: kinesis.and_then(|k| k.get("approximateArrivalTimestamp")).and_then(Value::as_f64),
     };
-    let position = Position { source: source.clone(), partition, offset };
-    let raw = || Bytes::from(serde_json::to_vec(entry).unwrap_or_default());
-    let record = match field("data") {
-        None => Record::invalid(raw(), "Kinesis record has no kinesis.data string", position),
-        Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
-            Ok(bytes) => Record::new(bytes, position),
-            Err(e) => Record::invalid(
-                Bytes::copy_from_slice(data.as_bytes()),
-                format!("kinesis.data is not valid base64: {e}"),
-                position,
-            ),
-        },
-    };
-    let arrival = kinesis
-        .and_then(|k| k.get("approximateArrivalTimestamp"))
-        .and_then(Value::as_f64)
-        .map_or_else(SystemTime::now, arrival_at);
-    record.with_partition_key(field("partitionKey").map(str::to_owned)).with_arrival(arrival)
+    fields.record(source, partition, index, || Bytes::from(serde_json::to_vec(entry).unwrap_or_default()))
+}
+
+/// What makes an entry's record, each field as a string when it is one (a number when it is
+/// one, for the arrival), however the entry was read.
+struct Fields<'a> {
+    data: Option<&'a str>,
+    sequence_number: Option<&'a str>,
+    partition_key: Option<&'a str>,
+    arrival: Option<f64>,
+}
+
+impl Fields<'_> {
+    /// The record; `raw` gives the entry's bytes for the dead letter when it has no `data`.
+    fn record(self, source: &Arc<str>, partition: Arc<str>, index: usize, raw: impl FnOnce() -> Bytes) -> Record {
+        let offset = match self.sequence_number {
+            Some(seq) => Offset::Sequence(seq.into()),
+            None => Offset::Index(index as u64),
+        };
+        let position = Position { source: source.clone(), partition, offset };
+        let record = match self.data {
+            None => Record::invalid(raw(), "Kinesis record has no kinesis.data string", position),
+            Some(data) => match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
+                Ok(bytes) => Record::new(bytes, position),
+                Err(e) => Record::invalid(
+                    Bytes::copy_from_slice(data.as_bytes()),
+                    format!("kinesis.data is not valid base64: {e}"),
+                    position,
+                ),
+            },
+        };
+        let arrival = self.arrival.map_or_else(SystemTime::now, arrival_at);
+        record.with_partition_key(self.partition_key.map(str::to_owned)).with_arrival(arrival)
+    }
 }
 
 /// A visitor's methods for JSON scalars: each becomes its `serde_json::Value`, wrapped by `$wrap`
@@ -179,10 +197,16 @@ impl<'de> Visitor<'de> for Entries {
         let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(entry) = seq.next_element::<Box<RawValue>>()? {
             let index = records.len();
-            let read = match Typed::read(entry.get()) {
-                Some(typed) => typed.record(&source, partitions.name(typed.shard(), typed.stream(), "lambda"), index),
+            let read = match serde_json::from_str::<MapOnly<Entry<'_>>>(entry.get()) {
+                Ok(MapOnly(entry)) => {
+                    let partition =
+                        partitions.name(entry.event_id.as_deref(), entry.event_source_arn.as_deref(), "lambda");
+                    let MapOnly(kinesis) = &entry.kinesis;
+                    // `data` is always there in this shape: `raw` is never asked for.
+                    kinesis.fields().record(&source, partition, index, Bytes::new)
+                }
                 // Anything but the usual shape takes the general path, as [`records`] reads it.
-                None => {
+                Err(_) => {
                     let entry: Value = serde_json::from_str(entry.get()).map_err(A::Error::custom)?;
                     let partition = partitions.of(&entry, "lambda");
                     record(&source, &entry, partition, index)
@@ -244,15 +268,10 @@ impl Partitions {
     }
 }
 
-/// An entry of the usual shape, read without a `serde_json::Value`: an object whose `kinesis`
-/// is an object with a string `data`, whose other fields used are strings (or absent or null),
-/// each key once. [`Typed::read`] answers `None` for anything else, which then takes the
-/// general path; on the entries it reads, the record is the one [`record`] makes.
-struct Typed<'a> {
-    entry: Entry<'a>,
-}
-
-/// An entry's fields that make its record.
+/// An entry of the usual shape, read without a `serde_json::Value` (as `MapOnly<Entry>`): an
+/// object whose `kinesis` is an object with a string `data`, whose other fields used are strings
+/// (or absent or null), each key once. Anything else fails to read as one and takes the general
+/// path; on the entries it reads, the record is the one [`record`] makes.
 #[derive(Deserialize)]
 struct Entry<'a> {
     #[serde(borrow)]
@@ -298,39 +317,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
     }
 }
 
-impl<'a> Typed<'a> {
-    /// The entry `text`, if it has the usual shape.
-    fn read(text: &'a str) -> Option<Typed<'a>> {
-        let MapOnly(entry) = serde_json::from_str(text).ok()?;
-        Some(Typed { entry })
-    }
-
-    fn shard(&self) -> Option<&str> {
-        self.entry.event_id.as_deref()
-    }
-
-    fn stream(&self) -> Option<&str> {
-        self.entry.event_source_arn.as_deref()
-    }
-
-    /// The record [`record`] makes of this entry.
-    fn record(&self, source: &Arc<str>, partition: Arc<str>, index: usize) -> Record {
-        let MapOnly(kinesis) = &self.entry.kinesis;
-        let offset = match &kinesis.sequence_number {
-            Some(seq) => Offset::Sequence(seq.as_ref().into()),
-            None => Offset::Index(index as u64),
-        };
-        let position = Position { source: source.clone(), partition, offset };
-        let record = match base64::engine::general_purpose::STANDARD.decode(kinesis.data.trim()) {
-            Ok(bytes) => Record::new(bytes, position),
-            Err(e) => Record::invalid(
-                Bytes::copy_from_slice(kinesis.data.as_bytes()),
-                format!("kinesis.data is not valid base64: {e}"),
-                position,
-            ),
-        };
-        let arrival = kinesis.arrival.map_or_else(SystemTime::now, arrival_at);
-        record.with_partition_key(kinesis.partition_key.as_deref().map(str::to_owned)).with_arrival(arrival)
+impl Kinesis<'_> {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            data: Some(&self.data),
+            sequence_number: self.sequence_number.as_deref(),
+            partition_key: self.partition_key.as_deref(),
+            arrival: self.arrival,
+        }
     }
 }
 
@@ -419,7 +413,9 @@ mod tests {
             r#"{"kinesis":{"data":"e30=","sequenceNumber":"11","approximateArrivalTimestamp":1},"eventID":"shardId-0:11","eventID":"shardId-9:11"}"#,
         ];
         let text = format!(r#"{{"Records":[{}]}}"#, entries.join(","));
-        let Invocation::Kinesis(read) = serde_json::from_str::<Invocation>(&text).unwrap() else { panic!("not Kinesis") };
+        let Invocation::Kinesis(read) = serde_json::from_str::<Invocation>(&text).unwrap() else {
+            panic!("not Kinesis")
+        };
         let whole = records(&Arc::from("lambda"), &serde_json::from_str(&text).unwrap(), "lambda");
         assert_eq!(read.len(), entries.len());
         for ((a, b), entry) in read.iter().zip(&whole).zip(entries) {

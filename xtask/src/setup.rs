@@ -195,7 +195,8 @@ fn build_packages(root: &Path) -> Result<()> {
 }
 
 /// What only the benchmarks use: Debian's `wrk`, the HTTP load generator of the web-service
-/// section (C, one thread, so it takes little of the two cores from the servers it measures).
+/// section (C, one thread, so it takes little of the two cores from the servers it measures),
+/// and `bench/requirements.txt`, the Kafka section's Python peers.
 pub fn bench_tools(root: &Path) -> Result<()> {
     apt(root, &["wrk"], "the HTTP load generator of the benchmarks")?;
     requirements(root, "bench/requirements.txt", ".bench-requirements-installed")
