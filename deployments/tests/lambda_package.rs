@@ -1,5 +1,6 @@
-//! The Lambda package as AWS would run it: `target/lambda/tributary-lambda.zip` (built by
-//! `cargo xtask package-lambda`, which `cargo xtask test` runs first) unzipped into a folder of
+//! The Lambda package as AWS would run it: `target/lambda-test/tributary-lambda.zip` (built by
+//! `cargo xtask package-lambda --for-tests`, which `cargo xtask test` runs first: the shipped
+//! package's files and code, without its link-time optimization) unzipped into a folder of
 //! its own, its `bootstrap` started there with only the environment Lambda gives a function (no
 //! `MODEL_LOCATION`, no `ORT_DYLIB_PATH`, nothing from this checkout), under cargo-lambda's
 //! runtime emulator (`TRIBUTARY_LAMBDA_EMULATOR`) and writing to kinesis-mock
@@ -35,14 +36,14 @@ fn unzip(zip: &Path, dir: &Path) {
 
 #[tokio::test]
 async fn the_packaged_function_runs_from_its_zip_alone() {
-    let zip = root().join("target/lambda/tributary-lambda.zip");
-    assert!(zip.is_file(), "{} is missing: build it with `cargo xtask package-lambda`", zip.display());
+    let zip = root().join("target/lambda-test/tributary-lambda.zip");
+    assert!(zip.is_file(), "{} is missing: build it with `cargo xtask package-lambda --for-tests`", zip.display());
     // `cargo xtask test` builds the tests, then the package. A function binary newer than the
     // package means the code changed since it was packaged.
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).unwrap();
     assert!(
         modified(&zip) >= modified(Path::new(env!("CARGO_BIN_EXE_tributary-lambda"))),
-        "{} is older than this build of the function: rebuild it with `cargo xtask package-lambda`",
+        "{} is older than this build of the function: rebuild it with `cargo xtask package-lambda --for-tests`",
         zip.display()
     );
     let task_root = tempfile::tempdir().unwrap();

@@ -5,12 +5,14 @@
 //! - `demo`: only what the demo needs (ONNX Runtime's library from the pinned wheel, tributary
 //!   built with the ONNX processors alone), then runs `deployments/config/demo.toml`.
 //! - `services up|down|status`: the local stand-ins for AWS services, on loopback.
-//! - `test`: setup, the Lambda package (as `package-lambda`; one test runs it), services up,
+//! - `test`: setup, the Lambda package (as `package-lambda --for-tests`; one test runs it), services up,
 //!   every test, then the deployment files through linters (SAM template, Dockerfiles, compose
 //!   file), services down; non-zero on any failure.
 //! - `bench`: release build, then the benchmarks of BENCHMARKS.md.
 //! - `package-lambda`: `target/lambda/tributary-lambda.zip` (and the same files in
-//!   `target/lambda/tributary-lambda/`): `bootstrap`, ONNX Runtime and the model.
+//!   `target/lambda/tributary-lambda/`): `bootstrap`, ONNX Runtime and the model. With
+//!   `--for-tests`, the same package built without link-time optimization (profile
+//!   `lambda-test`) into `target/lambda-test/`, for the test that runs it.
 
 mod fuzz;
 mod services;
@@ -42,12 +44,13 @@ fn main() -> ExitCode {
         ["services", "status"] => services::status(root),
         ["test", rest @ ..] => test(root, rest),
         ["bench", rest @ ..] => bench(root, rest),
-        ["package-lambda"] => package_lambda(root),
+        ["package-lambda"] => package_lambda(root, LambdaBuild::Shipped),
+        ["package-lambda", "--for-tests"] => package_lambda(root, LambdaBuild::ForTests),
         ["fuzz", rest @ ..] => fuzz::run(root, rest),
         ["soak", rest @ ..] => soak::run(root, rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | fuzz [--seconds N] [--runs N] [target ...] | soak [--minutes N] [--rate R] | package-lambda>"
+                "usage: cargo xtask <setup | demo | services up|down|status | test [-- cargo test args] | bench [--quick] | fuzz [--seconds N] [--runs N] [target ...] | soak [--minutes N] [--rate R] | package-lambda [--for-tests]>"
             );
             return ExitCode::from(2);
         }
@@ -131,7 +134,7 @@ fn timed<T>(what: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
 fn test(root: &Path, extra: &[&str]) -> Result<()> {
     timed("setup", || setup::all(root))?;
     timed("building tests", || run(root, cargo().args(["test", "--workspace", "--no-run", "--quiet"])))?;
-    timed("building the Lambda package", || build_lambda_package(root))?;
+    timed("building the Lambda package (profile lambda-test)", || build_lambda_package(root, LambdaBuild::ForTests))?;
     let started = timed("starting services", || services::up(root))?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
@@ -166,14 +169,30 @@ fn lint_deployments(root: &Path) -> Result<()> {
     )
 }
 
-fn package_lambda(root: &Path) -> Result<()> {
+fn package_lambda(root: &Path, build: LambdaBuild) -> Result<()> {
     setup::all(root)?;
-    build_lambda_package(root)
+    build_lambda_package(root, build)
 }
 
-/// `target/lambda/tributary-lambda/` and its zip, in this checkout's `target/` whatever
-/// `CARGO_TARGET_DIR` says (the SAM template and the docs point there).
-fn build_lambda_package(root: &Path) -> Result<()> {
+/// Which Lambda package to build.
+#[derive(Clone, Copy)]
+enum LambdaBuild {
+    /// The one to deploy: the `release` profile (thin LTO), into `target/lambda/`.
+    Shipped,
+    /// The one `deployments/tests/lambda_package.rs` runs: profile `lambda-test` (release code
+    /// without link-time optimization, which took 140 of the package's 170 s on 2 cores), into
+    /// `target/lambda-test/`, so that a test build is never what the SAM template deploys.
+    ForTests,
+}
+
+/// `target/lambda/tributary-lambda/` (or `target/lambda-test/...`) and its zip, in this
+/// checkout's `target/` whatever `CARGO_TARGET_DIR` says (the SAM template and the docs point
+/// there).
+fn build_lambda_package(root: &Path, build: LambdaBuild) -> Result<()> {
+    let (profile, out) = match build {
+        LambdaBuild::Shipped => (["--release"].as_slice(), root.join("target/lambda")),
+        LambdaBuild::ForTests => (["--profile", "lambda-test"].as_slice(), root.join("target/lambda-test")),
+    };
     let venv_bin = root.join(".venv/bin");
     let path = std::env::join_paths(
         std::iter::once(venv_bin.clone()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
@@ -188,22 +207,24 @@ fn build_lambda_package(root: &Path) -> Result<()> {
             .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
             .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
             // The function needs neither Kafka nor the CLI's extras.
-            .args(["lambda", "build", "--release", "-p", "tributary", "--bin", "tributary-lambda"])
+            .args(["lambda", "build"])
+            .args(profile)
+            .args(["-p", "tributary", "--bin", "tributary-lambda"])
             .arg("--lambda-dir")
-            .arg(root.join("target/lambda"))
+            .arg(&out)
             .args(["--no-default-features", "--features", "lambda,onnx,s3,parquet-s3,mimalloc"]),
     )?;
     // The package: bootstrap, libonnxruntime.so beside it (where tributary looks first after
     // ORT_DYLIB_PATH), model.onnx (MODEL_LOCATION's default, relative to /var/task), and
     // web-service.toml (TRIBUTARY_CONFIG for API Gateway and function URL requests), and
     // batch-s3.toml (TRIBUTARY_CONFIG for S3 ObjectCreated notifications).
-    let dir = root.join("target/lambda/tributary-lambda");
+    let dir = out.join("tributary-lambda");
     let _ = std::fs::remove_file(dir.join("bootstrap.zip"));
     std::fs::copy(root.join(".venv/lib/libonnxruntime.so"), dir.join("libonnxruntime.so"))?;
     std::fs::copy(root.join("processors/models/ride_duration/model.onnx"), dir.join("model.onnx"))?;
     std::fs::copy(root.join("deployments/config/web-service.toml"), dir.join("web-service.toml"))?;
     std::fs::copy(root.join("deployments/config/batch-s3.toml"), dir.join("batch-s3.toml"))?;
-    let zip = root.join("target/lambda/tributary-lambda.zip");
+    let zip = out.join("tributary-lambda.zip");
     let _ = std::fs::remove_file(&zip);
     run(
         &dir,
@@ -227,11 +248,26 @@ fn bench(root: &Path, extra: &[&str]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let target = if target.is_absolute() { target } else { root.join(target) };
     let release = target.join("release");
-    let started = services::up(root)?;
     let mut cmd = Command::new(release.join("tributary-bench"));
     cmd.env("TRIBUTARY_BIN", release.join("tributary")).args(extra);
+    if !bench_needs_services(extra) {
+        // Services starting up (a JVM, Python servers) would share the cores with the timings.
+        eprintln!("xtask: these sections need no services; none started");
+        return run(root, &mut cmd);
+    }
+    let started = services::up(root)?;
     services::apply_env(root, &mut cmd);
     let result = run(root, &mut cmd);
     services::stop(root, &started)?;
     result
+}
+
+/// Whether the benchmark sections asked for (`--sections 1,11`; all by default) talk to the
+/// local services: 4 (Lambda: the Kinesis servers), 5 (Kinesis worker), 6 (Kafka), 9 (MLflow).
+fn bench_needs_services(args: &[&str]) -> bool {
+    const NEED_SERVICES: [u32; 4] = [4, 5, 6, 9];
+    match args.iter().position(|a| *a == "--sections").and_then(|i| args.get(i + 1)) {
+        Some(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).any(|n| NEED_SERVICES.contains(&n)),
+        None => true,
+    }
 }
