@@ -96,6 +96,29 @@ pub trait Processor: Send + Sync {
     /// batch's records (they are not committed).
     async fn process(&self, batch: &[Input<'_>]) -> Result<Vec<Outcome>, ComponentError>;
 
+    /// Whether the processor reads events straight from their JSON text
+    /// ([`Processor::process_json_text`]). When a source's only consumer is such a processor,
+    /// the runtime does not decode that source's records into values first (the streaming fast
+    /// path: a typed, borrowed parse of the fields a model needs instead of a whole
+    /// `serde_json::Value`). The default is `false`.
+    fn reads_json_text(&self) -> bool {
+        false
+    }
+
+    /// Processes events still in their JSON text (each record's payload is
+    /// [`Payload::Bytes`](crate::record::Payload::Bytes) within the size limit), parsing only
+    /// what the processor needs. Returns one entry per record: `None` for a record it does not
+    /// read this way (another shape, a value it would reject, not JSON at all), which the
+    /// runtime then decodes and passes to [`Processor::process`], or rejects as not JSON, so that
+    /// both paths give every record the same outcome. Called only when
+    /// [`Processor::reads_json_text`] is `true`.
+    ///
+    /// # Errors
+    /// As for [`Processor::process`].
+    async fn process_json_text(&self, batch: &[&Record]) -> Result<Vec<Option<Outcome>>, ComponentError> {
+        Ok(vec![None; batch.len()])
+    }
+
     /// Values the processor reports about itself (the model version it serves, reloads),
     /// exported as gauges labelled `processor="<id>"` by `--metrics-addr`. The default reports
     /// none.

@@ -1,6 +1,11 @@
 //! Runs one source batch through the graph: decode once, processors level by level (each level
 //! concurrently), sinks concurrently, retries with backoff, and dead letters. Returns the fate of
 //! every record. The streaming runtime and the Lambda adapter both call [`Graph::run_batch`].
+//!
+//! Decoding is skipped when a source's only consumers are processors that read events from
+//! their JSON text ([`Processor::reads_json_text`]): they parse the fields they need from the
+//! payload, and hand back the records they do not read that way, which are then decoded (or
+//! rejected as not JSON, as the decoder would have) and processed as values.
 
 use std::sync::Arc;
 
@@ -87,6 +92,8 @@ enum Verdict {
     Retry(String),
     Reject(String),
     Fatal(String),
+    /// A processor reading JSON text did not read this record that way: decode it.
+    Decode,
 }
 
 /// The end state of one item after retries.
@@ -94,11 +101,15 @@ enum Final {
     Done(Vec<Value>),
     DeadLetter(String),
     Failed(String),
+    /// To be decoded and processed as a value ([`Verdict::Decode`]).
+    Decode,
 }
 
 #[derive(Clone, Copy)]
 enum Stage<'a> {
     Processor(&'a dyn Processor),
+    /// A processor given its records' JSON text ([`Processor::process_json_text`]).
+    JsonText(&'a dyn Processor),
     Sink(&'a dyn Sink),
 }
 
@@ -136,7 +147,7 @@ impl Stage<'_> {
                     inputs.iter().map(|_| Verdict::Fatal(msg.clone())).collect()
                 }
                 Err(e) if e.is_retryable() => inputs.iter().map(|_| Verdict::Retry(e.to_string())).collect(),
-                Err(e) if matches!(self, Stage::Processor(_)) && inputs.len() > 1 => {
+                Err(e) if !matches!(self, Stage::Sink(_)) && inputs.len() > 1 => {
                     tracing::warn!(records = inputs.len(), error = %e, "processor failed the batch; splitting it to isolate the records at fault");
                     let (left, right) = inputs.split_at(inputs.len() / 2);
                     let mut verdicts = self.bisect(left).await;
@@ -158,6 +169,17 @@ impl Stage<'_> {
                     Outcome::Emit(values) => Verdict::Done(values),
                     Outcome::Retry(reason) => Verdict::Retry(reason),
                     Outcome::Reject(reason) => Verdict::Reject(reason),
+                })
+                .collect(),
+            Stage::JsonText(p) => p
+                .process_json_text(&inputs.iter().map(|input| input.record).collect::<Vec<_>>())
+                .await?
+                .into_iter()
+                .map(|o| match o {
+                    Some(Outcome::Emit(values)) => Verdict::Done(values),
+                    Some(Outcome::Retry(reason)) => Verdict::Retry(reason),
+                    Some(Outcome::Reject(reason)) => Verdict::Reject(reason),
+                    None => Verdict::Decode,
                 })
                 .collect(),
             Stage::Sink(s) => s
@@ -276,39 +298,124 @@ impl Graph {
         rejections: &mut Vec<Rejection>,
         statuses: &mut [RecordStatus],
     ) -> (Vec<Item>, Vec<Vec<Item>>) {
-        let source_items = self.decode(source, records, rejections);
+        let json_text = self.source_read_as_json_text(source);
+        let source_items = self.decode(source, records, rejections, json_text);
         let mut outputs: Vec<Vec<Item>> = vec![Vec::new(); self.processors.len()];
+        let mut undecodable: Vec<usize> = Vec::new();
         for level in &self.levels {
             let calls = self.processors[level.clone()].iter().map(|node| {
                 let items = gather(&node.inputs, source, &source_items, &outputs);
+                let stage = if json_text && node.inputs == [NodeRef::Source(source)] {
+                    Stage::JsonText(&*node.component)
+                } else {
+                    Stage::Processor(&*node.component)
+                };
                 async move {
-                    let finals =
-                        self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
+                    let finals = self.call_with_retries(stage, &node.id, &items, records).await;
                     (items, finals)
                 }
             });
             let results = join_all(calls).await;
             for (offset, (items, finals)) in results.into_iter().enumerate() {
                 let index = level.start + offset;
-                let node_id = &self.processors[index].id;
-                for (item, fin) in items.into_iter().zip(finals) {
-                    match fin {
-                        Final::Done(values) => outputs[index]
-                            .extend(values.into_iter().map(|v| Item { origin: item.origin, value: Arc::new(v) })),
-                        Final::DeadLetter(reason) => {
-                            rejections.push(Rejection {
-                                origin: item.origin,
-                                component: node_id.clone(),
-                                reason,
-                                output: None,
-                            });
-                        }
-                        Final::Failed(reason) => fail(statuses, item.origin, node_id, &reason),
-                    }
+                let mut to_decode = Vec::new();
+                self.take_finals(
+                    index,
+                    items.into_iter().zip(finals),
+                    &mut outputs,
+                    rejections,
+                    statuses,
+                    &mut to_decode,
+                );
+                if !to_decode.is_empty() {
+                    // Records the processor did not read from their text: as values, in order.
+                    let items = self.decode_declined(source, records, to_decode, rejections, &mut undecodable);
+                    let node = &self.processors[index];
+                    let finals =
+                        self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
+                    self.take_finals(
+                        index,
+                        items.into_iter().zip(finals),
+                        &mut outputs,
+                        rejections,
+                        statuses,
+                        &mut Vec::new(),
+                    );
+                    outputs[index].sort_by_key(|item| item.origin);
                 }
             }
         }
         (source_items, outputs)
+    }
+
+    /// Files the end states of processor `index`'s items: outputs, rejections, failures, and
+    /// the items it asks to have decoded (`to_decode`).
+    fn take_finals(
+        &self,
+        index: usize,
+        finals: impl Iterator<Item = (Item, Final)>,
+        outputs: &mut [Vec<Item>],
+        rejections: &mut Vec<Rejection>,
+        statuses: &mut [RecordStatus],
+        to_decode: &mut Vec<Item>,
+    ) {
+        let node_id = &self.processors[index].id;
+        for (item, fin) in finals {
+            match fin {
+                Final::Done(values) => {
+                    outputs[index].extend(values.into_iter().map(|v| Item { origin: item.origin, value: Arc::new(v) }));
+                }
+                Final::DeadLetter(reason) => {
+                    rejections.push(Rejection {
+                        origin: item.origin,
+                        component: node_id.clone(),
+                        reason,
+                        output: None,
+                    });
+                }
+                Final::Failed(reason) => fail(statuses, item.origin, node_id, &reason),
+                Final::Decode => to_decode.push(item),
+            }
+        }
+    }
+
+    /// Whether the records of `source` go undecoded to its consumers: every node consuming it
+    /// is a processor that reads JSON text and consumes nothing else.
+    fn source_read_as_json_text(&self, source: usize) -> bool {
+        let consumes = |inputs: &[NodeRef]| inputs.contains(&NodeRef::Source(source));
+        let mut consumers = self.processors.iter().filter(|node| consumes(&node.inputs)).peekable();
+        consumers.peek().is_some()
+            && consumers.all(|node| node.inputs.len() == 1 && node.component.reads_json_text())
+            && !self.sinks.iter().any(|node| consumes(&node.inputs))
+    }
+
+    /// Decodes the records a processor reading JSON text handed back. Those that are not JSON
+    /// are rejected by the source's decoder, as on the decoding path, once per record however
+    /// many processors hand it back (`undecodable` remembers them).
+    fn decode_declined(
+        &self,
+        source: usize,
+        records: &[Record],
+        declined: Vec<Item>,
+        rejections: &mut Vec<Rejection>,
+        undecodable: &mut Vec<usize>,
+    ) -> Vec<Item> {
+        let mut items = Vec::with_capacity(declined.len());
+        for Item { origin, .. } in declined {
+            match decode_json(records[origin].raw_bytes()) {
+                Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
+                Err(_) if undecodable.contains(&origin) => {}
+                Err(reason) => {
+                    undecodable.push(origin);
+                    rejections.push(Rejection { origin, component: self.decoder_id(source), reason, output: None });
+                }
+            }
+        }
+        items
+    }
+
+    fn decoder_id(&self, source: usize) -> Arc<str> {
+        Arc::from(format!("{}.decode", self.source_ids[source]))
     }
 
     /// Every sink but those at `skip`, concurrently, on what it consumes.
@@ -343,15 +450,19 @@ impl Graph {
                         output: Some(item.value),
                     }),
                     Final::Failed(reason) => fail(statuses, item.origin, &node.id, &reason),
+                    Final::Decode => fail(statuses, item.origin, &node.id, SINK_DECODE),
                 }
             }
         }
         self.metrics.add_delivered(delivered);
     }
 
-    /// Decodes each record's payload once (size check, then JSON).
-    fn decode(&self, source: usize, records: &[Record], rejections: &mut Vec<Rejection>) -> Vec<Item> {
-        let decoder: Arc<str> = Arc::from(format!("{}.decode", self.source_ids[source]));
+    /// Decodes each record's payload once (size check, then JSON). With `json_text`, only the
+    /// size check: the items' values are placeholders, as their consumers read the records'
+    /// text ([`Graph::source_read_as_json_text`]).
+    fn decode(&self, source: usize, records: &[Record], rejections: &mut Vec<Rejection>, json_text: bool) -> Vec<Item> {
+        let decoder = self.decoder_id(source);
+        let undecoded = Arc::new(Value::Null);
         let mut items = Vec::with_capacity(records.len());
         for (origin, record) in records.iter().enumerate() {
             let result = match &record.payload {
@@ -359,12 +470,11 @@ impl Graph {
                 Payload::Bytes(b) if b.len() > self.max_record_bytes => {
                     Err(format!("record is {} bytes, over the {}-byte limit", b.len(), self.max_record_bytes))
                 }
-                Payload::Bytes(b) => {
-                    serde_json::from_slice::<Value>(b).map_err(|e| format!("payload is not JSON: {e}"))
-                }
+                Payload::Bytes(_) if json_text => Ok(Arc::clone(&undecoded)),
+                Payload::Bytes(b) => decode_json(b).map(Arc::new),
             };
             match result {
-                Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
+                Ok(value) => items.push(Item { origin, value }),
                 Err(reason) => rejections.push(Rejection { origin, component: decoder.clone(), reason, output: None }),
             }
         }
@@ -397,6 +507,7 @@ impl Graph {
                 Final::DeadLetter(reason) | Final::Failed(reason) => {
                     fail(statuses, item.origin, &node.id, &format!("dead-letter destination refused it: {reason}"));
                 }
+                Final::Decode => fail(statuses, item.origin, &node.id, SINK_DECODE),
             }
         }
         self.metrics.add_dead_lettered(written);
@@ -422,6 +533,7 @@ impl Graph {
                     Verdict::Done(values) => Some(Final::Done(values)),
                     Verdict::Reject(reason) => Some(Final::DeadLetter(reason)),
                     Verdict::Fatal(reason) => Some(Final::Failed(reason)),
+                    Verdict::Decode => Some(Final::Decode),
                     Verdict::Retry(reason) => {
                         if in_time && self.retry.may_retry(attempt, records[items[i].origin].arrival) {
                             again.push(i);
@@ -446,6 +558,14 @@ impl Graph {
         }
         finals.into_iter().map(|f| f.unwrap_or_else(|| Final::Failed("no result".into()))).collect()
     }
+}
+
+/// A sink's result cannot ask for decoding (only processors reading JSON text do).
+const SINK_DECODE: &str = "a sink asked for its input to be decoded (a bug in the runtime)";
+
+/// A payload as a JSON value, or why it is not one.
+fn decode_json(bytes: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<Value>(bytes).map_err(|e| format!("payload is not JSON: {e}"))
 }
 
 /// The inputs of a node for this batch: the decoded records if it consumes the batch's source,

@@ -25,6 +25,7 @@ pub const TARGETS: &[Target] = &[
     ("config", config),
     ("http_request", http_request),
     ("parquet_file", parquet_file),
+    ("ride_event", ride_event),
 ];
 
 /// One current-thread runtime for the async decoders, made once.
@@ -170,6 +171,17 @@ pub fn template(data: &[u8]) {
     let rendered = template.render(&value);
     let missing = template.missing_field(&value);
     assert!(rendered.is_some() || missing.is_some(), "a template that does not render names what is missing");
+}
+
+/// A ride event as the streaming fast path reads it, straight from its text
+/// (`ride_duration::event_text`), against the decoding path (`serde_json::Value`, then
+/// `features::prepare`): whatever the fast path reads, the decoded path reads the same way.
+pub fn ride_event(data: &[u8]) {
+    use tributary_processors::ride_duration::{event_text, features};
+    let Some(fast) = event_text::prepare(data) else { return };
+    let decoded = serde_json::from_slice::<Value>(data).map_err(|e| e.to_string());
+    let slow = decoded.and_then(|event| features::prepare(&event));
+    assert_eq!(Ok(&fast), slow.as_ref(), "the text reader and the decoded path disagree");
 }
 
 /// A pipeline configuration: loaded (`${VAR}` substitution, typed sections) and its topology

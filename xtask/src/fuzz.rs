@@ -19,7 +19,7 @@ use crate::setup::CARGO_FUZZ;
 
 /// The targets, as in `fuzz/Cargo.toml` and `tributary_tests::fuzz::TARGETS`.
 const TARGETS: &[&str] =
-    &["documents", "kinesis_event", "lambda_event", "template", "config", "http_request", "parquet_file"];
+    &["documents", "kinesis_event", "lambda_event", "template", "config", "http_request", "parquet_file", "ride_event"];
 
 pub fn run(root: &Path, args: &[&str]) -> Result<()> {
     let mut seconds: Option<u64> = None;
