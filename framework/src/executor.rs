@@ -318,29 +318,16 @@ impl Graph {
             let results = join_all(calls).await;
             for (offset, (items, finals)) in results.into_iter().enumerate() {
                 let index = level.start + offset;
-                let mut to_decode = Vec::new();
-                self.take_finals(
-                    index,
-                    items.into_iter().zip(finals),
-                    &mut outputs,
-                    rejections,
-                    statuses,
-                    &mut to_decode,
-                );
+                let to_decode =
+                    self.take_finals(index, items.into_iter().zip(finals), &mut outputs, rejections, statuses);
                 if !to_decode.is_empty() {
                     // Records the processor did not read from their text: as values, in order.
                     let items = self.decode_declined(source, records, to_decode, rejections, &mut undecodable);
                     let node = &self.processors[index];
                     let finals =
                         self.call_with_retries(Stage::Processor(&*node.component), &node.id, &items, records).await;
-                    self.take_finals(
-                        index,
-                        items.into_iter().zip(finals),
-                        &mut outputs,
-                        rejections,
-                        statuses,
-                        &mut Vec::new(),
-                    );
+                    // (`Stage::Processor` never asks for decoding: nothing is handed back.)
+                    self.take_finals(index, items.into_iter().zip(finals), &mut outputs, rejections, statuses);
                     outputs[index].sort_by_key(|item| item.origin);
                 }
             }
@@ -348,8 +335,8 @@ impl Graph {
         (source_items, outputs)
     }
 
-    /// Files the end states of processor `index`'s items: outputs, rejections, failures, and
-    /// the items it asks to have decoded (`to_decode`).
+    /// Files the end states of processor `index`'s items (outputs, rejections, failures);
+    /// returns the items it asks to have decoded.
     fn take_finals(
         &self,
         index: usize,
@@ -357,9 +344,9 @@ impl Graph {
         outputs: &mut [Vec<Item>],
         rejections: &mut Vec<Rejection>,
         statuses: &mut [RecordStatus],
-        to_decode: &mut Vec<Item>,
-    ) {
+    ) -> Vec<Item> {
         let node_id = &self.processors[index].id;
+        let mut to_decode = Vec::new();
         for (item, fin) in finals {
             match fin {
                 Final::Done(values) => {
@@ -377,6 +364,7 @@ impl Graph {
                 Final::Decode => to_decode.push(item),
             }
         }
+        to_decode
     }
 
     /// Whether the records of `source` go undecoded to its consumers: every node consuming it
