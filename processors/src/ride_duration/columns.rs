@@ -9,7 +9,7 @@ use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
 use super::RideDuration;
-use super::features::{ZONES, pair};
+use super::features::{ZONES, is_miles, pair};
 use crate::onnx::Values;
 
 const PU: &str = "ride.PULocationID";
@@ -47,7 +47,7 @@ fn check(i: usize, pu: (&[i64], &Column), dropoff: (&[i64], &Column), distance: 
     if distance.1.is_null(i) {
         return Some(format!("`{DISTANCE}` is missing"));
     }
-    if !miles.is_finite() || miles < 0.0 {
+    if !is_miles(miles) {
         return Some(format!("`{DISTANCE}` must be a non-negative number of miles, found {miles}"));
     }
     None

@@ -15,7 +15,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::features::{RideFeatures, ZONES, pair};
+use super::features::{RideFeatures, ZONES, is_miles, pair};
 
 /// An event's features, when its text is a ride event of the usual shape whose values pass the
 /// checks of [`prepare`](super::features::prepare).
@@ -32,7 +32,7 @@ pub fn prepare(text: &[u8]) -> Option<RideFeatures> {
     if !(ZONES.contains(&ride.pickup) && ZONES.contains(&ride.dropoff)) {
         return None;
     }
-    if !ride.distance.is_finite() || ride.distance < 0.0 {
+    if !is_miles(ride.distance) {
         return None;
     }
     #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation, reason = "checked zone ids, 1..=265")]

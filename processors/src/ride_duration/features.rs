@@ -43,11 +43,17 @@ pub fn prepare(event: &Value) -> Result<RideFeatures, String> {
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
         Some(other) => return Err(format!("`ride.trip_distance` must be a number, found {}", kind(other))),
     };
-    if !distance.is_finite() || distance < 0.0 {
+    if !is_miles(distance) {
         return Err(format!("`ride.trip_distance` must be a non-negative number of miles, found {distance}"));
     }
     #[allow(clippy::cast_possible_wrap, reason = "checked zone ids, 1..=265")]
     Ok(RideFeatures { pu_do: pair(pu as i64, dropoff as i64), trip_distance: distance as f32, ride_id })
+}
+
+/// Whether a trip distance can be scored: a finite, non-negative number of miles (events, text
+/// and columns alike).
+pub(super) fn is_miles(distance: f64) -> bool {
+    distance.is_finite() && distance >= 0.0
 }
 
 /// `"<pu>_<do>"` for every pair of zones, as the seeds' `prepare_features` writes it, made once
