@@ -79,43 +79,68 @@ const PEERS: [Peer; 3] = [
 
 /// Records/s of the worker over `count` rides, of each Python peer over `py_counts` (in `PEERS`
 /// order), and of a bare Rust consume -> produce loop over `count` (the broker's ceiling).
-pub async fn compare(root: &Path, bin: &Path, pickle: &Path, count: usize, py_counts: [usize; 3]) -> Result<()> {
+pub async fn compare(
+    root: &Path,
+    bin: &Path,
+    pickle: &Path,
+    count: usize,
+    py_counts: [usize; 3],
+    rounds: usize,
+) -> Result<()> {
     let brokers = std::env::var("KAFKA_BROKERS").context("KAFKA_BROKERS: run through `cargo xtask bench`")?;
     let pid = std::process::id();
-    let topics = |who: &str| (format!("kb-{who}-in-{pid}"), format!("kb-{who}-out-{pid}"));
-    let mut rows: Vec<(String, usize, Timing)> = Vec::new();
-
-    let (rust_in, rust_out) = topics("rust");
-    topic_with_rides(&brokers, &rust_in, count).await?;
-    for topic in [&rust_out, &format!("{rust_in}-dead")] {
-        tributary_kafka::create_topic(&brokers, topic, 1).await.map_err(anyhow::Error::msg)?;
-    }
-    let worker = worker(root, bin, &brokers, (&rust_in, &rust_out), count)?;
-    rows.push(("tributary worker (`kafka-local.toml`)".into(), count, worker));
-
+    // The services started just before (for this section alone) are still warming up: measured
+    // at once, the worker, which runs first, got a third less than after other sections.
+    crate::settle(Duration::from_secs(60));
     let model = root.join(crate::MODEL);
-    for (n, (peer, &py_count)) in PEERS.iter().zip(&py_counts).enumerate() {
-        let (input, output) = topics(&format!("py{n}"));
-        topic_with_rides(&brokers, &input, py_count).await?;
-        tributary_kafka::create_topic(&brokers, &output, 1).await.map_err(anyhow::Error::msg)?;
-        let output = Command::new(root.join(".venv/bin/python"))
-            .arg(format!("bench/python/{}", peer.script))
-            .args([&brokers, &input, &output, &py_count.to_string()])
-            .env("MODEL_PATH", if peer.pickled { pickle } else { &model })
-            .output()?;
-        if !output.status.success() {
-            bail!("{} failed: {}", peer.script, String::from_utf8_lossy(&output.stderr));
+    // Each consumer's timings, one per round, in row order: the worker, the peers, the bare loop.
+    let mut timings: Vec<Vec<Timing>> = vec![Vec::new(); PEERS.len() + 2];
+    for round in 0..rounds {
+        let topics = |who: &str| (format!("kb-{who}-in-{pid}-{round}"), format!("kb-{who}-out-{pid}-{round}"));
+        let (rust_in, rust_out) = topics("rust");
+        topic_with_rides(&brokers, &rust_in, count).await?;
+        for topic in [&rust_out, &format!("{rust_in}-dead")] {
+            tributary_kafka::create_topic(&brokers, topic, 1).await.map_err(anyhow::Error::msg)?;
         }
-        let result: Value = serde_json::from_slice(&output.stdout)?;
-        let seconds = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
-        rows.push((peer.label.into(), py_count, (seconds("seconds"), seconds("steady_seconds"))));
-    }
+        timings[0].push(worker(root, bin, &brokers, (&rust_in, &rust_out), count)?);
 
-    let (bare_in, bare_out) = topics("bare");
-    topic_with_rides(&brokers, &bare_in, count).await?;
-    tributary_kafka::create_topic(&brokers, &bare_out, 1).await.map_err(anyhow::Error::msg)?;
-    let bare = ceiling(&brokers, &bare_in, &bare_out, count).await?;
-    rows.push(("the broker's ceiling: a bare Rust consume -> produce loop, no decoding, no model".into(), count, bare));
+        for (n, (peer, &py_count)) in PEERS.iter().zip(&py_counts).enumerate() {
+            let (input, output) = topics(&format!("py{n}"));
+            topic_with_rides(&brokers, &input, py_count).await?;
+            tributary_kafka::create_topic(&brokers, &output, 1).await.map_err(anyhow::Error::msg)?;
+            let output = Command::new(root.join(".venv/bin/python"))
+                .arg(format!("bench/python/{}", peer.script))
+                .args([&brokers, &input, &output, &py_count.to_string()])
+                .env("MODEL_PATH", if peer.pickled { pickle } else { &model })
+                .output()?;
+            if !output.status.success() {
+                bail!("{} failed: {}", peer.script, String::from_utf8_lossy(&output.stderr));
+            }
+            let result: Value = serde_json::from_slice(&output.stdout)?;
+            let seconds = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
+            timings[1 + n].push((seconds("seconds"), seconds("steady_seconds")));
+        }
+
+        let (bare_in, bare_out) = topics("bare");
+        topic_with_rides(&brokers, &bare_in, count).await?;
+        tributary_kafka::create_topic(&brokers, &bare_out, 1).await.map_err(anyhow::Error::msg)?;
+        timings[PEERS.len() + 1].push(ceiling(&brokers, &bare_in, &bare_out, count).await?);
+    }
+    let mut labels = vec![("tributary worker (`kafka-local.toml`)", count)];
+    labels.extend(PEERS.iter().zip(py_counts).map(|(peer, n)| (peer.label, n)));
+    labels.push(("the broker's ceiling: a bare Rust consume -> produce loop, no decoding, no model", count));
+    let rows: Vec<(String, usize, Timing)> = labels
+        .into_iter()
+        .zip(timings)
+        .map(|((label, rides), mut runs)| {
+            // The round with the median steady-state time, both of its figures.
+            runs.sort_by(|a, b| a.1.total_cmp(&b.1));
+            (label.to_string(), rides, runs[runs.len() / 2])
+        })
+        .collect();
+    println!(
+        "({rounds} round(s), each consumer once per round on fresh topics; the round with the median steady state)\n"
+    );
 
     println!(
         "| consumer ({PARTITIONS} partitions -> 1) | rides | process start to last delivery | first to last delivery (steady state) |"

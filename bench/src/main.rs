@@ -129,7 +129,7 @@ fn main() -> Result<()> {
         // The Python peers get as many rides as take them a few seconds.
         let (count, py_counts) =
             if quick { (20_000, [2_000, 10_000, 2_000]) } else { (300_000, [10_000, 100_000, 20_000]) };
-        runtime.block_on(kafka::compare(&root, &bin, &pickle, count, py_counts))?;
+        runtime.block_on(kafka::compare(&root, &bin, &pickle, count, py_counts, if quick { 1 } else { 3 }))?;
     }
 
     if wants(7) {
@@ -238,6 +238,32 @@ pub(crate) fn metric(port: u16, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Waits until this machine's CPUs are mostly idle (under a quarter busy over half a second,
+/// from /proc/stat), at most `limit`: services just started (a JVM, a Python server) keep the
+/// cores busy for a while, which the first measurement after them would pay for.
+pub(crate) fn settle(limit: Duration) {
+    fn ticks() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        // user nice system idle iowait irq softirq: idle and iowait are not busy. Steal (time
+        // the hypervisor gave to other machines) is left out: waiting does not end it.
+        let first = fields.get(..7)?;
+        Some((first.iter().sum(), first[3] + first[4]))
+    }
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let Some((total, idle)) = ticks() else { return };
+        std::thread::sleep(Duration::from_millis(500));
+        let Some((total_after, idle_after)) = ticks() else { return };
+        let busy = 1.0 - (idle_after - idle) as f64 / (total_after - total).max(1) as f64;
+        if busy < 0.25 {
+            eprintln!("bench: CPUs settled ({:.0}% busy) after {:.1} s", busy * 100.0, started.elapsed().as_secs_f64());
+            return;
+        }
+    }
+    eprintln!("bench: CPUs still busy after {} s; measuring anyway", limit.as_secs());
 }
 
 pub(crate) fn median(values: &mut [f64]) -> f64 {
