@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -143,6 +142,28 @@ fn is_permanent(error: &KafkaError) -> bool {
     )
 }
 
+/// A message of the batch being delivered, before its report.
+enum Pending<'a> {
+    /// Enqueued; its report comes through this.
+    Queued(rdkafka::producer::DeliveryFuture),
+    /// Not enqueued yet: the queue was full when it (or a message before it) came.
+    WaitForRoom(FutureRecord<'a, str, [u8]>),
+    /// Settled without the broker (not encodable, refused by librdkafka at once).
+    Done(Delivery),
+}
+
+impl KafkaSink {
+    /// The delivery a message's report (or librdkafka's refusal) comes to.
+    fn outcome(&self, report: Result<(), KafkaError>) -> Delivery {
+        match report {
+            Ok(()) => Delivery::Delivered,
+            Err(error) if self.fatal.note(&error) => Delivery::Retry(tributary_kafka::describe(&error)),
+            Err(error) if is_permanent(&error) => Delivery::Reject(tributary_kafka::describe(&error)),
+            Err(error) => Delivery::Retry(tributary_kafka::describe(&error)),
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for KafkaSink {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
@@ -155,25 +176,52 @@ impl Sink for KafkaSink {
             let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
             encoded.push((payload, key));
         }
-        // Every message is enqueued on the first poll of `join_all`; each future then waits for
-        // its own delivery report.
-        let sends = encoded.iter().map(|(payload, key)| async move {
+        // Every message is enqueued at once, in order, without a future or a clock reading each
+        // (`send_result`); then the reports are awaited in that order, which wakes this task
+        // about once per produce request rather than once per message. From the first message
+        // that finds the queue full on, the rest wait for room one after another (`send`,
+        // up to `QUEUE_TIMEOUT` each), so the batch's order is kept.
+        let mut pending = Vec::with_capacity(encoded.len());
+        let mut queue_full = false;
+        for (payload, key) in &encoded {
             let payload = match payload {
                 Ok(payload) => payload,
-                Err(reason) => return Delivery::Reject(reason.clone()),
+                Err(reason) => {
+                    pending.push(Pending::Done(Delivery::Reject(reason.clone())));
+                    continue;
+                }
             };
             let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).payload(payload.as_slice());
             if let Some(key) = key {
                 record = record.key(key.as_str());
             }
-            match self.producer.send(record, QUEUE_TIMEOUT).await {
-                Ok(_) => Delivery::Delivered,
-                Err((error, _)) if self.fatal.note(&error) => Delivery::Retry(tributary_kafka::describe(&error)),
-                Err((error, _)) if is_permanent(&error) => Delivery::Reject(tributary_kafka::describe(&error)),
-                Err((error, _)) => Delivery::Retry(tributary_kafka::describe(&error)),
+            if queue_full {
+                pending.push(Pending::WaitForRoom(record));
+                continue;
             }
-        });
-        let deliveries = join_all(sends).await;
+            pending.push(match self.producer.send_result(record) {
+                Ok(report) => Pending::Queued(report),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                    queue_full = true;
+                    Pending::WaitForRoom(record)
+                }
+                Err((error, _)) => Pending::Done(self.outcome(Err(error))),
+            });
+        }
+        let mut deliveries = Vec::with_capacity(pending.len());
+        for item in pending {
+            deliveries.push(match item {
+                Pending::Done(delivery) => delivery,
+                Pending::Queued(report) => self.outcome(match report.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(error),
+                    Err(_) => Err(KafkaError::Canceled),
+                }),
+                Pending::WaitForRoom(record) => {
+                    self.outcome(self.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(e, _)| e))
+                }
+            });
+        }
         match self.fatal.get() {
             Some(fatal) => Err(ComponentError::Fatal(fatal)),
             None => Ok(deliveries),
