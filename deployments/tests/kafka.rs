@@ -450,26 +450,36 @@ async fn until_all_in(topic: &str, total: u64, limit: Duration) -> (Vec<u64>, Ve
     }
 }
 
-/// The Kafka sink of `text`'s `[sinks.out]`, built as `tributary run` builds it.
-async fn kafka_sink(text: &str) -> std::sync::Arc<dyn tributary_framework::Sink> {
-    let config = tributary_framework::config::from_toml_str("sink.toml", text).unwrap();
-    tributary::registry().build_sink(config.sinks["out"].clone()).await.unwrap()
-}
-
-/// `n` outputs of the seeds' envelope shape, ride ids 1..=n, each with a record to come from.
-fn envelopes(n: u64) -> (Vec<Value>, Vec<tributary_framework::Record>) {
-    use tributary_framework::{Offset, Position, Record};
-    let values = (1..=n)
+/// `n` outputs of the seeds' envelope shape, ride ids 1..=n.
+fn envelopes(n: u64) -> Vec<Value> {
+    (1..=n)
         .map(
             |id| serde_json::json!({"model": "m", "version": "1", "prediction": {"ride_duration": 1.5, "ride_id": id}}),
         )
-        .collect();
-    let records = (1..=n)
+        .collect()
+}
+
+/// Delivers `values` in one batch through a Kafka sink, built as `tributary run` builds it, on
+/// a fresh topic `name-*`, with `settings` (TOML lines) added to the sink's table; returns the
+/// topic and the deliveries.
+async fn deliver_batch(name: &str, settings: &str, values: &[Value]) -> (String, Vec<tributary_framework::Delivery>) {
+    use tributary_framework::{Input, Offset, Position, Record};
+    let topic = unique(name);
+    tributary_kafka::create_topic(&brokers(), &topic, 1).await.unwrap();
+    let text = format!(
+        "[sources.s]\ntype = \"stdin\"\n[sinks.out]\ntype = \"kafka\"\ninputs = [\"s\"]\nbrokers = \"{}\"\n\
+         topic = \"{topic}\"\n{settings}",
+        brokers()
+    );
+    let config = tributary_framework::config::from_toml_str("sink.toml", &text).unwrap();
+    let sink = tributary::registry().build_sink(config.sinks["out"].clone()).await.unwrap();
+    let records: Vec<Record> = (0..values.len() as u64)
         .map(|i| {
             Record::new(Vec::new(), Position { source: "s".into(), partition: "p".into(), offset: Offset::Index(i) })
         })
         .collect();
-    (values, records)
+    let inputs: Vec<Input<'_>> = values.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
+    (topic, sink.deliver(&inputs).await.unwrap())
 }
 
 /// A batch larger than librdkafka's queue (`max_in_flight = 10`): the messages that find the
@@ -477,41 +487,20 @@ fn envelopes(n: u64) -> (Vec<Value>, Vec<tributary_framework::Record>) {
 /// batch's order.
 #[tokio::test]
 async fn a_batch_larger_than_the_producer_queue_is_delivered_whole_and_in_order() {
-    let topic = unique("queue-full");
-    tributary_kafka::create_topic(&brokers(), &topic, 1).await.unwrap();
-    let sink = kafka_sink(&format!(
-        "[sources.s]\ntype = \"stdin\"\n[sinks.out]\ntype = \"kafka\"\ninputs = [\"s\"]\nbrokers = \"{}\"\n\
-         topic = \"{topic}\"\nmax_in_flight = 10\n",
-        brokers()
-    ))
-    .await;
-    let (values, records) = envelopes(500);
-    let inputs: Vec<tributary_framework::Input<'_>> =
-        values.iter().zip(&records).map(|(value, record)| tributary_framework::Input { value, record }).collect();
-    let deliveries = sink.deliver(&inputs).await.unwrap();
+    let (topic, deliveries) = deliver_batch("queue-full", "max_in_flight = 10\n", &envelopes(500)).await;
     assert_eq!(deliveries.len(), 500);
     assert!(deliveries.iter().all(|d| *d == tributary_framework::Delivery::Delivered), "{deliveries:?}");
-    let ids = ride_ids(&read_topic(&topic));
-    assert_eq!(ids, (1..=500).collect::<Vec<u64>>());
+    assert_eq!(ride_ids(&read_topic(&topic)), (1..=500).collect::<Vec<u64>>());
 }
 
 /// An output over the producer's `message.max.bytes` is refused by librdkafka at once: that
 /// message is rejected (dead-lettered), the rest of the batch delivered.
 #[tokio::test]
 async fn an_output_over_the_message_size_limit_is_rejected_and_the_rest_delivered() {
-    let topic = unique("too-large");
-    tributary_kafka::create_topic(&brokers(), &topic, 1).await.unwrap();
-    let sink = kafka_sink(&format!(
-        "[sources.s]\ntype = \"stdin\"\n[sinks.out]\ntype = \"kafka\"\ninputs = [\"s\"]\nbrokers = \"{}\"\n\
-         topic = \"{topic}\"\n[sinks.out.librdkafka]\n\"message.max.bytes\" = \"2000\"\n",
-        brokers()
-    ))
-    .await;
-    let (mut values, records) = envelopes(3);
+    let mut values = envelopes(3);
     values[1]["model"] = Value::String("x".repeat(5000));
-    let inputs: Vec<tributary_framework::Input<'_>> =
-        values.iter().zip(&records).map(|(value, record)| tributary_framework::Input { value, record }).collect();
-    let deliveries = sink.deliver(&inputs).await.unwrap();
+    let settings = "[sinks.out.librdkafka]\n\"message.max.bytes\" = \"2000\"\n";
+    let (topic, deliveries) = deliver_batch("too-large", settings, &values).await;
     assert_eq!(deliveries[0], tributary_framework::Delivery::Delivered);
     assert!(
         matches!(&deliveries[1], tributary_framework::Delivery::Reject(reason) if reason.contains("too large")),
