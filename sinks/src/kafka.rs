@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::error::KafkaError;
@@ -73,6 +73,9 @@ fn default_max_in_flight() -> usize {
 
 /// How long one message may wait for room in a full queue before it is reported for retry.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a message waiting for room in a full queue tries again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
 
 /// Produces to a topic.
 pub struct KafkaSink {
@@ -143,12 +146,10 @@ fn is_permanent(error: &KafkaError) -> bool {
 }
 
 /// A message of the batch being delivered, before its report.
-enum Pending<'a> {
+enum Pending {
     /// Enqueued; its report comes through this.
     Queued(rdkafka::producer::DeliveryFuture),
-    /// Not enqueued yet: the queue was full when it (or a message before it) came.
-    WaitForRoom(FutureRecord<'a, str, [u8]>),
-    /// Settled without the broker (not encodable, refused by librdkafka at once).
+    /// Settled without the broker (not encodable, refused by librdkafka, no room in time).
     Done(Delivery),
 }
 
@@ -176,13 +177,14 @@ impl Sink for KafkaSink {
             let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
             encoded.push((payload, key));
         }
-        // Every message is enqueued at once, in order, without a future or a clock reading each
+        // Every message is enqueued in order, without a future or a clock reading each
         // (`send_result`); then the reports are awaited in that order, which wakes this task
-        // about once per produce request rather than once per message. From the first message
-        // that finds the queue full on, the rest wait for room one after another (`send`,
-        // up to `QUEUE_TIMEOUT` each), so the batch's order is kept.
+        // about once per produce request rather than once per message. A message that finds the
+        // queue full waits for room (retrying every `ROOM_POLL`, up to `QUEUE_TIMEOUT`) before
+        // the next is enqueued, so the batch's order is kept; once one has waited that long, the
+        // rest are reported for retry at once rather than each waiting as long again.
         let mut pending = Vec::with_capacity(encoded.len());
-        let mut queue_full = false;
+        let mut stalled = false;
         for (payload, key) in &encoded {
             let payload = match payload {
                 Ok(payload) => payload,
@@ -195,17 +197,21 @@ impl Sink for KafkaSink {
             if let Some(key) = key {
                 record = record.key(key.as_str());
             }
-            if queue_full {
-                pending.push(Pending::WaitForRoom(record));
-                continue;
-            }
-            pending.push(match self.producer.send_result(record) {
-                Ok(report) => Pending::Queued(report),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
-                    queue_full = true;
-                    Pending::WaitForRoom(record)
+            let mut waiting_since = None;
+            pending.push(loop {
+                match self.producer.send_result(record) {
+                    Ok(report) => break Pending::Queued(report),
+                    Err((error @ KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        let since = *waiting_since.get_or_insert_with(Instant::now);
+                        if stalled || since.elapsed() >= QUEUE_TIMEOUT {
+                            stalled = true;
+                            break Pending::Done(self.outcome(Err(error)));
+                        }
+                        record = returned;
+                        tokio::time::sleep(ROOM_POLL).await;
+                    }
+                    Err((error, _)) => break Pending::Done(self.outcome(Err(error))),
                 }
-                Err((error, _)) => Pending::Done(self.outcome(Err(error))),
             });
         }
         let mut deliveries = Vec::with_capacity(pending.len());
@@ -217,9 +223,6 @@ impl Sink for KafkaSink {
                     Ok(Err((error, _))) => Err(error),
                     Err(_) => Err(KafkaError::Canceled),
                 }),
-                Pending::WaitForRoom(record) => {
-                    self.outcome(self.producer.send(record, QUEUE_TIMEOUT).await.map(|_| ()).map_err(|(e, _)| e))
-                }
             });
         }
         match self.fatal.get() {
