@@ -15,7 +15,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::features::{RideFeatures, ZONES, is_miles, pair};
+use super::features::{RideFeatures, ZONES, is_miles, is_ride_id, pair};
 
 /// An event's features, when its text is a ride event of the usual shape whose values pass the
 /// checks of [`prepare`](super::features::prepare).
@@ -24,11 +24,7 @@ pub fn prepare(text: &[u8]) -> Option<RideFeatures> {
     let event = deserializer.deserialize_map(EventVisitor).ok()?;
     deserializer.end().ok()?;
     let ride = event.ride?;
-    let ride_id = match event.ride_id? {
-        id @ Value::Number(_) => id,
-        Value::String(s) if !s.is_empty() => Value::String(s),
-        _ => return None,
-    };
+    let ride_id = event.ride_id.filter(is_ride_id)?;
     if !(ZONES.contains(&ride.pickup) && ZONES.contains(&ride.dropoff)) {
         return None;
     }

@@ -32,8 +32,7 @@ pub fn prepare(event: &Value) -> Result<RideFeatures, String> {
     }
     let ride_id = match object.get("ride_id") {
         None => return Err("event has no `ride_id`".into()),
-        Some(id @ Value::Number(_)) => id.clone(),
-        Some(Value::String(s)) if !s.is_empty() => Value::String(s.clone()),
+        Some(id) if is_ride_id(id) => id.clone(),
         Some(other) => return Err(format!("`ride_id` must be a number or a non-empty string, found {}", kind(other))),
     };
     let pu = zone(ride, "PULocationID")?;
@@ -48,6 +47,16 @@ pub fn prepare(event: &Value) -> Result<RideFeatures, String> {
     }
     #[allow(clippy::cast_possible_wrap, reason = "checked zone ids, 1..=265")]
     Ok(RideFeatures { pu_do: pair(pu as i64, dropoff as i64), trip_distance: distance as f32, ride_id })
+}
+
+/// Whether a `ride_id` can be echoed back: a number or a non-empty string (events and their
+/// text alike).
+pub(super) fn is_ride_id(id: &Value) -> bool {
+    match id {
+        Value::Number(_) => true,
+        Value::String(s) => !s.is_empty(),
+        _ => false,
+    }
 }
 
 /// Whether a trip distance can be scored: a finite, non-negative number of miles (events, text
