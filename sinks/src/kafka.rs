@@ -171,30 +171,26 @@ impl Sink for KafkaSink {
         if let Some(fatal) = self.fatal.get() {
             return Err(ComponentError::Fatal(fatal));
         }
-        let mut encoded = Vec::with_capacity(batch.len());
-        for input in batch {
-            let payload = serde_json::to_vec(input.value).map_err(|e| format!("cannot encode as JSON: {e}"));
-            let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
-            encoded.push((payload, key));
-        }
         // Every message is enqueued in order, without a future or a clock reading each
         // (`send_result`); then the reports are awaited in that order, which wakes this task
         // about once per produce request rather than once per message. A message that finds the
         // queue full waits for room (retrying every `ROOM_POLL`, up to `QUEUE_TIMEOUT`) before
         // the next is enqueued, so the batch's order is kept; once one has waited that long, the
         // rest are reported for retry at once rather than each waiting as long again.
-        let mut pending = Vec::with_capacity(encoded.len());
+        // (librdkafka copies each message as it is enqueued: its encoding lives one iteration.)
+        let mut pending = Vec::with_capacity(batch.len());
         let mut stalled = false;
-        for (payload, key) in &encoded {
-            let payload = match payload {
+        for input in batch {
+            let payload = match serde_json::to_vec(input.value) {
                 Ok(payload) => payload,
-                Err(reason) => {
-                    pending.push(Pending::Done(Delivery::Reject(reason.clone())));
+                Err(e) => {
+                    pending.push(Pending::Done(Delivery::Reject(format!("cannot encode as JSON: {e}"))));
                     continue;
                 }
             };
+            let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
             let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).payload(payload.as_slice());
-            if let Some(key) = key {
+            if let Some(key) = &key {
                 record = record.key(key.as_str());
             }
             let mut waiting_since = None;
