@@ -303,14 +303,14 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         v.2 / r.2
     );
     println!("\n({runs} process(es) per cell, {batches} batches per process, medians)\n");
-    let (_, _, p, v, _) = &table[0];
+    let (_, r, p, v, _) = &table[0];
     println!(
         "Every handler is timed from its event's text (Python's `json.loads` of the event, which its \
          runtime does per invocation, included). The Python handlers alone, event already parsed, dry \
          run: seeds' {:.1} ms, vectorized {:.2} ms (tributary {:.1}x the vectorized one on that basis).\n",
         p.3,
         v.3,
-        v.3 / table[0].1.1
+        v.3 / r.1
     );
     println!("The servers' own time, from a bare SDK client in the benchmark process (no handler):\n");
     println!("| server | one PutRecords of 100 records | 100 PutRecord calls | Python handler / one PutRecords |");
