@@ -13,7 +13,9 @@ Usage: kafka_quix.py BROKERS INPUT_TOPIC OUTPUT_TOPIC EXPECTED   (MODEL_PATH: mo
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 
@@ -30,6 +32,7 @@ options.intra_op_num_threads = 1
 options.inter_op_num_threads = 1
 session = ort.InferenceSession(os.environ["MODEL_PATH"], options, providers=["CPUExecutionProvider"])
 
+state_dir = tempfile.mkdtemp(prefix="quix-state-")
 app = Application(
     broker_address=brokers,
     consumer_group="quix-" + input_topic,
@@ -37,6 +40,8 @@ app = Application(
     auto_create_topics=False,
     use_changelog_topics=False,
     loglevel=logging.WARNING,
+    # Quix keeps a state folder per consumer group (./state by default); not in the repository.
+    state_dir=state_dir,
 )
 source = app.topic(input_topic, value_deserializer="json")
 sink = app.topic(output_topic, value_serializer="json")
@@ -63,4 +68,5 @@ sdf = sdf.apply(predict)
 sdf.to_topic(sink, key=lambda event: str(event["prediction"]["ride_id"]))
 app.run(count=expected, collect=False)
 ended = time.perf_counter()
+shutil.rmtree(state_dir, ignore_errors=True)
 print(json.dumps({"seconds": ended - started, "steady_seconds": ended - first, "records": expected}), flush=True)

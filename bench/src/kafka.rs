@@ -124,7 +124,9 @@ pub async fn compare(
         let (bare_in, bare_out) = topics("bare");
         topic_with_rides(&brokers, &bare_in, count).await?;
         tributary_kafka::create_topic(&brokers, &bare_out, 1).await.map_err(anyhow::Error::msg)?;
-        timings[PEERS.len() + 1].push(ceiling(&brokers, &bare_in, &bare_out, count).await?);
+        let brokers_owned = brokers.clone();
+        timings[PEERS.len() + 1]
+            .push(tokio::task::spawn_blocking(move || ceiling(&brokers_owned, &bare_in, &bare_out, count)).await??);
     }
     let mut labels = vec![("tributary worker (`kafka-local.toml`)", count)];
     labels.extend(PEERS.iter().zip(py_counts).map(|(peer, n)| (peer.label, n)));
@@ -205,48 +207,82 @@ fn worker(root: &Path, bin: &Path, brokers: &str, (input, output): (&str, &str),
 }
 
 /// The broker's own ceiling on this machine: `count` records consumed from `input` and produced
-/// unchanged (same key) to `output` by librdkafka through rdkafka, in this process, with the
-/// worker's client settings (idempotent producer, `acks = all`) and nothing else: no decoding,
-/// no model, no envelope. Timed from the first message to the last delivery.
-async fn ceiling(brokers: &str, input: &str, output: &str, count: usize) -> Result<Timing> {
+/// unchanged (same key) to `output` by the leanest client loop librdkafka allows, in this
+/// process: a `BaseConsumer` polled in a loop, a `ThreadedProducer` whose delivery callback only
+/// counts, with the worker's client settings (idempotent producer, `acks = all`, `linger.ms = 1`)
+/// and nothing else: no decoding, no model, no envelope, no per-message future, and (unlike the
+/// worker) no waiting for a batch's deliveries nor committing offsets. Timed from the first
+/// message to the last delivery.
+fn ceiling(brokers: &str, input: &str, output: &str, count: usize) -> Result<Timing> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tributary_kafka::rdkafka::ClientContext;
     use tributary_kafka::rdkafka::Message;
-    use tributary_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
+    use tributary_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use tributary_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use tributary_kafka::rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+
+    /// Counts deliveries and failures.
+    #[derive(Default)]
+    struct Count {
+        delivered: AtomicUsize,
+        failed: AtomicUsize,
+    }
+    impl ClientContext for Count {}
+    impl ProducerContext for Count {
+        type DeliveryOpaque = ();
+        fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+            let counter = if result.is_ok() { &self.delivered } else { &self.failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     let started = Instant::now();
     let group = format!("bare-{input}");
-    let consumer: StreamConsumer = tributary_kafka::client_config(
+    let consumer: BaseConsumer = tributary_kafka::client_config(
         brokers,
         &[("group.id", group.as_str()), ("auto.offset.reset", "earliest")],
         &BTreeMap::new(),
     )
     .create()?;
     consumer.subscribe(&[input])?;
-    let producer: FutureProducer = tributary_kafka::client_config(
+    let producer: ThreadedProducer<Count> = tributary_kafka::client_config(
         brokers,
         &[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            ("linger.ms", "1"),
             ("queue.buffering.max.messages", "1000000"),
         ],
         &BTreeMap::new(),
     )
-    .create()?;
-    let mut deliveries = Vec::with_capacity(count);
+    .create_with_context(Count::default())?;
     let mut first = None;
-    while deliveries.len() < count {
-        let message = consumer.recv().await?;
-        first.get_or_insert_with(Instant::now);
-        let record = FutureRecord::to(output).payload(message.payload().unwrap_or_default());
-        let record = match message.key() {
-            Some(key) => record.key(key),
-            None => record,
-        };
-        deliveries.push(producer.send_result(record).map_err(|(e, _)| anyhow::anyhow!("producing to {output}: {e}"))?);
-    }
-    for delivery in futures::future::join_all(deliveries).await {
-        if let Err((e, _)) = delivery? {
-            bail!("delivering to {output}: {e}");
+    let mut sent = 0;
+    while sent < count {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the bare loop did not consume {count} records in 5 minutes");
         }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let message = message?;
+        first.get_or_insert_with(Instant::now);
+        let mut record = BaseRecord::to(output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        while let Err((e, back)) = producer.send(record) {
+            if e != KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) {
+                bail!("producing to {output}: {e}");
+            }
+            record = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let (delivered, failed) =
+        (producer.context().delivered.load(Ordering::Relaxed), producer.context().failed.load(Ordering::Relaxed));
+    if delivered != count || failed > 0 {
+        bail!("the bare loop delivered {delivered} of {count} records to {output} ({failed} failed)");
     }
     let first = first.context("no message")?;
     Ok((started.elapsed().as_secs_f64(), first.elapsed().as_secs_f64()))

@@ -99,7 +99,13 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
         let defaults = [
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "5"),
+            // A short linger. `deliver` enqueues a whole batch and the runtime waits for its
+            // reports before the next batch (with `max_in_flight = 1`), so librdkafka's default
+            // 5 ms only delayed every batch: the Kafka benchmark ran at half the broker's ceiling.
+            // With 0 the first messages of a batch go out alone while the rest are encoded: many
+            // small requests, about 40% more CPU, and a rate that swung between runs. 1 ms lets
+            // a batch leave in a few requests (BENCHMARKS.md, section 6).
+            ("linger.ms", "1"),
             ("queue.buffering.max.messages", queue.as_str()),
             ("message.timeout.ms", "30000"),
         ];
