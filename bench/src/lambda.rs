@@ -312,6 +312,16 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         v.3,
         v.3 / r.1
     );
+    let floor = reading_floor(&events)?;
+    println!(
+        "The least a handler can spend reading these events (in this process: serde_json into borrowed \
+         fields, each entry's `data` and `sequenceNumber` only, base64, each ride's four fields; no model, \
+         no envelope, no request): {floor:.3} ms per event, {:.0}% of the vectorized Python handler's {:.2} ms \
+         (dry run): no handler reading this event format can be more than {:.1}x it.\n",
+        100.0 * floor / v.1,
+        v.1,
+        v.1 / floor
+    );
     println!("The servers' own time, from a bare SDK client in the benchmark process (no handler):\n");
     println!("| server | one PutRecords of 100 records | 100 PutRecord calls | Python handler / one PutRecords |");
     println!("|---|---:|---:|---:|");
@@ -325,6 +335,64 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
     );
     large_batches(root, dir, &bench_bin, &pickle).await?;
     Ok(())
+}
+
+/// Median milliseconds per event to read the events in `path` and nothing else: the fields a
+/// handler cannot do without (each record's data and sequence number, the ride's three features
+/// and its id), borrowed from the event's text where they can be, base64 decoded into one reused
+/// buffer. The floor under any handler of this event format, whatever it does next.
+fn reading_floor(path: &Path) -> Result<f64> {
+    use base64::Engine;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<Entry<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Entry<'a> {
+        #[serde(borrow)]
+        kinesis: Kinesis<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Kinesis<'a> {
+        data: &'a str,
+        #[serde(rename = "sequenceNumber")]
+        sequence_number: &'a str,
+    }
+    #[derive(Deserialize)]
+    struct RideEvent {
+        ride: Ride,
+        ride_id: u64,
+    }
+    #[derive(Deserialize)]
+    #[allow(non_snake_case)]
+    struct Ride {
+        PULocationID: u32,
+        DOLocationID: u32,
+        trip_distance: f64,
+    }
+
+    let text = std::fs::read_to_string(path)?;
+    let events: Vec<&str> = text.lines().collect();
+    let mut data = Vec::with_capacity(256);
+    let mut times = Vec::new();
+    let mut checksum = 0.0;
+    for round in 0..2_000 {
+        let started = Instant::now();
+        let event: Event = serde_json::from_str(events[round % events.len()])?;
+        for entry in &event.records {
+            data.clear();
+            base64::engine::general_purpose::STANDARD.decode_vec(entry.kinesis.data, &mut data)?;
+            let ride: RideEvent = serde_json::from_slice(&data)?;
+            checksum += f64::from(ride.ride.PULocationID + ride.ride.DOLocationID) + ride.ride.trip_distance;
+            checksum += (ride.ride_id as f64) + entry.kinesis.sequence_number.len() as f64;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    std::hint::black_box(checksum);
+    Ok(median(&mut times))
 }
 
 /// Records in one event of Lambda's largest Kinesis batch (the event source mapping's

@@ -102,9 +102,9 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             // A short linger. `deliver` enqueues a whole batch and the runtime waits for its
             // reports before the next batch (with `max_in_flight = 1`), so librdkafka's default
             // 5 ms only delayed every batch: the Kafka benchmark ran at half the broker's ceiling.
-            // With 0 the first messages of a batch go out alone while the rest are encoded: many
-            // small requests, about 40% more CPU, and a rate that swung between runs. 1 ms lets
-            // a batch leave in a few requests (BENCHMARKS.md, section 6).
+            // With 0 the worker took more CPU and its rate swung by 2x between runs (a batch's
+            // first messages leaving alone while the rest are encoded, presumably); 1 ms was as
+            // fast as 0.5 and steady (BENCHMARKS.md, the second session of 2026-12-06).
             ("linger.ms", "1"),
             ("queue.buffering.max.messages", queue.as_str()),
             ("message.timeout.ms", "30000"),
