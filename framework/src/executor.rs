@@ -7,6 +7,7 @@
 //! payload, and hand back the records they do not read that way, which are then decoded (or
 //! rejected as not JSON, as the decoder would have) and processed as values.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -301,7 +302,7 @@ impl Graph {
         let json_text = self.source_read_as_json_text(source);
         let source_items = self.decode(source, records, rejections, json_text);
         let mut outputs: Vec<Vec<Item>> = vec![Vec::new(); self.processors.len()];
-        let mut undecodable: Vec<usize> = Vec::new();
+        let mut undecodable: HashSet<usize> = HashSet::new();
         for level in &self.levels {
             let calls = self.processors[level.clone()].iter().map(|node| {
                 let items = gather(&node.inputs, source, &source_items, &outputs);
@@ -386,16 +387,16 @@ impl Graph {
         records: &[Record],
         declined: Vec<Item>,
         rejections: &mut Vec<Rejection>,
-        undecodable: &mut Vec<usize>,
+        undecodable: &mut HashSet<usize>,
     ) -> Vec<Item> {
         let mut items = Vec::with_capacity(declined.len());
         for Item { origin, .. } in declined {
             match decode_json(records[origin].raw_bytes()) {
                 Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
-                Err(_) if undecodable.contains(&origin) => {}
                 Err(reason) => {
-                    undecodable.push(origin);
-                    rejections.push(Rejection { origin, component: self.decoder_id(source), reason, output: None });
+                    if undecodable.insert(origin) {
+                        rejections.push(Rejection { origin, component: self.decoder_id(source), reason, output: None });
+                    }
                 }
             }
         }
