@@ -317,7 +317,7 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         "The least a handler can spend reading these events (in this process: serde_json into borrowed \
          fields, each entry's `data` and `sequenceNumber` only, base64, each ride's four fields; no model, \
          no envelope, no request): {floor:.3} ms per event, {:.0}% of the vectorized Python handler's {:.2} ms \
-         (dry run): no handler reading this event format can be more than {:.1}x it.\n",
+         (dry run): no handler that reads this event format with serde_json can be more than {:.1}x it.\n",
         100.0 * floor / v.1,
         v.1,
         v.1 / floor
@@ -340,7 +340,8 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
 /// Median milliseconds per event to read the events in `path` and nothing else: the fields a
 /// handler cannot do without (each record's data and sequence number, the ride's three features
 /// and its id), borrowed from the event's text where they can be, base64 decoded into one reused
-/// buffer. The floor under any handler of this event format, whatever it does next.
+/// buffer. The floor under any handler of this event format that reads it with serde_json (sonic-rs
+/// and simd-json were no faster on these events: BENCHMARKS.md), whatever it does next.
 fn reading_floor(path: &Path) -> Result<f64> {
     use base64::Engine;
     use serde::Deserialize;
