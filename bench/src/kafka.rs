@@ -98,12 +98,13 @@ pub async fn compare(
     for round in 0..rounds {
         let topics = |who: &str| (format!("kb-{who}-in-{pid}-{round}"), format!("kb-{who}-out-{pid}-{round}"));
         let (rust_in, rust_out) = topics("rust");
+        let rust_dead = format!("{rust_in}-dead");
         topic_with_rides(&brokers, &rust_in, count).await?;
-        for topic in [&rust_out, &format!("{rust_in}-dead")] {
+        for topic in [&rust_out, &rust_dead] {
             tributary_kafka::create_topic(&brokers, topic, 1).await.map_err(anyhow::Error::msg)?;
         }
         timings[0].push(worker(root, bin, &brokers, (&rust_in, &rust_out), count)?);
-        drop_topics(&brokers, &[&rust_in, &rust_out, &format!("{rust_in}-dead")]).await?;
+        drop_topics(&brokers, &[&rust_in, &rust_out, &rust_dead]).await?;
 
         for (n, (peer, &py_count)) in PEERS.iter().zip(&py_counts).enumerate() {
             let (input, output) = topics(&format!("py{n}"));
@@ -230,7 +231,7 @@ fn worker(root: &Path, bin: &Path, brokers: &str, (input, output): (&str, &str),
 /// The broker's own ceiling on this machine: `count` records consumed from `input` and produced
 /// unchanged (same key) to `output` by the leanest client loop librdkafka allows, in this
 /// process: a `BaseConsumer` polled in a loop, a `ThreadedProducer` whose delivery callback only
-/// counts, with the worker's client settings (idempotent producer, `acks = all`, `linger.ms = 1`)
+/// counts, with the worker's producer settings (`tributary_kafka::PRODUCER_DEFAULTS`)
 /// and nothing else: no decoding, no model, no envelope, no per-message future, and (unlike the
 /// worker) no waiting for a batch's deliveries nor committing offsets. Timed from the first
 /// message to the last delivery.
@@ -266,17 +267,10 @@ fn ceiling(brokers: &str, input: &str, output: &str, count: usize) -> Result<Tim
     )
     .create()?;
     consumer.subscribe(&[input])?;
-    let producer: ThreadedProducer<Count> = tributary_kafka::client_config(
-        brokers,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "1"),
-            ("queue.buffering.max.messages", "1000000"),
-        ],
-        &BTreeMap::new(),
-    )
-    .create_with_context(Count::default())?;
+    let mut settings = tributary_kafka::PRODUCER_DEFAULTS.to_vec();
+    settings.push(("queue.buffering.max.messages", "1000000"));
+    let producer: ThreadedProducer<Count> =
+        tributary_kafka::client_config(brokers, &settings, &BTreeMap::new()).create_with_context(Count::default())?;
     let mut first = None;
     let mut sent = 0;
     while sent < count {

@@ -96,19 +96,8 @@ pub fn build(spec: ComponentSpec) -> BuildFuture<Arc<dyn Sink>> {
             return Err(spec.error("max_in_flight", "must be at least 1"));
         }
         let queue = config.max_in_flight.to_string();
-        let defaults = [
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            // A short linger. `deliver` enqueues a whole batch and the runtime waits for its
-            // reports before the next batch (with `max_in_flight = 1`), so librdkafka's default
-            // 5 ms only delayed every batch: the Kafka benchmark ran at half the broker's ceiling.
-            // With 0 the worker took more CPU and its rate swung by 2x between runs (a batch's
-            // first messages leaving alone while the rest are encoded, presumably); 1 ms was as
-            // fast as 0.5 and steady (BENCHMARKS.md, the second session of 2026-12-06).
-            ("linger.ms", "1"),
-            ("queue.buffering.max.messages", queue.as_str()),
-            ("message.timeout.ms", "30000"),
-        ];
+        let mut defaults = tributary_kafka::PRODUCER_DEFAULTS.to_vec();
+        defaults.extend([("queue.buffering.max.messages", queue.as_str()), ("message.timeout.ms", "30000")]);
         let context = Context::new(&spec.path.component, &config.brokers);
         let fatal = context.fatal_error();
         let producer: FutureProducer<Context> =

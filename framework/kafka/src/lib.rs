@@ -3,6 +3,8 @@
 //!
 //! - [`client_config`]: the librdkafka settings of a component: `brokers`, tributary's defaults,
 //!   then every `[<component>.librdkafka]` entry, which wins (TLS, SASL, timeouts, tuning);
+//! - [`PRODUCER_DEFAULTS`]: how the `kafka` sink produces (and the benchmark's bare loop, which
+//!   must produce the same way);
 //! - [`Context`]: a librdkafka client context that reports broker errors (down at start, gone
 //!   away) through `tracing`, rate-limited, and keeps per-partition consumer lag from
 //!   librdkafka's statistics;
@@ -29,6 +31,17 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use rdkafka;
+
+/// The producer settings of the `kafka` sink: idempotent (librdkafka's own retries neither
+/// duplicate nor reorder), acknowledged by every in-sync replica, and a short linger.
+///
+/// The linger: the sink enqueues a whole batch and the runtime waits for its reports before the
+/// next batch (with `max_in_flight = 1`), so librdkafka's default 5 ms only delayed every batch:
+/// the Kafka benchmark ran at half the broker's ceiling. With 0 the worker took more CPU and its
+/// rate swung by 2x between runs (a batch's first messages leaving alone while the rest are
+/// encoded, presumably); 1 ms was as fast as 0.5 and steady (BENCHMARKS.md, the second session
+/// of 2026-12-06).
+pub const PRODUCER_DEFAULTS: [(&str, &str); 3] = [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "1")];
 
 /// The librdkafka configuration of a component: `bootstrap.servers`, then `defaults`, then the
 /// user's `properties` (which override both).
