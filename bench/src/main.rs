@@ -162,7 +162,7 @@ fn main() -> Result<()> {
             &pickle,
             dir.path(),
             if quick { 300_000 } else { 3_000_000 },
-            if quick { 1 } else { 3 },
+            if quick { 1 } else { 7 },
         )?;
     }
     Ok(())

@@ -272,6 +272,21 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Ends the process with `status` at once, after flushing stdout and stderr, without running
+/// destructors or exit handlers. For a finished batch job (outputs committed and synced,
+/// checkpoint written, dead letters delivered) they are only teardown, and ONNX Runtime's is
+/// costly: its static destructors were about 30% of a job's CPU time on a 1,000-row file.
+#[cfg(feature = "parquet")]
+fn end_now(status: u8) -> ! {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    #[cfg(unix)]
+    signal_hook::low_level::exit(i32::from(status));
+    #[cfg(not(unix))]
+    std::process::exit(i32::from(status));
+}
+
 /// Runs the config as a batch job when its source is `parquet`; `None` for a stream.
 #[cfg(feature = "parquet")]
 async fn batch(
@@ -292,7 +307,8 @@ async fn batch(
         ([], _) => None,
         ([one], 1) => {
             let progress = !no_status && std::io::stderr().is_terminal();
-            Some(crate::batch::run(one, registry, crate::batch::BatchOptions { force, progress }).await)
+            let status = crate::batch::run(one, registry, crate::batch::BatchOptions { force, progress }).await;
+            end_now(status)
         }
         ([first, ..], _) => {
             eprintln!("error: {}: a batch job (parquet source) runs alone: one --config per run", first.file);

@@ -23,11 +23,11 @@ use arrow_array::types::Int8Type;
 use arrow_array::{
     ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int8Array, Int64Array, RecordBatch, StringArray,
 };
-use arrow_buffer::NullBuffer;
-use arrow_schema::{Field, Schema};
+use arrow_buffer::{BooleanBuffer, NullBuffer};
+use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
@@ -154,6 +154,7 @@ impl OutputFile {
                     builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
                 }
             }
+            builder = with_encodings(builder, &batch.schema(), outputs);
             let properties = builder.build();
             // The file's schema is Parquet's own: no Arrow schema in its metadata, which would
             // make readers (pyarrow, pandas) load the constant columns as dictionaries.
@@ -199,6 +200,42 @@ impl Drop for OutputFile {
     }
 }
 
+/// Encodings for the columns whose values are nearly all different, where a dictionary only
+/// costs: the writer hashes every value until the dictionary is full (1 MiB), then writes the
+/// rest plain, and zstd finds little to match in plain 8-byte values.
+///
+/// - A processor's float columns (predictions): `BYTE_STREAM_SPLIT`, the encoding Parquet has
+///   for floating-point data (each byte of the values in its own stream, which zstd compresses
+///   faster and better; a float32 model's predictions widened to float64 have zero low bytes).
+/// - Timestamps among the copied input columns (a ride's pickup time): `DELTA_BINARY_PACKED`.
+///
+/// On a TLC month (3M rows, the seeds' columns and `ride_duration`) the writer took about a
+/// quarter less CPU time and the file was 4% smaller (BENCHMARKS.md). Both encodings are read by
+/// pyarrow, pandas, DuckDB and Spark.
+fn with_encodings(
+    mut builder: parquet::file::properties::WriterPropertiesBuilder,
+    schema: &Schema,
+    outputs: &[(String, Column)],
+) -> parquet::file::properties::WriterPropertiesBuilder {
+    let mut set = |name: &str, encoding: Encoding| {
+        let path = ColumnPath::from(name);
+        builder = std::mem::take(&mut builder)
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, encoding);
+    };
+    for field in schema.fields() {
+        if matches!(field.data_type(), DataType::Timestamp(..)) {
+            set(field.name(), Encoding::DELTA_BINARY_PACKED);
+        }
+    }
+    for (name, column) in outputs {
+        if matches!(column.data, ColumnData::Float64(_)) {
+            set(name, Encoding::BYTE_STREAM_SPLIT);
+        }
+    }
+    builder
+}
+
 /// Up to this many runs of kept rows, a batch is written as slices of itself rather than
 /// filtered into a copy (with one bad row in 10,000 a batch has a run or two).
 const MAX_SLICES: usize = 8;
@@ -232,7 +269,9 @@ pub fn remove_temporaries(dir: &Path) -> usize {
 
 fn to_array(column: &Column) -> ArrayRef {
     // Arrow's validity is the opposite of `nulls`: true where a row has a value.
-    let validity = || column.nulls.as_ref().map(|nulls| nulls.iter().map(|&null| !null).collect::<NullBuffer>());
+    let validity = || {
+        column.nulls.as_ref().map(|nulls| NullBuffer::new(BooleanBuffer::collect_bool(nulls.len(), |i| !nulls[i])))
+    };
     match &column.data {
         ColumnData::Int64(v) => Arc::new(Int64Array::new(v.clone().into(), validity())),
         ColumnData::Float64(v) => Arc::new(Float64Array::new(v.clone().into(), validity())),
@@ -330,6 +369,39 @@ mod tests {
         }
         assert_eq!(ids, expected);
         assert_eq!(durations, expected.iter().map(|&i| i as f64 / 2.0).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn predictions_are_byte_stream_split_and_timestamps_delta_encoded_and_read_back_unchanged() {
+        use arrow_array::TimestampMicrosecondArray;
+        use arrow_array::cast::AsArray;
+        let dir = tempfile::tempdir().unwrap();
+        let pickups = vec![1_704_067_200_000_000_i64, 1_704_067_260_000_000, 1_704_067_200_500_000];
+        let times: ArrayRef = Arc::new(TimestampMicrosecondArray::from(pickups.clone()));
+        let miles: ArrayRef = Arc::new(Float64Array::from(vec![3.66, 1.0, 2.5]));
+        let input = RecordBatch::try_from_iter([("tpep_pickup_datetime", times), ("trip_distance", miles)]).unwrap();
+        let durations = vec![22.232_950_210_571_29, 0.0, -1.5];
+        let outputs = vec![(
+            "ride_duration".to_string(),
+            Column { data: ColumnData::Float64(durations.clone()), nulls: Some(vec![false, true, false]) },
+        )];
+        let mut out = OutputFile::start(dir.path(), "a.parquet", Compression::ZSTD(ZstdLevel::default())).unwrap();
+        out.write(&input, &outputs, &[true; 3]).unwrap();
+        out.commit().unwrap();
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(dir.path().join("a.parquet")).unwrap()).unwrap();
+        let chunks = builder.metadata().row_group(0).columns();
+        let encodings = |i: usize| chunks[i].encodings().collect::<Vec<Encoding>>();
+        assert!(encodings(0).contains(&Encoding::DELTA_BINARY_PACKED), "{:?}", encodings(0));
+        // A copied float column keeps its dictionary: a distance has few values.
+        assert!(encodings(1).contains(&Encoding::RLE_DICTIONARY), "{:?}", encodings(1));
+        assert!(encodings(2).contains(&Encoding::BYTE_STREAM_SPLIT), "{:?}", encodings(2));
+        assert!(!encodings(2).contains(&Encoding::RLE_DICTIONARY), "{:?}", encodings(2));
+        let batch = builder.build().unwrap().map(Result::unwrap).next().unwrap();
+        let read = batch.column(0).as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        assert_eq!(read.values().to_vec(), pickups);
+        let read = batch.column(2).as_primitive::<arrow_array::types::Float64Type>();
+        assert_eq!(read.iter().collect::<Vec<_>>(), [Some(durations[0]), None, Some(durations[2])]);
     }
 
     #[test]
