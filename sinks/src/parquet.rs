@@ -269,9 +269,8 @@ pub fn remove_temporaries(dir: &Path) -> usize {
 
 fn to_array(column: &Column) -> ArrayRef {
     // Arrow's validity is the opposite of `nulls`: true where a row has a value.
-    let validity = || {
-        column.nulls.as_ref().map(|nulls| NullBuffer::new(BooleanBuffer::collect_bool(nulls.len(), |i| !nulls[i])))
-    };
+    let validity =
+        || column.nulls.as_ref().map(|nulls| NullBuffer::new(BooleanBuffer::collect_bool(nulls.len(), |i| !nulls[i])));
     match &column.data {
         ColumnData::Int64(v) => Arc::new(Int64Array::new(v.clone().into(), validity())),
         ColumnData::Float64(v) => Arc::new(Float64Array::new(v.clone().into(), validity())),
