@@ -86,9 +86,21 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// One measured process: (init ms from spawn to "ready", median ms per batch from the event's
-/// text, peak RSS kB, median ms of a Python handler alone (without `json.loads`; NaN for Rust)).
-fn measure(mut command: Command) -> Result<(f64, f64, u64, f64)> {
+/// One handler process, or the medians of a cell's processes.
+#[derive(Clone, Copy, Default)]
+struct Handler {
+    /// From spawn to the process's "ready" line, ms.
+    init_ms: f64,
+    /// Per batch, from the event's text, ms (median over the process's batches).
+    batch_ms: f64,
+    /// Peak resident memory, MB.
+    rss_mb: f64,
+    /// A Python handler alone, the event already parsed, ms (NaN for tributary).
+    handler_ms: f64,
+}
+
+/// Runs one handler process to its end.
+fn measure(mut command: Command) -> Result<Handler> {
     let started = Instant::now();
     let mut child = command.stdout(Stdio::piped()).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
@@ -101,12 +113,12 @@ fn measure(mut command: Command) -> Result<(f64, f64, u64, f64)> {
     if !child.wait()?.success() {
         bail!("benchmark process failed");
     }
-    Ok((
+    Ok(Handler {
         init_ms,
-        result["batch_ms"].as_f64().unwrap_or(f64::NAN),
-        result["peak_rss_kb"].as_u64().unwrap_or(0),
-        result["handler_ms"].as_f64().unwrap_or(f64::NAN),
-    ))
+        batch_ms: result["batch_ms"].as_f64().unwrap_or(f64::NAN),
+        rss_mb: result["peak_rss_kb"].as_u64().unwrap_or(0) as f64 / 1024.0,
+        handler_ms: result["handler_ms"].as_f64().unwrap_or(f64::NAN),
+    })
 }
 
 /// The scikit-learn pipeline of the committed model (same seed), pickled for the Python references.
@@ -245,7 +257,7 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
             None => None,
         };
         // One list of measured processes per handler, in `Side` order.
-        let mut measured: [Vec<(f64, f64, u64, f64)>; 3] = Default::default();
+        let mut measured: [Vec<Handler>; 3] = Default::default();
         for _ in 0..runs {
             for side in Side::ALL {
                 let stream = match (&kinesis, &target.endpoint) {
@@ -283,24 +295,25 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for (what, r, p, v, _) in &table {
-        println!("| {what} | {:.2} ms | {:.1} ms | {:.2} ms | {:.0}x | {:.1}x |", r.1, p.1, v.1, p.1 / r.1, v.1 / r.1);
+        let (r, p, v) = (r.batch_ms, p.batch_ms, v.batch_ms);
+        println!("| {what} | {r:.2} ms | {p:.1} ms | {v:.2} ms | {:.0}x | {:.1}x |", p / r, v / r);
     }
     let (_, r, p, v, _) = &table[1];
     println!(
         "| process start to ready | {:.1} ms | {:.0} ms | {:.0} ms | {:.0}x | {:.0}x |",
-        r.0,
-        p.0,
-        v.0,
-        p.0 / r.0,
-        v.0 / r.0
+        r.init_ms,
+        p.init_ms,
+        v.init_ms,
+        p.init_ms / r.init_ms,
+        v.init_ms / r.init_ms
     );
     println!(
         "| peak RSS | {:.1} MB | {:.1} MB | {:.1} MB | {:.1}x smaller | {:.1}x smaller |",
-        r.2,
-        p.2,
-        v.2,
-        p.2 / r.2,
-        v.2 / r.2
+        r.rss_mb,
+        p.rss_mb,
+        v.rss_mb,
+        p.rss_mb / r.rss_mb,
+        v.rss_mb / r.rss_mb
     );
     println!("\n({runs} process(es) per cell, {batches} batches per process, medians)\n");
     let (_, r, p, v, _) = &table[0];
@@ -308,9 +321,9 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
         "Every handler is timed from its event's text (Python's `json.loads` of the event, which its \
          runtime does per invocation, included). The Python handlers alone, event already parsed, dry \
          run: seeds' {:.1} ms, vectorized {:.2} ms (tributary {:.1}x the vectorized one on that basis).\n",
-        p.3,
-        v.3,
-        v.3 / r.1
+        p.handler_ms,
+        v.handler_ms,
+        v.handler_ms / r.batch_ms
     );
     let floor = reading_floor(&events)?;
     println!(
@@ -318,16 +331,16 @@ pub async fn compare(root: &Path, dir: &Path, batches: usize, runs: usize) -> Re
          fields, each entry's `data` and `sequenceNumber` only, base64, each ride's four fields; no model, \
          no envelope, no request): {floor:.3} ms per event, {:.0}% of the vectorized Python handler's {:.2} ms \
          (dry run): no handler that reads this event format with serde_json can be more than {:.1}x it.\n",
-        100.0 * floor / v.1,
-        v.1,
-        v.1 / floor
+        100.0 * floor / v.batch_ms,
+        v.batch_ms,
+        v.batch_ms / floor
     );
     println!("The servers' own time, from a bare SDK client in the benchmark process (no handler):\n");
     println!("| server | one PutRecords of 100 records | 100 PutRecord calls | Python handler / one PutRecords |");
     println!("|---|---:|---:|---:|");
     for (_, _, p, _, floor) in &table {
         if let Some((server, (put_records, put_record))) = floor {
-            println!("| {server} | {put_records:.2} ms | {put_record:.1} ms | {:.0}x |", p.1 / put_records);
+            println!("| {server} | {put_records:.2} ms | {put_record:.1} ms | {:.0}x |", p.batch_ms / put_records);
         }
     }
     println!(
@@ -416,9 +429,11 @@ async fn large_batches(root: &Path, dir: &Path, bench_bin: &Path, pickle: &Path)
     println!("Largest batches: {LARGEST_BATCH} records per event ({event_mb:.1} MB of event), dry run, 3 batches:\n");
     println!("| | tributary (Rust) | seeds' Python handler | vectorized Python handler |");
     println!("|---|---:|---:|---:|");
-    println!("| time per batch | {:.1} ms | {:.0} ms | {:.1} ms |", rows[0].1, rows[1].1, rows[2].1);
-    let mb = |kb: u64| kb as f64 / 1024.0;
-    println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1} MB |\n", mb(rows[0].2), mb(rows[1].2), mb(rows[2].2));
+    println!(
+        "| time per batch | {:.1} ms | {:.0} ms | {:.1} ms |",
+        rows[0].batch_ms, rows[1].batch_ms, rows[2].batch_ms
+    );
+    println!("| peak RSS | {:.1} MB | {:.1} MB | {:.1} MB |\n", rows[0].rss_mb, rows[1].rss_mb, rows[2].rss_mb);
     Ok(())
 }
 
@@ -464,12 +479,13 @@ async fn server_time(kinesis: &aws_sdk_kinesis::Client, streams: [&str; 2], batc
     Ok((median(&mut batch_ms), median(&mut single_ms)))
 }
 
-/// Medians of a cell's processes: (init ms, ms per batch from the event's text, peak RSS MB, ms
-/// of a Python handler alone).
-fn summarize(runs: &[(f64, f64, u64, f64)]) -> (f64, f64, f64, f64) {
-    let mut init: Vec<f64> = runs.iter().map(|r| r.0).collect();
-    let mut batch: Vec<f64> = runs.iter().map(|r| r.1).collect();
-    let mut rss: Vec<f64> = runs.iter().map(|r| r.2 as f64 / 1024.0).collect();
-    let mut handler: Vec<f64> = runs.iter().map(|r| r.3).collect();
-    (median(&mut init), median(&mut batch), median(&mut rss), median(&mut handler))
+/// Medians of a cell's processes, figure by figure.
+fn summarize(runs: &[Handler]) -> Handler {
+    let pick = |f: fn(&Handler) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    Handler {
+        init_ms: pick(|h| h.init_ms),
+        batch_ms: pick(|h| h.batch_ms),
+        rss_mb: pick(|h| h.rss_mb),
+        handler_ms: pick(|h| h.handler_ms),
+    }
 }
