@@ -5,6 +5,13 @@
 //!   feeds only an `ai.onnx.ml` `DictVectorizer` node, the node is removed and its output becomes
 //!   the graph input (`[N, V]` over its vocabulary): tributary builds those rows itself, the way
 //!   the node would, and the rest of the graph runs once per batch with identical results.
+//! - **LabelEncoder string inputs.** A `tensor(string)` input that feeds only an `ai.onnx.ml`
+//!   `LabelEncoder` mapping strings to integers (`keys_strings` -> `values_int64s`) is replaced
+//!   by the encoder's output, an `int64` tensor of the same shape: tributary looks each string up
+//!   itself ([`super::labels`]), the way the node would (unknown strings get `default_int64`).
+//!   Handing ONNX Runtime strings costs a copy of each into a C string and another into its own,
+//!   then a hash lookup in the node: from Python, 4.07 ms per 65,536 rows of the ride-duration
+//!   model against 0.72 ms with the codes, the same predictions.
 //! - **ZipMap outputs.** A classifier's probabilities exported as ZipMap
 //!   (`seq(map(int64|string, float))`) come out of ONNX Runtime one map per record. The ZipMap
 //!   node is removed and its input (`[N, K]` probabilities) is read instead; its class labels
@@ -28,6 +35,19 @@ pub struct DictInput {
     pub elem_type: i32,
 }
 
+/// A `tensor(string)` input replaced by its LabelEncoder's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelInput {
+    /// The input's name in the exported model (what users map).
+    pub input: String,
+    /// The tensor fed instead: the LabelEncoder's output, `int64`, the input's shape.
+    pub tensor: String,
+    /// Each key and its code, as the node lists them.
+    pub codes: Vec<(String, i64)>,
+    /// The code of a string that is not a key.
+    pub default: i64,
+}
+
 /// A ZipMap output replaced by its input tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassMapOutput {
@@ -46,12 +66,18 @@ pub struct Rewritten {
     pub bytes: Vec<u8>,
     /// Inputs now fed as tensors.
     pub dict_inputs: Vec<DictInput>,
+    /// String inputs now fed as their codes.
+    pub label_inputs: Vec<LabelInput>,
     /// Outputs now read as tensors.
     pub class_maps: Vec<ClassMapOutput>,
 }
 
 /// ONNX `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// ONNX `TensorProto.DataType.INT64`.
+const INT64: i32 = 7;
+/// ONNX `TensorProto.DataType.STRING`.
+const STRING: i32 = 8;
 
 /// Rewrites what can be rewritten; a model with nothing to rewrite comes back unchanged.
 ///
@@ -68,9 +94,14 @@ pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
         nodes.push(Node::parse(field.bytes()?)?);
     }
     let mut inputs = HashMap::new();
+    let mut string_inputs = Vec::new();
     for field in graph.iter().filter(|f| f.number == 11) {
         let info = fields(field.bytes()?)?;
-        inputs.insert(string_field(&info, 1)?, map_value_type(&info)?);
+        let name = string_field(&info, 1)?;
+        if tensor_elem_type(&info)? == Some(STRING) {
+            string_inputs.push(name.clone());
+        }
+        inputs.insert(name, map_value_type(&info)?);
     }
     let outputs: Vec<String> = graph
         .iter()
@@ -97,6 +128,27 @@ pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
             }
         }
     }
+    let mut label_inputs = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let ([input], [output]) = (node.inputs.as_slice(), node.outputs.as_slice()) else { continue };
+        if node.op_type != "LabelEncoder" || !string_inputs.contains(input) || outputs.contains(output) {
+            continue;
+        }
+        let consumers = nodes.iter().filter(|n| n.inputs.contains(input)).count();
+        let (keys, values) = (node.strings("keys_strings"), node.ints("values_int64s"));
+        if consumers != 1 || keys.is_empty() || keys.len() != values.len() {
+            continue;
+        }
+        dropped[i] = true;
+        // ONNX's default for `default_int64` is -1.
+        let default = node.int("default_int64").unwrap_or(-1);
+        label_inputs.push(LabelInput {
+            input: input.clone(),
+            tensor: output.clone(),
+            codes: keys.into_iter().zip(values).collect(),
+            default,
+        });
+    }
     let mut class_maps = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let ([input], [output]) = (node.inputs.as_slice(), node.outputs.as_slice()) else { continue };
@@ -110,7 +162,7 @@ pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
         dropped[i] = true;
         class_maps.push(ClassMapOutput { output: output.clone(), tensor: input.clone(), labels });
     }
-    if dict_inputs.is_empty() && class_maps.is_empty() {
+    if dict_inputs.is_empty() && label_inputs.is_empty() && class_maps.is_empty() {
         return Ok(Rewritten { bytes: bytes.to_vec(), ..Rewritten::default() });
     }
 
@@ -126,12 +178,14 @@ pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
             }
             11 => {
                 let name = string_field(&fields(field.bytes()?)?, 1)?;
-                match dict_inputs.iter().find(|d| d.input == name) {
-                    Some(dict) => {
-                        let info = tensor_value_info(&dict.tensor, dict.elem_type, dict.vocabulary.len());
-                        write_bytes(&mut new_graph, 11, &info);
-                    }
-                    None => field.write(&mut new_graph),
+                if let Some(dict) = dict_inputs.iter().find(|d| d.input == name) {
+                    let info = tensor_value_info(&dict.tensor, dict.elem_type, dict.vocabulary.len());
+                    write_bytes(&mut new_graph, 11, &info);
+                } else if let Some(label) = label_inputs.iter().find(|l| l.input == name) {
+                    let info = retyped_value_info(&fields(field.bytes()?)?, &label.tensor, INT64)?;
+                    write_bytes(&mut new_graph, 11, &info);
+                } else {
+                    field.write(&mut new_graph);
                 }
             }
             12 => {
@@ -156,7 +210,7 @@ pub fn rewrite(bytes: &[u8]) -> Result<Rewritten, String> {
             field.write(&mut new_model);
         }
     }
-    Ok(Rewritten { bytes: new_model, dict_inputs, class_maps })
+    Ok(Rewritten { bytes: new_model, dict_inputs, label_inputs, class_maps })
 }
 
 /// The parts of a `NodeProto` the rewrites look at.
@@ -195,6 +249,11 @@ impl Node {
         self.attribute(name).iter().filter(|f| f.number == 9).filter_map(|f| text(f.bytes().ok()?).ok()).collect()
     }
 
+    /// An attribute's `i` (field 3), if it has one.
+    fn int(&self, name: &str) -> Option<i64> {
+        self.attribute(name).iter().find(|f| f.number == 3).and_then(Field::varint).map(|v| v as i64)
+    }
+
     /// An attribute's `ints` (field 8), packed or not.
     fn ints(&self, name: &str) -> Vec<i64> {
         let mut out = Vec::new();
@@ -231,6 +290,34 @@ fn map_value_type(info: &[Field<'_>]) -> Result<Option<i32>, String> {
     let elem_type = fields(tensor.bytes()?)?.iter().find(|f| f.number == 1).and_then(Field::varint);
     // Key type 8 is STRING.
     Ok(if key_type == Some(8) { elem_type.map(|t| t as i32) } else { None })
+}
+
+/// For a graph input's `ValueInfoProto`: the element type code of a tensor input (other inputs:
+/// `None`).
+fn tensor_elem_type(info: &[Field<'_>]) -> Result<Option<i32>, String> {
+    let Some(type_proto) = info.iter().find(|f| f.number == 2) else { return Ok(None) };
+    let type_proto = fields(type_proto.bytes()?)?;
+    let Some(tensor) = type_proto.iter().find(|f| f.number == 1) else { return Ok(None) };
+    Ok(fields(tensor.bytes()?)?.iter().find(|f| f.number == 1).and_then(Field::varint).map(|t| t as i32))
+}
+
+/// A tensor input's `ValueInfoProto` (`info`) renamed `name`, its elements of type `elem_type`,
+/// its shape kept.
+fn retyped_value_info(info: &[Field<'_>], name: &str, elem_type: i32) -> Result<Vec<u8>, String> {
+    let mut tensor = Vec::new();
+    write_varint_field(&mut tensor, 1, elem_type as u64);
+    let type_proto = info.iter().find(|f| f.number == 2).ok_or("an input without a type")?;
+    if let Some(old) = fields(type_proto.bytes()?)?.iter().find(|f| f.number == 1) {
+        for field in fields(old.bytes()?)?.iter().filter(|f| f.number == 2) {
+            field.write(&mut tensor);
+        }
+    }
+    let mut type_proto = Vec::new();
+    write_bytes(&mut type_proto, 1, &tensor);
+    let mut out = Vec::new();
+    write_bytes(&mut out, 1, name.as_bytes());
+    write_bytes(&mut out, 2, &type_proto);
+    Ok(out)
 }
 
 /// A `ValueInfoProto` for a `[N, width]` tensor of `elem_type`.
@@ -488,5 +575,34 @@ mod tests {
         let rewritten = rewrite(&model).unwrap();
         assert_eq!(rewritten.bytes, model);
         assert!(rewritten.dict_inputs.is_empty() && rewritten.class_maps.is_empty());
+    }
+
+    #[test]
+    fn the_ride_duration_models_label_encoder_is_fed_codes_and_leaves_the_graph() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/ride_duration/model.onnx");
+        let bytes = std::fs::read(path).unwrap();
+        let rewritten = rewrite(&bytes).unwrap();
+        let [label] = rewritten.label_inputs.as_slice() else { panic!("{:?}", rewritten.label_inputs.len()) };
+        assert_eq!((label.input.as_str(), label.tensor.as_str()), ("PU_DO", "pair_index"));
+        // The model's metadata says how many pairs it learnt; an unseen pair gets the index after
+        // them, whose coefficient is 0 (it contributes nothing, as in DictVectorizer).
+        assert_eq!(label.codes.len(), 22_094);
+        assert_eq!(label.default, 22_094);
+        assert!(label.codes.iter().any(|(key, _)| key == "130_205"));
+        let graph_field = fields(&rewritten.bytes).unwrap().into_iter().find(|f| f.number == 7).unwrap();
+        let graph = fields(graph_field.bytes().unwrap()).unwrap();
+        let ops: Vec<String> =
+            graph.iter().filter(|f| f.number == 1).map(|f| Node::parse(f.bytes().unwrap()).unwrap().op_type).collect();
+        assert!(!ops.contains(&"LabelEncoder".to_string()), "{ops:?}");
+        let inputs: Vec<(String, Option<i32>)> = graph
+            .iter()
+            .filter(|f| f.number == 11)
+            .map(|f| {
+                let info = fields(f.bytes().unwrap()).unwrap();
+                (string_field(&info, 1).unwrap(), tensor_elem_type(&info).unwrap())
+            })
+            .collect();
+        assert!(inputs.contains(&("pair_index".to_string(), Some(INT64))), "{inputs:?}");
+        assert!(!inputs.iter().any(|(name, _)| name == "PU_DO"), "{inputs:?}");
     }
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod graph;
 pub mod input;
 pub mod inspect;
+pub mod labels;
 pub mod model;
 pub mod output;
 pub mod reload;

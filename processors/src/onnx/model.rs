@@ -11,6 +11,7 @@ use ort::value::{Outlet, ValueType};
 use tributary_framework::ComponentError;
 
 use super::graph::{self, Rewritten};
+use super::labels::LabelCodes;
 use super::tensor::{ElementType, Values};
 use crate::mlflow::SignatureInput;
 use crate::model_store;
@@ -36,6 +37,9 @@ pub struct Port {
     pub kind: PortKind,
     /// The name ONNX Runtime knows it by after the load-time rewrites (see [`graph`]).
     session_name: String,
+    /// For a string input whose LabelEncoder the rewrites removed: its codes, which are what
+    /// ONNX Runtime is fed.
+    codes: Option<Arc<LabelCodes>>,
 }
 
 /// What a [`Port`] holds.
@@ -229,7 +233,13 @@ impl OnnxModel {
         let mut inputs: Vec<(String, SessionInputValue<'static>)> = Vec::with_capacity(feeds.len());
         for (port, feed) in self.inputs.iter().zip(feeds) {
             let shape: Vec<i64> = std::iter::once(rows as i64).chain(feed.row_dims).collect();
-            inputs.push((port.session_name.clone(), feed.values.into_input(shape).map_err(err)?));
+            let values = match &port.codes {
+                Some(codes) => {
+                    codes.encode(feed.values).map_err(|e| OnnxError::Inference(format!("input {}: {e}", port.name)))?
+                }
+                None => feed.values,
+            };
+            inputs.push((port.session_name.clone(), values.into_input(shape).map_err(err)?));
         }
         let started = Instant::now();
         let results = session.run(inputs).map_err(err)?;
@@ -278,8 +288,24 @@ fn ports(pool: &SessionPool, rewritten: &Rewritten) -> (Vec<Port>, Vec<Port>) {
                     None => PortKind::Unsupported(format!("map(string, type {})", dict.elem_type)),
                 },
                 session_name: dict.tensor.clone(),
+                codes: None,
             },
-            None => plain_port(outlet),
+            None => match rewritten.label_inputs.iter().find(|l| l.tensor == outlet.name()) {
+                // Users map and see the string input; ONNX Runtime gets its codes.
+                Some(label) => {
+                    let dims = match plain_port(outlet).kind {
+                        PortKind::Tensor { dims, .. } => dims,
+                        _ => vec![-1],
+                    };
+                    Port {
+                        name: label.input.clone(),
+                        kind: PortKind::Tensor { ty: ElementType::String, dims },
+                        session_name: label.tensor.clone(),
+                        codes: Some(Arc::new(LabelCodes::new(label))),
+                    }
+                }
+                None => plain_port(outlet),
+            },
         })
         .collect();
     let mut outputs: Vec<Port> = session
@@ -290,6 +316,7 @@ fn ports(pool: &SessionPool, rewritten: &Rewritten) -> (Vec<Port>, Vec<Port>) {
                 name: map.output.clone(),
                 kind: PortKind::ClassMap { labels: map.labels.clone().into() },
                 session_name: map.tensor.clone(),
+                codes: None,
             },
             None => plain_port(outlet),
         })
@@ -301,6 +328,7 @@ fn ports(pool: &SessionPool, rewritten: &Rewritten) -> (Vec<Port>, Vec<Port>) {
                 name: map.output.clone(),
                 kind: PortKind::ClassMap { labels: map.labels.clone().into() },
                 session_name: map.tensor.clone(),
+                codes: None,
             });
         }
     }
@@ -315,7 +343,7 @@ fn plain_port(outlet: &Outlet) -> Port {
         },
         other => PortKind::Unsupported(other.to_string()),
     };
-    Port { name: outlet.name().to_string(), kind, session_name: outlet.name().to_string() }
+    Port { name: outlet.name().to_string(), kind, session_name: outlet.name().to_string(), codes: None }
 }
 
 #[cfg(test)]
