@@ -8,7 +8,7 @@ use super::graph::LabelInput;
 use super::tensor::Values;
 
 /// A small, fast hash for short keys (such as `PU_DO` pairs): a multiply-rotate over 8-byte
-/// words. The keys come from the model file, not from input data, and a lookup only reads the
+/// words, then a finalizer that mixes every bit into the low ones. The keys come from the model file, not from input data, and a lookup only reads the
 /// table, so a hash that an adversary could collide only slows lookups of unknown strings.
 #[derive(Default)]
 pub struct WordHasher(u64);
@@ -32,7 +32,14 @@ impl Hasher for WordHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0
+        // MurmurHash3's finalizer: the multiply-rotate leaves the low bits, which pick the
+        // bucket, depending on the keys' low bytes only ("130_205" and "131_205" would collide).
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
 }
 
@@ -60,14 +67,16 @@ impl LabelCodes {
         self.codes.get(key).copied().unwrap_or(self.default)
     }
 
-    /// The codes of string values, in their order.
+    /// The codes of string values, in their order; integers are codes already (a caller that
+    /// knows its strings looked them up once, as `ride_duration` does for its zone pairs).
     ///
     /// # Errors
-    /// The values are not strings.
+    /// The values are neither strings nor codes.
     pub fn encode(&self, values: Values) -> Result<Values, String> {
         match values {
             Values::String(v) => Ok(Values::Int64(v.iter().map(|s| self.code(s)).collect())),
             Values::Interned(v) => Ok(Values::Int64(v.iter().map(|s| self.code(s)).collect())),
+            codes @ Values::Int64(_) => Ok(codes),
             _ => Err("takes strings".into()),
         }
     }
@@ -100,5 +109,7 @@ mod tests {
         };
         assert_eq!(encoded, [0, -1]);
         assert!(codes.encode(Values::Float(vec![1.0])).is_err());
+        let Values::Int64(passed) = codes.encode(Values::Int64(vec![7, 0])).unwrap() else { panic!("not integers") };
+        assert_eq!(passed, [7, 0]);
     }
 }

@@ -157,6 +157,12 @@ impl OnnxModel {
         })
     }
 
+    /// The codes ONNX Runtime is fed for string input `name`, when its LabelEncoder was
+    /// removed at load (see [`graph`]).
+    pub fn input_codes(&self, name: &str) -> Option<&LabelCodes> {
+        self.inputs.iter().find(|p| p.name == name).and_then(|p| p.codes.as_deref())
+    }
+
     /// The inputs, in the order [`OnnxModel::predict`] takes them.
     pub fn inputs(&self) -> &[Port] {
         &self.inputs

@@ -9,7 +9,7 @@ use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
 use super::RideDuration;
-use super::features::{ZONES, is_miles, pair};
+use super::features::{ZONES, is_miles, pair, pair_index};
 use crate::onnx::Values;
 
 const PU: &str = "ride.PULocationID";
@@ -65,14 +65,23 @@ impl RideDuration {
         let rows = batch.rows;
         let mut rejected = Vec::new();
         let mut scored = Vec::with_capacity(rows);
-        let mut pairs = Vec::with_capacity(rows);
+        // The pairs' codes when the model takes them (its LabelEncoder removed at load), else
+        // the pairs' text.
+        let (mut codes, mut pairs) = (Vec::new(), Vec::new());
+        match &model.pair_codes {
+            Some(_) => codes.reserve(rows),
+            None => pairs.reserve(rows),
+        }
         let mut miles = Vec::with_capacity(rows);
         for i in 0..rows {
             match check(i, pu, dropoff, (distance, distance_column)) {
                 Some(reason) => rejected.push((i, reason)),
                 None => {
                     scored.push(i);
-                    pairs.push(pair(pu.0[i], dropoff.0[i]));
+                    match &model.pair_codes {
+                        Some(table) => codes.push(table[pair_index(pu.0[i], dropoff.0[i])]),
+                        None => pairs.push(pair(pu.0[i], dropoff.0[i])),
+                    }
                     #[allow(clippy::cast_possible_truncation, reason = "the model takes float32, as on events")]
                     miles.push(distance[i] as f32);
                 }
@@ -84,7 +93,8 @@ impl RideDuration {
             nulls[i] = true;
         }
         if !scored.is_empty() {
-            let predictions = model.predict(Values::Interned(pairs), miles).await?;
+            let pu_do = if model.pair_codes.is_some() { Values::Int64(codes) } else { Values::Interned(pairs) };
+            let predictions = model.predict(pu_do, miles).await?;
             let n = scored.len();
             for (k, &row) in scored.iter().enumerate() {
                 durations[row] = model

@@ -70,8 +70,8 @@ pub(super) fn is_miles(distance: f64) -> bool {
 /// formatting a string per ride.
 pub(super) fn pair(pu: i64, dropoff: i64) -> &'static str {
     static PAIRS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
-    let zones = *ZONES.end() as usize;
     let pairs = PAIRS.get_or_init(|| {
+        let zones = *ZONES.end() as usize;
         // Written from the zones' names rather than formatted pair by pair: this runs at each
         // process start (70,225 `format!` calls were about a sixth of a small batch job's CPU).
         let names: Vec<String> = ZONES.map(|zone| zone.to_string()).collect();
@@ -90,8 +90,12 @@ pub(super) fn pair(pu: i64, dropoff: i64) -> &'static str {
         let starts = std::iter::once(0).chain(ends.iter().copied());
         starts.zip(ends.iter().copied()).map(|(start, end)| &text[start..end]).collect()
     });
-    // Callers pass checked zone ids (1..=265).
-    pairs[(pu as usize - 1) * zones + (dropoff as usize - 1)]
+    pairs[pair_index(pu, dropoff)]
+}
+
+/// The place of a pair of checked zone ids (1..=265) in the table of all pairs, pickup-major.
+pub(super) fn pair_index(pu: i64, dropoff: i64) -> usize {
+    (pu as usize - 1) * *ZONES.end() as usize + (dropoff as usize - 1)
 }
 
 fn zone(ride: &Value, key: &str) -> Result<u64, String> {

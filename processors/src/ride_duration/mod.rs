@@ -65,6 +65,9 @@ struct RideModel {
     output: OutputPlan,
     fetch: Arc<[usize]>,
     version: Value,
+    /// When the model's `PU_DO` LabelEncoder was removed at load (see `onnx::graph`): the code
+    /// of every zone pair, by [`features::pair_index`], looked up once per model.
+    pair_codes: Option<Vec<i64>>,
 }
 
 impl reload::Serving for RideModel {
@@ -209,6 +212,10 @@ impl RideModel {
         let pu_do_first = model.inputs().first().is_some_and(|p| p.name == INPUT_PU_DO);
         let output = OutputPlan::new(OUTPUT, &OutputSpec::Name(OUTPUT.into()), model.outputs(), &model.location)
             .map_err(not_ride_duration)?;
+        let pair_codes = model.input_codes(INPUT_PU_DO).map(|codes| {
+            let zones = || features::ZONES.map(|zone| zone as i64);
+            zones().flat_map(|pu| zones().map(move |dropoff| codes.code(features::pair(pu, dropoff)))).collect()
+        });
         tracing::info!(model = %model.location, version = %model.version, "ride-duration model loaded");
         Ok(RideModel {
             version: Value::String(model.version.clone()),
@@ -218,6 +225,7 @@ impl RideModel {
             distance,
             pu_do_first,
             output,
+            pair_codes,
         })
     }
 }
