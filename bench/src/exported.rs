@@ -126,7 +126,8 @@ async fn measure(config: &config::PipelineConfig, lines: &[String], records: usi
 /// Median over 21 rounds of: decode `lines` into values, drop them, and encode the envelopes the
 /// processor makes of `events`, per record. Wall time on one thread, nothing else running.
 async fn json_seconds_per_record(processor: &OnnxProcessor, events: &[Value], lines: &[String]) -> Result<f64> {
-    use tributary_framework::{Input, Outcome, Processor};
+    use tributary_framework::{Input, Outcome, Output, Processor};
+    let events: Vec<Output> = events.iter().cloned().map(Output::from).collect();
     let records: Vec<Record> = events
         .iter()
         .enumerate()
@@ -138,7 +139,7 @@ async fn json_seconds_per_record(processor: &OnnxProcessor, events: &[Value], li
         })
         .collect();
     let inputs: Vec<Input<'_>> = events.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
-    let envelopes: Vec<Value> = processor
+    let envelopes: Vec<Output> = processor
         .process(&inputs)
         .await?
         .into_iter()

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tributary_framework::config::PipelineConfig;
 use tributary_framework::executor::{Refusal, RefusalKind};
 use tributary_framework::template::Shape;
-use tributary_framework::{ConfigError, Offset, Position, Record};
+use tributary_framework::{ConfigError, Offset, Output, Position, Record};
 use tributary_sinks::response::{ResponseConfig, answer};
 use tributary_sources::http::HttpConfig;
 
@@ -159,7 +159,7 @@ impl Reply {
 }
 
 /// The answer to a request from its records' answers ([`tributary_framework::graph::Graph::answers`]).
-pub fn reply(plan: &HttpPlan, answers: Vec<Result<Vec<Value>, Refusal>>, array: bool) -> Reply {
+pub fn reply(plan: &HttpPlan, answers: Vec<Result<Vec<Output>, Refusal>>, array: bool) -> Reply {
     let shape = plan.body.as_ref();
     if array {
         let items = answers

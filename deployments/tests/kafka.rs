@@ -478,6 +478,7 @@ async fn deliver_batch(name: &str, settings: &str, values: &[Value]) -> (String,
             Record::new(Vec::new(), Position { source: "s".into(), partition: "p".into(), offset: Offset::Index(i) })
         })
         .collect();
+    let values: Vec<tributary_framework::Output> = values.iter().cloned().map(Into::into).collect();
     let inputs: Vec<Input<'_>> = values.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
     (topic, sink.deliver(&inputs).await.unwrap())
 }

@@ -1,16 +1,18 @@
 //! The three component traits every plugin implements, and the per-record results they return.
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use crate::error::ComponentError;
+use crate::output::Output;
 use crate::record::{Position, Record};
 
 /// One decoded value on its way through the graph, with the source record it came from.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
-    /// The decoded event (for a source's consumers) or a processor's output.
-    pub value: &'a Value,
+    /// The decoded event (for a source's consumers) or a processor's output. It reads as a
+    /// [`serde_json::Value`] (`Deref`); a sink that writes JSON serializes the [`Output`] itself, which
+    /// copies a serialized output's text as it is.
+    pub value: &'a Output,
     /// The source record this value derives from.
     pub record: &'a Record,
 }
@@ -19,7 +21,7 @@ pub struct Input<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Zero or more outputs, passed to every consumer of the processor.
-    Emit(Vec<Value>),
+    Emit(Vec<Output>),
     /// A transient failure: the runtime retries this record with backoff.
     Retry(String),
     /// A poison record: dead-lettered with this reason, never retried.
@@ -27,9 +29,9 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A single output.
-    pub fn one(value: Value) -> Self {
-        Outcome::Emit(vec![value])
+    /// A single output (a [`serde_json::Value`], or an [`Output`] serialized by the processor).
+    pub fn one(output: impl Into<Output>) -> Self {
+        Outcome::Emit(vec![output.into()])
     }
 }
 

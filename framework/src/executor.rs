@@ -17,6 +17,7 @@ use crate::component::{Delivery, Input, Outcome, Processor, Sink};
 use crate::dead_letter;
 use crate::error::ComponentError;
 use crate::graph::{Graph, NodeRef};
+use crate::output::Output;
 use crate::record::{Payload, Record};
 use crate::retry::OnExhausted;
 
@@ -84,12 +85,12 @@ pub enum RefusalKind {
 #[derive(Clone)]
 struct Item {
     origin: usize,
-    value: Arc<Value>,
+    value: Arc<Output>,
 }
 
 /// One result of a processor or sink call, normalised.
 enum Verdict {
-    Done(Vec<Value>),
+    Done(Vec<Output>),
     Retry(String),
     Reject(String),
     Fatal(String),
@@ -99,7 +100,7 @@ enum Verdict {
 
 /// The end state of one item after retries.
 enum Final {
-    Done(Vec<Value>),
+    Done(Vec<Output>),
     DeadLetter(String),
     Failed(String),
     /// To be decoded and processed as a value ([`Verdict::Decode`]).
@@ -202,7 +203,7 @@ struct Rejection {
     origin: usize,
     component: Arc<str>,
     reason: String,
-    output: Option<Arc<Value>>,
+    output: Option<Arc<Output>>,
 }
 
 impl Graph {
@@ -220,7 +221,7 @@ impl Graph {
     /// Decodes and processes a batch like [`Graph::run_batch`], but delivers nothing: returns,
     /// per record, the values the sinks would receive, or why the record was rejected. For
     /// answering a request directly (a Lambda invoked with a bare event).
-    pub async fn evaluate(&self, source: usize, records: &[Record]) -> Vec<Result<Vec<Value>, String>> {
+    pub async fn evaluate(&self, source: usize, records: &[Record]) -> Vec<Result<Vec<Output>, String>> {
         let evaluated = self.evaluate_batch(source, records).await;
         let all: Vec<usize> = (0..self.sinks.len()).collect();
         self.answers(&evaluated, &all).into_iter().map(|a| a.map_err(|refusal| refusal.reason)).collect()
@@ -238,8 +239,8 @@ impl Graph {
 
     /// Per record of an evaluated batch: the values that the sinks at indices `sinks` (see
     /// [`Graph::sink_index`]) would receive, in sink-input order, or why the record has none.
-    pub fn answers(&self, evaluated: &Evaluated, sinks: &[usize]) -> Vec<Result<Vec<Value>, Refusal>> {
-        let mut results: Vec<Result<Vec<Value>, Refusal>> =
+    pub fn answers(&self, evaluated: &Evaluated, sinks: &[usize]) -> Vec<Result<Vec<Output>, Refusal>> {
+        let mut results: Vec<Result<Vec<Output>, Refusal>> =
             (0..evaluated.statuses.len()).map(|_| Ok(Vec::new())).collect();
         let mut inputs: Vec<NodeRef> = Vec::new();
         for input in sinks.iter().filter_map(|&s| self.sinks.get(s)).flat_map(|s| s.inputs.iter().copied()) {
@@ -249,7 +250,7 @@ impl Graph {
         }
         for item in gather(&inputs, evaluated.source, &evaluated.source_items, &evaluated.outputs) {
             if let Ok(values) = &mut results[item.origin] {
-                values.push(Value::clone(&item.value));
+                values.push(Output::clone(&item.value));
             }
         }
         for rejection in &evaluated.rejections {
@@ -392,7 +393,7 @@ impl Graph {
         let mut items = Vec::with_capacity(declined.len());
         for Item { origin, .. } in declined {
             match decode_json(records[origin].raw_bytes()) {
-                Ok(value) => items.push(Item { origin, value: Arc::new(value) }),
+                Ok(value) => items.push(Item { origin, value: Arc::new(Output::from(value)) }),
                 Err(reason) => {
                     if undecodable.insert(origin) {
                         rejections.push(Rejection { origin, component: self.decoder_id(source), reason, output: None });
@@ -451,7 +452,7 @@ impl Graph {
     /// text ([`Graph::source_read_as_json_text`]).
     fn decode(&self, source: usize, records: &[Record], rejections: &mut Vec<Rejection>, json_text: bool) -> Vec<Item> {
         let decoder = self.decoder_id(source);
-        let undecoded = Arc::new(Value::Null);
+        let undecoded = Arc::new(Output::from(Value::Null));
         let mut items = Vec::with_capacity(records.len());
         for (origin, record) in records.iter().enumerate() {
             let result = match &record.payload {
@@ -460,7 +461,7 @@ impl Graph {
                     Err(format!("record is {} bytes, over the {}-byte limit", b.len(), self.max_record_bytes))
                 }
                 Payload::Bytes(_) if json_text => Ok(Arc::clone(&undecoded)),
-                Payload::Bytes(b) => decode_json(b).map(Arc::new),
+                Payload::Bytes(b) => decode_json(b).map(|value| Arc::new(Output::from(value))),
             };
             match result {
                 Ok(value) => items.push(Item { origin, value }),
@@ -477,8 +478,9 @@ impl Graph {
         let items: Vec<Item> = rejections
             .iter()
             .map(|r| {
-                let doc = dead_letter::entry(&records[r.origin], &r.component, &r.reason, r.output.as_deref());
-                Item { origin: r.origin, value: Arc::new(doc) }
+                let output = r.output.as_deref().map(Output::value);
+                let doc = dead_letter::entry(&records[r.origin], &r.component, &r.reason, output);
+                Item { origin: r.origin, value: Arc::new(Output::from(doc)) }
             })
             .collect();
         let node = &self.dead_letter;

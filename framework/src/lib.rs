@@ -22,6 +22,7 @@ pub mod executor;
 pub mod graph;
 pub mod inference;
 pub mod metrics;
+pub mod output;
 pub mod record;
 pub mod registry;
 pub mod retry;
@@ -32,6 +33,7 @@ pub mod template;
 pub mod watermark;
 
 pub use component::{Delivery, Input, Outcome, Processor, Sink, Source};
+pub use output::Output;
 
 /// The log target of what a sink in dry-run mode would have sent. Logged at INFO, and shown at
 /// the default verbosity (a dry run is asked for to see this).

@@ -10,6 +10,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::output::Output;
+
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -65,13 +67,23 @@ impl Template {
 
     /// Renders the template against `value`; `None` when a field is missing or null.
     pub fn render(&self, value: &Value) -> Option<String> {
+        self.render_by(|keys| keys.iter().try_fold(value, |v, key| v.get(key)).map(Cow::Borrowed))
+    }
+
+    /// Renders the template against a processor's output, reading a serialized output's fields
+    /// from its text ([`Output::field`]) instead of decoding it whole.
+    pub fn render_output(&self, output: &Output) -> Option<String> {
+        self.render_by(|keys| output.field(keys))
+    }
+
+    fn render_by<'v>(&self, get: impl Fn(&[String]) -> Option<Cow<'v, Value>>) -> Option<String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Field(_, keys) => {
-                    let found = keys.iter().try_fold(value, |v, key| v.get(key))?;
-                    push_value(&mut out, found)?;
+                    let found = get(keys)?;
+                    push_value(&mut out, &found)?;
                 }
             }
         }
@@ -221,6 +233,18 @@ mod tests {
         assert!(Template::parse("{").is_err());
         assert_eq!(Template::parse("a{prediction.name}{x.y}").unwrap().missing_field(&v).as_deref(), Some("x.y"));
         assert_eq!(lookup(&v, "prediction.ride_id"), Some(&json!(156)));
+    }
+
+    #[test]
+    fn a_serialized_output_renders_as_its_value_does() {
+        let value = json!({"prediction": {"ride_id": 156, "name": "x\"y"}, "n": null});
+        let serialized = Output::serialized(&value).unwrap();
+        assert!(serialized.json_text().is_some());
+        for text in ["{prediction.ride_id}", "r-{prediction.name}-{{}}", "{missing}", "{n}", "{prediction}"] {
+            let template = Template::parse(text).unwrap();
+            assert_eq!(template.render_output(&serialized), template.render(&value), "{text}");
+            assert_eq!(template.render_output(&Output::from(value.clone())), template.render(&value), "{text}");
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Sink for TestSink {
                 *n += 1;
                 let d = (self.behaviour)(input.value, *n);
                 if d == Delivery::Delivered {
-                    delivered.push(input.value.clone());
+                    delivered.push(input.value.value().clone());
                 }
                 d
             })
@@ -114,9 +114,10 @@ fn harness(
                         Outcome::Emit(values) => Outcome::Emit(
                             values
                                 .into_iter()
-                                .map(|mut out| {
+                                .map(|out| {
+                                    let mut out = out.into_value();
                                     out["by"] = json!(id);
-                                    out
+                                    out.into()
                                 })
                                 .collect(),
                         ),

@@ -63,7 +63,7 @@ struct Collect(Mutex<Vec<Value>>);
 #[async_trait]
 impl Sink for Collect {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
-        self.0.lock().unwrap().extend(batch.iter().map(|input| input.value.clone()));
+        self.0.lock().unwrap().extend(batch.iter().map(|input| input.value.value().clone()));
         Ok(vec![Delivery::Delivered; batch.len()])
     }
 }

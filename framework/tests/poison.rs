@@ -43,7 +43,7 @@ struct Collect(Mutex<Vec<Value>>);
 #[async_trait]
 impl Sink for Collect {
     async fn deliver(&self, batch: &[Input<'_>]) -> Result<Vec<Delivery>, ComponentError> {
-        self.0.lock().unwrap().extend(batch.iter().map(|i| i.value.clone()));
+        self.0.lock().unwrap().extend(batch.iter().map(|i| i.value.value().clone()));
         Ok(vec![Delivery::Delivered; batch.len()])
     }
 }

@@ -2,7 +2,6 @@
 //! flush, and only then report the batch delivered.
 
 use async_trait::async_trait;
-use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tributary_framework::{ComponentError, Delivery, Input, Sink};
@@ -50,7 +49,7 @@ impl<W: AsyncWrite + Unpin + Send> Sink for JsonLinesSink<W> {
     }
 }
 
-fn write_line(buf: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
+fn write_line(buf: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
     serde_json::to_writer(&mut *buf, value)?;
     buf.push(b'\n');
     Ok(())

@@ -183,7 +183,7 @@ impl Sink for KafkaSink {
                     continue;
                 }
             };
-            let key = self.key.render(input.value).or_else(|| input.record.partition_key.clone());
+            let key = self.key.render_output(input.value).or_else(|| input.record.partition_key.clone());
             let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.topic).payload(payload.as_slice());
             if let Some(key) = &key {
                 record = record.key(key.as_str());

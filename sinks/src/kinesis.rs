@@ -161,7 +161,7 @@ impl KinesisSink {
         let data = serde_json::to_vec(input.value).map_err(|e| format!("cannot encode as JSON: {e}"))?;
         let key = self
             .key
-            .render(input.value)
+            .render_output(input.value)
             .or_else(|| input.record.partition_key.clone())
             .unwrap_or_else(|| input.record.position.offset.to_string());
         match refusal(data.len(), &key) {
@@ -411,7 +411,7 @@ mod tests {
     }
 
     async fn deliver(sink: &KinesisSink, count: usize) -> Result<Vec<Delivery>, ComponentError> {
-        let values: Vec<Value> = (0..count).map(|i| json!({"ride_id": i})).collect();
+        let values: Vec<tributary_framework::Output> = (0..count).map(|i| json!({"ride_id": i}).into()).collect();
         let records: Vec<Record> = (0..count)
             .map(|i| {
                 let position = Position { source: "s".into(), partition: "p".into(), offset: Offset::Index(i as u64) };

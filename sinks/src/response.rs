@@ -18,7 +18,7 @@ use serde_json::Value;
 use tributary_framework::config::ComponentSpec;
 use tributary_framework::registry::BuildFuture;
 use tributary_framework::template::Shape;
-use tributary_framework::{ComponentError, Delivery, Input, Sink};
+use tributary_framework::{ComponentError, Delivery, Input, Output, Sink};
 
 /// `[sinks.<id>]` with `type = "response"`.
 #[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -42,7 +42,7 @@ impl ResponseConfig {
 }
 
 /// The answer to one event from the values its response sinks receive, shaped by `shape`.
-pub fn answer(shape: Option<&Shape>, values: Vec<Value>) -> Value {
+pub fn answer(shape: Option<&Shape>, values: Vec<Output>) -> Value {
     match shape {
         None => serde_json::json!({ "predictions": values }),
         Some(shape) if values.len() == 1 => shape.render(&values[0]),

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tributary_framework::columns::{ColumnBatch, ColumnData, ColumnOutput};
 use tributary_framework::config::PipelineConfig;
 use tributary_framework::registry::Registry;
-use tributary_framework::{Delivery, Input, Offset, Position, Record};
+use tributary_framework::{Delivery, Input, Offset, Output, Position, Record};
 use tributary_sinks::parquet::OutputFile;
 use tributary_sources::parquet::OnFileError;
 use tributary_sources::parquet::read::{FileBatch, FileReader};
@@ -267,6 +267,7 @@ async fn dead_letter(
     if docs.is_empty() {
         return Ok(0);
     }
+    let docs: Vec<Output> = docs.into_iter().map(Output::from).collect();
     let inputs: Vec<Input<'_>> = docs.iter().zip(&records).map(|(value, record)| Input { value, record }).collect();
     let deliveries =
         plan.dead_letter.deliver(&inputs).await.map_err(|e| format!("the dead-letter destination failed: {e}"))?;

@@ -11,12 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tributary_framework::Record;
 use tributary_framework::executor::{Evaluated, Refusal};
 use tributary_framework::graph::Graph;
+use tributary_framework::{Output, Record};
 
 use super::http_metrics::HttpMetrics;
 use crate::http_api::HttpPlan;
@@ -24,7 +23,7 @@ use crate::http_api::HttpPlan;
 /// One request's events and where its answers go.
 pub(crate) struct Job {
     pub records: Vec<Record>,
-    pub reply: oneshot::Sender<Vec<Result<Vec<Value>, Refusal>>>,
+    pub reply: oneshot::Sender<Vec<Result<Vec<Output>, Refusal>>>,
 }
 
 /// The handlers' end of the queue.

@@ -250,7 +250,7 @@ impl Processor for Merge {
 mod tests {
     use std::sync::Arc;
 
-    use tributary_framework::{Offset, Position, Record};
+    use tributary_framework::{Offset, Output, Position, Record};
 
     use super::*;
 
@@ -275,6 +275,7 @@ mod tests {
 
     async fn call(merge: &Merge, values: &[Value]) -> Vec<Outcome> {
         let record = record();
+        let values: Vec<Output> = values.iter().cloned().map(Output::from).collect();
         let inputs: Vec<Input<'_>> = values.iter().map(|value| Input { value, record: &record }).collect();
         merge.process(&inputs).await.unwrap()
     }
@@ -283,7 +284,7 @@ mod tests {
         outcomes
             .iter()
             .flat_map(|o| match o {
-                Outcome::Emit(values) => values.clone(),
+                Outcome::Emit(values) => values.iter().map(|v| v.value().clone()).collect::<Vec<_>>(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()

@@ -287,7 +287,7 @@ impl Processor for OnnxProcessor {
                     v.map(|v| (name.clone(), v.clone())).ok_or_else(|| format!("event has no `{path}`"))
                 })
                 .collect();
-            match echoed.and_then(|e| loaded.features(input.value, &mut columns).map(|()| e)) {
+            match echoed.and_then(|e| loaded.features(input.value.value(), &mut columns).map(|()| e)) {
                 Ok(echoed) => rows.push((i, echoed)),
                 Err(reason) => outcomes[i] = Some(Outcome::Reject(reason)),
             }

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
 use tributary_framework::metrics::Gauge;
-use tributary_framework::{Delivery, Input, Sink};
+use tributary_framework::{Delivery, Input, Output, Sink};
 
 use super::{Loaded, OnnxConfig, SignatureError, Values, reload};
 
@@ -96,7 +96,7 @@ impl Shadow {
         let mut columns: Vec<Values> = loaded.inputs.iter().map(|plan| plan.values(predicted.len())).collect();
         let mut rows = Vec::with_capacity(predicted.len());
         for (row, prediction) in predicted {
-            match loaded.features(batch[row].value, &mut columns) {
+            match loaded.features(batch[row].value.value(), &mut columns) {
                 Ok(()) => rows.push((row, prediction)),
                 Err(reason) => self.failed(1, &format!("record {} rejected: {reason}", batch[row].record.position)),
             }
@@ -128,7 +128,7 @@ impl Shadow {
                 "prediction": prediction,
                 "shadow_prediction": shadow,
             });
-            comparisons.push((row, comparison));
+            comparisons.push((row, Output::from(comparison)));
         }
         let inputs: Vec<Input<'_>> =
             comparisons.iter().map(|(row, value)| Input { value, record: batch[*row].record }).collect();

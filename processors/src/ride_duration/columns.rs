@@ -9,8 +9,7 @@ use tributary_framework::ComponentError;
 use tributary_framework::columns::{Column, ColumnBatch, ColumnData, ColumnField, ColumnKind, ColumnOutput};
 
 use super::RideDuration;
-use super::features::{ZONES, is_miles, pair, pair_index};
-use crate::onnx::Values;
+use super::features::{ZONES, is_miles, pair_index};
 
 const PU: &str = "ride.PULocationID";
 const DO: &str = "ride.DOLocationID";
@@ -65,23 +64,14 @@ impl RideDuration {
         let rows = batch.rows;
         let mut rejected = Vec::new();
         let mut scored = Vec::with_capacity(rows);
-        // The pairs' codes when the model takes them (its LabelEncoder removed at load), else
-        // the pairs' text.
-        let (mut codes, mut pairs) = (Vec::new(), Vec::new());
-        match &model.pair_codes {
-            Some(_) => codes.reserve(rows),
-            None => pairs.reserve(rows),
-        }
+        let mut pairs = Vec::with_capacity(rows);
         let mut miles = Vec::with_capacity(rows);
         for i in 0..rows {
             match check(i, pu, dropoff, (distance, distance_column)) {
                 Some(reason) => rejected.push((i, reason)),
                 None => {
                     scored.push(i);
-                    match &model.pair_codes {
-                        Some(table) => codes.push(table[pair_index(pu.0[i], dropoff.0[i])]),
-                        None => pairs.push(pair(pu.0[i], dropoff.0[i])),
-                    }
+                    pairs.push(pair_index(pu.0[i], dropoff.0[i]));
                     #[allow(clippy::cast_possible_truncation, reason = "the model takes float32, as on events")]
                     miles.push(distance[i] as f32);
                 }
@@ -93,8 +83,7 @@ impl RideDuration {
             nulls[i] = true;
         }
         if !scored.is_empty() {
-            let pu_do = if model.pair_codes.is_some() { Values::Int64(codes) } else { Values::Interned(pairs) };
-            let predictions = model.predict(pu_do, miles).await?;
+            let predictions = model.predict(model.pu_do(&pairs), miles).await?;
             let n = scored.len();
             for (k, &row) in scored.iter().enumerate() {
                 durations[row] = model
@@ -103,15 +92,14 @@ impl RideDuration {
                     .ok_or_else(|| ComponentError::Fatal("the model's ride_duration is not a number".into()))?;
             }
         }
-        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
         Ok(ColumnOutput {
             columns: vec![
                 (
                     "ride_duration".into(),
                     Column { data: ColumnData::Float64(durations), nulls: (!rejected.is_empty()).then_some(nulls) },
                 ),
-                ("model".into(), Column::new(ColumnData::Same(text(&self.model_name), rows))),
-                ("version".into(), Column::new(ColumnData::Same(text(&model.version), rows))),
+                ("model".into(), Column::new(ColumnData::Same(self.model_name.clone(), rows))),
+                ("version".into(), Column::new(ColumnData::Same(model.version.clone(), rows))),
             ],
             rejected,
         })

@@ -15,7 +15,7 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::features::{RideFeatures, ZONES, is_miles, is_ride_id, pair};
+use super::features::{RideFeatures, ZONES, is_miles, is_ride_id, pair_index};
 
 /// An event's features, when its text is a ride event of the usual shape whose values pass the
 /// checks of [`prepare`](super::features::prepare).
@@ -33,7 +33,7 @@ pub fn prepare(text: &[u8]) -> Option<RideFeatures> {
     }
     #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation, reason = "checked zone ids, 1..=265")]
     Some(RideFeatures {
-        pu_do: pair(ride.pickup as i64, ride.dropoff as i64),
+        pair: pair_index(ride.pickup as i64, ride.dropoff as i64),
         trip_distance: ride.distance as f32,
         ride_id,
     })

@@ -10,12 +10,20 @@ pub const ZONES: std::ops::RangeInclusive<u64> = 1..=265;
 /// One ride's model inputs, plus the id to echo back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RideFeatures {
-    /// `"<PULocationID>_<DOLocationID>"`, from the table of every pair ([`pair`]).
-    pub pu_do: &'static str,
+    /// The zone pair, as its place in the table of every pair ([`pair_index`]): the model is
+    /// fed its code (or its text, [`RideFeatures::pu_do`]) from a table, not a string per ride.
+    pub pair: usize,
     /// Miles.
     pub trip_distance: f32,
     /// The event's `ride_id`, as given (number or string).
     pub ride_id: Value,
+}
+
+impl RideFeatures {
+    /// `"<PULocationID>_<DOLocationID>"`, as the seeds' `prepare_features` writes it.
+    pub fn pu_do(&self) -> &'static str {
+        pair_text(self.pair)
+    }
 }
 
 /// Prepares features from a decoded event.
@@ -46,7 +54,7 @@ pub fn prepare(event: &Value) -> Result<RideFeatures, String> {
         return Err(format!("`ride.trip_distance` must be a non-negative number of miles, found {distance}"));
     }
     #[allow(clippy::cast_possible_wrap, reason = "checked zone ids, 1..=265")]
-    Ok(RideFeatures { pu_do: pair(pu as i64, dropoff as i64), trip_distance: distance as f32, ride_id })
+    Ok(RideFeatures { pair: pair_index(pu as i64, dropoff as i64), trip_distance: distance as f32, ride_id })
 }
 
 /// Whether a `ride_id` can be echoed back: a number or a non-empty string (events and their
@@ -65,10 +73,16 @@ pub(super) fn is_miles(distance: f64) -> bool {
     distance.is_finite() && distance >= 0.0
 }
 
-/// `"<pu>_<do>"` for every pair of zones, as the seeds' `prepare_features` writes it, made once
+/// `"<pu>_<do>"` for a pair of checked zone ids (1..=265), as the seeds' `prepare_features`
+/// writes it.
+pub(super) fn pair(pu: i64, dropoff: i64) -> &'static str {
+    pair_text(pair_index(pu, dropoff))
+}
+
+/// The text of the pair at `index` ([`pair_index`]), from a table of every pair made once
 /// (70,225 pairs, one after another in one string): a batch borrows its rides' pairs instead of
 /// formatting a string per ride.
-pub(super) fn pair(pu: i64, dropoff: i64) -> &'static str {
+pub(super) fn pair_text(index: usize) -> &'static str {
     static PAIRS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     let pairs = PAIRS.get_or_init(|| {
         let zones = *ZONES.end() as usize;
@@ -90,7 +104,7 @@ pub(super) fn pair(pu: i64, dropoff: i64) -> &'static str {
         let starts = std::iter::once(0).chain(ends.iter().copied());
         starts.zip(ends.iter().copied()).map(|(start, end)| &text[start..end]).collect()
     });
-    pairs[pair_index(pu, dropoff)]
+    pairs[index]
 }
 
 /// The place of a pair of checked zone ids (1..=265) in the table of all pairs, pickup-major.
@@ -143,7 +157,7 @@ mod tests {
             &json!({"ride": {"PULocationID": 130, "DOLocationID": 205, "trip_distance": 3.66}, "ride_id": 156}),
         )
         .unwrap();
-        assert_eq!(f.pu_do, "130_205");
+        assert_eq!(f.pu_do(), "130_205");
         assert!((f.trip_distance - 3.66).abs() < 1e-6);
         assert_eq!(f.ride_id, json!(156));
     }
