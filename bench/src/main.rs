@@ -79,6 +79,8 @@ fn main() -> Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     if wants(1) {
+        // `cargo xtask bench` may have just started the services other sections use.
+        settle(Duration::from_secs(60));
         println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
         println!(
             "| batch size | records | records/s per CPU-second (median of 5) | records/s wall | us/record (CPU) |"

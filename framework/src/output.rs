@@ -297,4 +297,38 @@ mod tests {
             assert_eq!(output.field(&keys("nope")), None);
         }
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            // Quarters: exact in binary, so they read back equal.
+            (-4000i32..4000).prop_map(|n| Value::from(f64::from(n) / 4.0)),
+            "[ab\"\\\\\u{e9}]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[ab\"]{0,2}", inner), 0..4)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// A serialized output's fields, read from its text, are its value's fields.
+        #[test]
+        fn any_field_read_from_the_text_is_the_values_field(
+            value in json(),
+            path in proptest::collection::vec("[ab\"]{0,2}", 1..4),
+        ) {
+            let output = Output::serialized(&value).unwrap();
+            let expected = path.iter().try_fold(&value, |v, key| v.get(key));
+            let found = output.field(&path);
+            proptest::prop_assert_eq!(found.as_deref(), expected);
+            proptest::prop_assert_eq!(output.value(), &value);
+        }
+    }
 }

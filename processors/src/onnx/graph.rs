@@ -304,20 +304,14 @@ fn tensor_elem_type(info: &[Field<'_>]) -> Result<Option<i32>, String> {
 /// A tensor input's `ValueInfoProto` (`info`) renamed `name`, its elements of type `elem_type`,
 /// its shape kept.
 fn retyped_value_info(info: &[Field<'_>], name: &str, elem_type: i32) -> Result<Vec<u8>, String> {
-    let mut tensor = Vec::new();
-    write_varint_field(&mut tensor, 1, elem_type as u64);
+    let mut shape = Vec::new();
     let type_proto = info.iter().find(|f| f.number == 2).ok_or("an input without a type")?;
     if let Some(old) = fields(type_proto.bytes()?)?.iter().find(|f| f.number == 1) {
         for field in fields(old.bytes()?)?.iter().filter(|f| f.number == 2) {
-            field.write(&mut tensor);
+            field.write(&mut shape);
         }
     }
-    let mut type_proto = Vec::new();
-    write_bytes(&mut type_proto, 1, &tensor);
-    let mut out = Vec::new();
-    write_bytes(&mut out, 1, name.as_bytes());
-    write_bytes(&mut out, 2, &type_proto);
-    Ok(out)
+    Ok(value_info(name, elem_type, &shape))
 }
 
 /// A `ValueInfoProto` for a `[N, width]` tensor of `elem_type`.
@@ -329,9 +323,17 @@ fn tensor_value_info(name: &str, elem_type: i32, width: usize) -> Vec<u8> {
     let mut shape = Vec::new();
     write_bytes(&mut shape, 1, &batch_dim);
     write_bytes(&mut shape, 1, &width_dim);
+    let mut shape_field = Vec::new();
+    write_bytes(&mut shape_field, 2, &shape);
+    value_info(name, elem_type, &shape_field)
+}
+
+/// A `ValueInfoProto` named `name` for a tensor of `elem_type`; `shape` is the tensor type's
+/// `shape` field as written (empty for none).
+fn value_info(name: &str, elem_type: i32, shape: &[u8]) -> Vec<u8> {
     let mut tensor = Vec::new();
     write_varint_field(&mut tensor, 1, elem_type as u64);
-    write_bytes(&mut tensor, 2, &shape);
+    tensor.extend_from_slice(shape);
     let mut type_proto = Vec::new();
     write_bytes(&mut type_proto, 1, &tensor);
     let mut info = Vec::new();
