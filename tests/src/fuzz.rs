@@ -171,6 +171,12 @@ pub fn template(data: &[u8]) {
     let rendered = template.render(&value);
     let missing = template.missing_field(&value);
     assert!(rendered.is_some() || missing.is_some(), "a template that does not render names what is missing");
+    // A processor's serialized output (JSON text) renders from its fields read in the text as
+    // from its value decoded whole.
+    if let Ok(output) = tributary_framework::Output::serialized(&value) {
+        let from_text = template.render_output(&output);
+        assert_eq!(from_text, template.render(output.value()), "a serialized output renders as its value");
+    }
 }
 
 /// A ride event as the streaming fast path reads it, straight from its text

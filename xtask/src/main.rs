@@ -248,26 +248,54 @@ fn bench(root: &Path, extra: &[&str]) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let target = if target.is_absolute() { target } else { root.join(target) };
     let release = target.join("release");
-    let mut cmd = Command::new(release.join("tributary-bench"));
-    cmd.env("TRIBUTARY_BIN", release.join("tributary")).args(extra);
-    if !bench_needs_services(extra) {
-        // Services starting up (a JVM, Python servers) would share the cores with the timings.
-        eprintln!("xtask: these sections need no services; none started");
-        return run(root, &mut cmd);
+    let bench = |sections: &[u32]| {
+        let list = sections.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut cmd = Command::new(release.join("tributary-bench"));
+        cmd.env("TRIBUTARY_BIN", release.join("tributary")).args(other_bench_args(extra)).args(["--sections", &list]);
+        cmd
+    };
+    // The sections that need no services run first, before any is started: services keep the
+    // cores partly busy even when idle (a JVM, Python servers), which in-process timings pay for.
+    let (alone, with_services): (Vec<u32>, Vec<u32>) =
+        bench_sections(extra).into_iter().partition(|n| !NEED_SERVICES.contains(n));
+    if !alone.is_empty() {
+        eprintln!("xtask: sections {alone:?} need no services: run before any is started");
+        run(root, &mut bench(&alone))?;
+    }
+    if with_services.is_empty() {
+        return Ok(());
     }
     let started = services::up(root)?;
+    let mut cmd = bench(&with_services);
     services::apply_env(root, &mut cmd);
     let result = run(root, &mut cmd);
     services::stop(root, &started)?;
     result
 }
 
-/// Whether the benchmark sections asked for (`--sections 1,11`; all by default) talk to the
-/// local services: 4 (Lambda: the Kinesis servers), 5 (Kinesis worker), 6 (Kafka), 9 (MLflow).
-fn bench_needs_services(args: &[&str]) -> bool {
-    const NEED_SERVICES: [u32; 4] = [4, 5, 6, 9];
+/// The sections that talk to the local services: 4 (Lambda: the Kinesis servers), 5 (Kinesis
+/// worker), 6 (Kafka), 9 (MLflow).
+const NEED_SERVICES: [u32; 4] = [4, 5, 6, 9];
+
+/// The benchmark sections asked for (`--sections 1,11`); by default all but 9 (the registry
+/// section, run when asked for), as `tributary-bench` itself defaults.
+fn bench_sections(args: &[&str]) -> Vec<u32> {
     match args.iter().position(|a| *a == "--sections").and_then(|i| args.get(i + 1)) {
-        Some(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).any(|n| NEED_SERVICES.contains(&n)),
-        None => true,
+        Some(list) => list.split(',').filter_map(|n| n.trim().parse().ok()).collect(),
+        None => (1..=11).filter(|n| *n != 9).collect(),
     }
+}
+
+/// The benchmark arguments other than `--sections LIST` (such as `--quick`).
+fn other_bench_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut others = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if *arg == "--sections" {
+            args.next();
+        } else {
+            others.push(*arg);
+        }
+    }
+    others
 }

@@ -128,7 +128,9 @@ impl RideDuration {
     ) -> Result<Vec<Option<Outcome>>, ComponentError> {
         let model = self.current.get();
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(rides.len());
-        let (mut rows, mut pairs, mut distance, mut ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let len = rides.len();
+        let (mut rows, mut pairs) = (Vec::with_capacity(len), Vec::with_capacity(len));
+        let (mut distance, mut ids) = (Vec::with_capacity(len), Vec::with_capacity(len));
         for (i, ride) in rides.into_iter().enumerate() {
             match ride {
                 Ok(RideFeatures { pair, trip_distance, ride_id }) => {
