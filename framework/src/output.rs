@@ -6,7 +6,7 @@
 //! copies that text as it is ([`Output`]'s `Serialize` writes it raw for `serde_json`), and the
 //! value is decoded from it only when a consumer reads it as a value (`Deref`, [`Output::value`]:
 //! a template, a downstream processor), once per output. Building a `Value` per record and
-//! serializing it again cost a third of the streaming path (BENCHMARKS.md, section 1).
+//! serializing it again cost over a quarter of the streaming path (BENCHMARKS.md, section 1).
 
 use std::borrow::Cow;
 use std::fmt;
