@@ -165,8 +165,8 @@ impl RideDuration {
 /// the output's JSON text ([`Output::serialized`]): building a `Value` per ride (a copy of a
 /// template map, eleven allocations) and serializing it again in the sink was over a quarter of
 /// the streaming path's time. The model name and version, the same in every envelope, are
-/// written as JSON text made once: they were most of the text escaped per ride (escaping took
-/// 6.7% of the path's profile).
+/// written as JSON text made once: they were about half of the text escaped per ride
+/// (escaping took 6.7% of the path's profile).
 #[derive(Serialize)]
 struct Envelope<'a> {
     model: &'a RawValue,
