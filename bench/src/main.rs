@@ -79,7 +79,8 @@ fn main() -> Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     if wants(1) {
-        // `cargo xtask bench` may have just started the services other sections use.
+        // A build just finished, or services someone started (by hand; `cargo xtask bench` runs
+        // this section before starting any) may still keep the cores busy.
         settle(Duration::from_secs(60));
         println!("### 1. Processing rate (decode -> ride_duration -> encode), one worker thread\n");
         println!(

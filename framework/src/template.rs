@@ -67,27 +67,13 @@ impl Template {
 
     /// Renders the template against `value`; `None` when a field is missing or null.
     pub fn render(&self, value: &Value) -> Option<String> {
-        self.render_by(|keys| keys.iter().try_fold(value, |v, key| v.get(key)).map(Cow::Borrowed))
+        self.render_by(|_, keys| keys.iter().try_fold(value, |v, key| v.get(key)).map(Cow::Borrowed)).ok()
     }
 
     /// Renders the template against a processor's output, reading a serialized output's fields
     /// from its text ([`Output::field`]) instead of decoding it whole.
     pub fn render_output(&self, output: &Output) -> Option<String> {
-        self.render_by(|keys| output.field(keys))
-    }
-
-    fn render_by<'v>(&self, get: impl Fn(&[String]) -> Option<Cow<'v, Value>>) -> Option<String> {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => out.push_str(t),
-                Part::Field(_, keys) => {
-                    let found = get(keys)?;
-                    push_value(&mut out, &found)?;
-                }
-            }
-        }
-        Some(out)
+        self.render_by(|_, keys| output.field(keys)).ok()
     }
 
     /// The dotted paths of the fields the template reads, in order.
@@ -104,12 +90,18 @@ impl Template {
     /// # Errors
     /// The dotted path of the first field that is missing or null.
     pub fn render_with<'v>(&self, mut get: impl FnMut(&str) -> Option<Cow<'v, Value>>) -> Result<String, String> {
+        self.render_by(|path, _| get(path))
+    }
+
+    /// The one rendering loop: each field's value from `get` (given its dotted path and its
+    /// keys); the dotted path of the first field that is missing or null.
+    fn render_by<'v>(&self, mut get: impl FnMut(&str, &[String]) -> Option<Cow<'v, Value>>) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(path, _) => {
-                    get(path).and_then(|found| push_value(&mut out, &found)).ok_or_else(|| path.clone())?;
+                Part::Field(path, keys) => {
+                    get(path, keys).and_then(|found| push_value(&mut out, &found)).ok_or_else(|| path.clone())?;
                 }
             }
         }

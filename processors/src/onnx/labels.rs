@@ -8,8 +8,9 @@ use super::graph::LabelInput;
 use super::tensor::Values;
 
 /// A small, fast hash for short keys (such as `PU_DO` pairs): a multiply-rotate over 8-byte
-/// words, then a finalizer that mixes every bit into the low ones. The keys come from the model file, not from input data, and a lookup only reads the
-/// table, so a hash that an adversary could collide only slows lookups of unknown strings.
+/// words, then a finalizer that mixes every bit into the low ones. The keys come from the model
+/// file, not from input data, and a lookup only reads the table, so a hash that an adversary
+/// could collide only slows lookups of unknown strings.
 #[derive(Default)]
 pub struct WordHasher(u64);
 
